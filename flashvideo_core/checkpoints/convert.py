@@ -1,0 +1,81 @@
+"""Rewrite any accepted model file as one pack-native safetensors file.
+
+The output holds tensors in the pack's canonical (official) names plus metadata:
+the model kind, the architecture config and the sha256 of the source file, so the
+result loads with no config file and can be traced back to what it came from.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError
+from . import metadata as md
+from .io import RawCheckpoint, read_checkpoint, sha256_of_file, write_safetensors
+from .strict import check_state_dict
+
+log = logging.getLogger("flashvideo")
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """How to recognise, canonicalise and build one kind of model."""
+
+    name: str
+    detect: Callable[[RawCheckpoint], bool]
+    canonicalize: Callable[[RawCheckpoint], tuple]  # -> (config, state dict, layout)
+    build: Callable[[object], nn.Module]
+
+
+def model_kinds() -> list[ModelKind]:
+    from ..vae import loader as vae_loader
+    from ..vae.model import CogVideoXVAE
+
+    def is_vae(raw):
+        try:
+            vae_loader.detect_vae_layout(raw)
+            return True
+        except CheckpointError:
+            return False
+
+    return [ModelKind("vae", is_vae, vae_loader.canonical_vae_state_dict, CogVideoXVAE)]
+
+
+def detect_kind(raw: RawCheckpoint) -> ModelKind:
+    for kind in model_kinds():
+        if kind.detect(raw):
+            return kind
+    raise CheckpointError(f"{raw.path}: no known FlashVideo model found ({md.describe_foreign_checkpoint(raw)})")
+
+
+def convert_checkpoint(
+    src: str, dst: str, trust_pickle: bool = False, dtype: Optional[torch.dtype] = None
+) -> dict:
+    """Convert ``src`` to ``dst``; returns the metadata written."""
+    if os.path.abspath(src) == os.path.abspath(dst):
+        raise CheckpointError("convert: the output must be a different file from the input")
+    raw = read_checkpoint(src, trust_pickle=trust_pickle)
+    kind = detect_kind(raw)
+    config, tensors, layout = kind.canonicalize(raw)
+    with torch.device("meta"):
+        model = kind.build(config)
+    check_state_dict(model, tensors, raw.path, layout)
+    if dtype is not None:
+        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+    meta = {
+        md.FORMAT_KEY: md.FORMAT_VERSION,
+        md.MODEL_KEY: kind.name,
+        md.CONFIG_KEY: config.to_json(),
+        md.SOURCE_SHA_KEY: sha256_of_file(src),
+        md.SOURCE_LAYOUT_KEY: layout,
+        md.SOURCE_NAME_KEY: os.path.basename(src),
+    }
+    write_safetensors(dst, tensors, meta)
+    log.info("converted %s (%s, layout %s) -> %s", src, kind.name, layout, dst)
+    return meta
