@@ -64,5 +64,5 @@ def load_vae(
     raw = read_checkpoint(path)
     config, tensors, layout = canonical_vae_state_dict(raw)
     vae = materialize(lambda: CogVideoXVAE(config), tensors, raw.path, layout, device=device, dtype=dtype or torch.float32)
-    log.info("FlashVideo VAE loaded from %s (layout %s, widths %s, %s)", path, layout, config.block_out_channels, dtype)
+    log.info("FlashVideo VAE loaded from %s (layout %s, widths %s, %s)", path, layout, config.block_out_channels, dtype or torch.float32)
     return vae

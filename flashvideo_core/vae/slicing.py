@@ -56,6 +56,8 @@ class SlicingOptions:
     #: manual: nominal tile edge in latents; None or 0 = no spatial tiling.
     tile_latents: Optional[int] = None
     tile_overlap: int = DEFAULT_TILE_OVERLAP
+    #: cut tiles at the nominal boundary like the reference instead of blending (shows seams).
+    hard_seams: bool = False
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -81,6 +83,8 @@ class SlicePlan:
     tiles_h: list
     tiles_w: list
     tile_overlap: int
+    #: width of the blended band in latents (0 = hard cut at the boundary)
+    blend_band: int
     estimated_bytes: int
     budget_bytes: Optional[int]
     notes: list = field(default_factory=list)
@@ -259,7 +263,8 @@ def plan_slicing(
         th = max(t.read_end - t.read_start for t in tiles_h) * f
         tw = max(t.read_end - t.read_start for t in tiles_w) * f
         est = estimate_peak_bytes(config, direction, biggest_t, th, tw, dtype_bytes, batch)
-        return SlicePlan(direction, chunks, tiles_h, tiles_w, overlap, est, budget_bytes, list(notes))
+        band = 0 if options.hard_seams else overlap
+        return SlicePlan(direction, chunks, tiles_h, tiles_w, overlap, band, est, budget_bytes, list(notes))
 
     if options.mode == "whole":
         return build(0, 1, 1)
@@ -292,7 +297,7 @@ def plan_slicing(
         if fits(plan):
             return plan
     smallest_chunk = chunk_choices[-1]
-    min_tile = 2 * overlap + 8
+    min_tile = max(overlap, 8)
     max_tiles = max(1, (lat_h // min_tile + 1) * (lat_w // min_tile + 1))
     plan = None
     for nh, nw in _tile_layouts(lat_h, lat_w, max_tiles):
@@ -320,9 +325,9 @@ def _run_sliced(
     out = torch.zeros(batch, out_channels, out_frames, lat_h * out_scale, lat_w * out_scale, device=output_device)
     progress.start(plan.num_units)
     for th in plan.tiles_h:
-        wh = axis_weights(th, lat_h, plan.tile_overlap, out_scale).to(output_device)
+        wh = axis_weights(th, lat_h, plan.blend_band, out_scale).to(output_device)
         for tw in plan.tiles_w:
-            ww = axis_weights(tw, lat_w, plan.tile_overlap, out_scale).to(output_device)
+            ww = axis_weights(tw, lat_w, plan.blend_band, out_scale).to(output_device)
             weight = wh[:, None] * ww[None, :]
             cache = CausalConvCache()
             t_out = 0

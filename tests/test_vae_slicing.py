@@ -1,0 +1,163 @@
+"""Temporal chunks, spatial tiles, the memory planner, progress and cancellation."""
+
+import pytest
+import torch
+
+from flashvideo_core.errors import Cancelled, InputError
+from flashvideo_core.progress import CallbackProgress
+from flashvideo_core.vae.config import OFFICIAL_VAE_CONFIG
+from flashvideo_core.vae.slicing import (
+    SlicingOptions,
+    axis_tiles,
+    axis_weights,
+    causal_time_chunks,
+    decode_sliced,
+    encode_sliced,
+    plan_slicing,
+)
+from support.vae_helpers import without_groupnorm_statistics
+
+#: Tiled vs whole-clip decode with real GroupNorm (random tiny weights, overlap 8 latents):
+#: statistics differ per tile, nothing else does. Documented in the README.
+TILED_MEAN_REL_TOL = 0.03
+TILED_MAX_REL_TOL = 0.25
+
+
+def test_reference_boundaries_are_the_official_ones():
+    assert causal_time_chunks(13, 2) == [(0, 3), (3, 5), (5, 7), (7, 9), (9, 11), (11, 13)]
+    assert causal_time_chunks(49, 16) == [(0, 17), (17, 33), (33, 49)]
+    plan = plan_slicing(OFFICIAL_VAE_CONFIG, "decode", (1, 16, 13, 32, 60), torch.bfloat16, SlicingOptions())
+    assert plan.time_chunks == causal_time_chunks(13, 2)
+    plan = plan_slicing(OFFICIAL_VAE_CONFIG, "encode", (1, 3, 49, 1072, 1920), torch.bfloat16, SlicingOptions())
+    assert [e - s for s, e in plan.time_chunks] == [17, 16, 16]
+
+
+def test_chunks_keep_frame_pairs_aligned():
+    for frames in range(1, 40):
+        for chunk in (2, 4, 6):
+            chunks = causal_time_chunks(frames, chunk)
+            assert chunks[0][0] == 0 and chunks[-1][1] == frames
+            assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:]))
+            later = [e - s for s, e in chunks[1:]]
+            assert all(n % 2 == 0 for n in later), (frames, chunk, chunks)
+            assert (chunks[0][1] % 2 == 1) == (frames % 2 == 1) or len(chunks) == 1
+
+
+def test_reference_decode_calls_the_vae_on_the_official_chunks(tiny_vae, monkeypatch, rng):
+    seen = []
+    original = tiny_vae.decode
+
+    def spy(z, cache=None):
+        seen.append(z.shape[2])
+        return original(z, cache)
+
+    monkeypatch.setattr(tiny_vae, "decode", spy)
+    out = decode_sliced(tiny_vae, torch.randn(1, 16, 13, 2, 3, generator=rng), SlicingOptions("reference"))
+    assert seen == [3, 2, 2, 2, 2, 2]
+    assert out.shape[2] == 49
+
+
+def test_temporal_chunks_are_exact_without_groupnorm_statistics(tiny_vae, rng):
+    """The causal cache makes every convolution exact across chunk edges."""
+    vae = without_groupnorm_statistics(tiny_vae)
+    z = torch.randn(1, 16, 13, 3, 4, generator=rng)
+    whole = decode_sliced(vae, z, SlicingOptions("whole"))
+    for chunk in (2, 4):
+        chunked = decode_sliced(vae, z, SlicingOptions("manual", chunk_latents=chunk))
+        torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
+    video = torch.rand(1, 3, 25, 16, 16, generator=rng) * 2 - 1
+    whole = encode_sliced(vae, video, SlicingOptions("whole"))
+    chunked = encode_sliced(vae, video, SlicingOptions("manual", chunk_latents=2))
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
+
+
+def test_tiles_are_exact_without_groupnorm_statistics(tiny_vae, rng):
+    """With enough overlap the blended tiles reproduce the whole picture exactly."""
+    vae = without_groupnorm_statistics(tiny_vae)
+    z = torch.randn(1, 16, 3, 24, 40, generator=rng)
+    whole = decode_sliced(vae, z, SlicingOptions("whole"))
+    tiled = decode_sliced(vae, z, SlicingOptions("manual", chunk_latents=2, tile_latents=16, tile_overlap=12))
+    assert tiled.shape == whole.shape
+    torch.testing.assert_close(tiled, whole, atol=1e-4, rtol=1e-4)
+    video = torch.rand(1, 3, 5, 192, 192, generator=rng) * 2 - 1
+    whole = encode_sliced(vae, video, SlicingOptions("whole"))
+    tiled = encode_sliced(vae, video, SlicingOptions("manual", tile_latents=12, tile_overlap=10))
+    torch.testing.assert_close(tiled, whole, atol=1e-4, rtol=1e-4)
+
+
+def test_tiled_decode_with_groupnorm_is_close_and_seam_free(tiny_vae, rng):
+    z = torch.randn(1, 16, 3, 8, 24, generator=rng)
+    whole = decode_sliced(tiny_vae, z, SlicingOptions("whole"))
+    options = dict(mode="manual", tile_latents=12, tile_overlap=8)
+    blended = decode_sliced(tiny_vae, z, SlicingOptions(**options))
+    hard = decode_sliced(tiny_vae, z, SlicingOptions(**options, hard_seams=True))
+    assert blended.shape == whole.shape == (1, 3, 9, 64, 192)
+    err = (blended - whole).abs()
+    assert err.mean() < TILED_MEAN_REL_TOL * whole.std()
+    assert err.max() < TILED_MAX_REL_TOL * whole.std()
+
+    def step_at_boundary(out):  # jump of the error across the nominal boundary (pixel 96)
+        e = out - whole
+        return (e[..., 96] - e[..., 95]).abs().mean()
+
+    assert step_at_boundary(blended) < 0.5 * step_at_boundary(hard)
+
+
+def test_blend_weights_sum_to_one():
+    length = 37
+    for count in (2, 3, 5):
+        tiles = axis_tiles(length, count, overlap=4)
+        total = torch.zeros(length * 8)
+        for t in tiles:
+            total[t.read_start * 8 : t.read_end * 8] += axis_weights(t, length, 4, 8)
+        torch.testing.assert_close(total, torch.ones_like(total))
+
+
+def test_odd_sizes_decode_to_exact_size(tiny_vae, rng):
+    z = torch.randn(1, 16, 5, 7, 11, generator=rng)
+    out = decode_sliced(tiny_vae, z, SlicingOptions("manual", chunk_latents=2, tile_latents=4, tile_overlap=2))
+    assert out.shape == (1, 3, 17, 56, 88)
+
+
+def test_planner_respects_the_budget_and_tiles_when_needed():
+    cfg, shape = OFFICIAL_VAE_CONFIG, (1, 16, 13, 134, 240)
+    roomy = plan_slicing(cfg, "decode", shape, torch.bfloat16, SlicingOptions("auto"), budget_bytes=1 << 50)
+    assert roomy.time_chunks == [(0, 13)] and len(roomy.tiles_w) == 1
+    plan = plan_slicing(cfg, "decode", shape, torch.bfloat16, SlicingOptions(), budget_bytes=22 * 2**30)
+    assert plan.estimated_bytes <= 22 * 2**30 and not plan.notes
+    small = plan_slicing(cfg, "decode", shape, torch.bfloat16, SlicingOptions(memory_budget_mib=8192))
+    assert small.estimated_bytes <= 8192 * 2**20 and not small.notes
+    assert len(small.tiles_h) * len(small.tiles_w) > len(plan.tiles_h) * len(plan.tiles_w)
+    assert "8192 MiB" in small.describe()
+    hopeless = plan_slicing(cfg, "decode", shape, torch.bfloat16, SlicingOptions(memory_budget_mib=64))
+    assert "no plan fits" in hopeless.describe()
+    two_k = plan_slicing(cfg, "decode", (1, 16, 13, 180, 320), torch.bfloat16, SlicingOptions(), budget_bytes=22 * 2**30)
+    assert two_k.estimated_bytes <= 22 * 2**30
+
+
+def test_progress_reports_every_unit_and_cancel_stops(tiny_vae, rng):
+    z = torch.randn(1, 16, 5, 4, 8, generator=rng)
+    events = []
+    options = SlicingOptions("manual", chunk_latents=2, tile_latents=4, tile_overlap=2)
+    decode_sliced(tiny_vae, z, options, progress=CallbackProgress(on_progress=lambda d, t: events.append((d, t))))
+    assert events[0] == (0, 4) and events[-1] == (4, 4) and len(events) == 5  # 2 chunks x 2 tiles
+    calls = []
+    cancel = CallbackProgress(should_cancel=lambda: len(calls) > 0, on_progress=lambda d, t: calls.append(d) if d else None)
+    with pytest.raises(Cancelled):
+        decode_sliced(tiny_vae, z, options, progress=cancel)
+    assert calls == [1]
+
+
+def test_bad_inputs_raise_clear_errors(tiny_vae):
+    z = torch.zeros(1, 16, 3, 4, 4)
+    z[0, 0, 0, 0, 0] = float("nan")
+    with pytest.raises(InputError, match="NaN.*bf16"):
+        decode_sliced(tiny_vae, z)
+    with pytest.raises(InputError, match="video latent"):
+        decode_sliced(tiny_vae, torch.zeros(1, 4, 8, 8))
+    with pytest.raises(InputError, match="multiples of 8"):
+        encode_sliced(tiny_vae, torch.zeros(1, 3, 5, 30, 32))
+    with pytest.raises(InputError, match="even"):
+        decode_sliced(tiny_vae, torch.zeros(1, 16, 5, 4, 4), SlicingOptions("manual", chunk_latents=3))
+    with pytest.raises(InputError, match="slicing mode"):
+        SlicingOptions("fast")
