@@ -52,7 +52,7 @@ def test_reference_decode_calls_the_vae_on_the_official_chunks(tiny_vae, monkeyp
         return original(z, cache)
 
     monkeypatch.setattr(tiny_vae, "decode", spy)
-    out = decode_sliced(tiny_vae, torch.randn(1, 16, 13, 2, 3, generator=rng), SlicingOptions("reference"))
+    out = decode_sliced(tiny_vae, torch.randn(1, 16, 13, 1, 1, generator=rng), SlicingOptions("reference"))
     assert seen == [3, 2, 2, 2, 2, 2]
     assert out.shape[2] == 49
 
@@ -60,12 +60,12 @@ def test_reference_decode_calls_the_vae_on_the_official_chunks(tiny_vae, monkeyp
 def test_temporal_chunks_are_exact_without_groupnorm_statistics(tiny_vae, rng):
     """The causal cache makes every convolution exact across chunk edges."""
     vae = without_groupnorm_statistics(tiny_vae)
-    z = torch.randn(1, 16, 13, 3, 4, generator=rng)
+    z = torch.randn(1, 16, 7, 2, 3, generator=rng)
     whole = decode_sliced(vae, z, SlicingOptions("whole"))
     for chunk in (2, 4):
         chunked = decode_sliced(vae, z, SlicingOptions("manual", chunk_latents=chunk))
         torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
-    video = torch.rand(1, 3, 25, 16, 16, generator=rng) * 2 - 1
+    video = torch.rand(1, 3, 17, 16, 16, generator=rng) * 2 - 1
     whole = encode_sliced(vae, video, SlicingOptions("whole"))
     chunked = encode_sliced(vae, video, SlicingOptions("manual", chunk_latents=2))
     torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
@@ -74,14 +74,14 @@ def test_temporal_chunks_are_exact_without_groupnorm_statistics(tiny_vae, rng):
 def test_tiles_are_exact_without_groupnorm_statistics(tiny_vae, rng):
     """With enough overlap the blended tiles reproduce the whole picture exactly."""
     vae = without_groupnorm_statistics(tiny_vae)
-    z = torch.randn(1, 16, 3, 24, 40, generator=rng)
+    z = torch.randn(1, 16, 1, 20, 30, generator=rng)
     whole = decode_sliced(vae, z, SlicingOptions("whole"))
-    tiled = decode_sliced(vae, z, SlicingOptions("manual", chunk_latents=2, tile_latents=16, tile_overlap=12))
+    tiled = decode_sliced(vae, z, SlicingOptions("manual", tile_latents=10, tile_overlap=10))
     assert tiled.shape == whole.shape
     torch.testing.assert_close(tiled, whole, atol=1e-4, rtol=1e-4)
-    video = torch.rand(1, 3, 5, 192, 192, generator=rng) * 2 - 1
+    video = torch.rand(1, 3, 1, 160, 160, generator=rng) * 2 - 1
     whole = encode_sliced(vae, video, SlicingOptions("whole"))
-    tiled = encode_sliced(vae, video, SlicingOptions("manual", tile_latents=12, tile_overlap=10))
+    tiled = encode_sliced(vae, video, SlicingOptions("manual", tile_latents=10, tile_overlap=10))
     torch.testing.assert_close(tiled, whole, atol=1e-4, rtol=1e-4)
 
 
