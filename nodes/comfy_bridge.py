@@ -1,0 +1,88 @@
+"""Binding the pure-PyTorch core to ComfyUI: progress bar, interrupt, devices and memory."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+import comfy.model_management as mm
+import comfy.model_patcher
+import comfy.utils
+
+from ..flashvideo_core.progress import Progress
+
+log = logging.getLogger("flashvideo")
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DTYPE_CHOICES = ["auto", "bf16", "fp16", "fp32"]
+
+
+class ComfyProgress(Progress):
+    """Drives ComfyUI's progress bar (with a frame preview) and honours its interrupt."""
+
+    def __init__(self, preview: bool = True):
+        self.preview = preview
+        self.bar = None
+        self.done = 0
+
+    def start(self, total: int) -> None:
+        self.bar = comfy.utils.ProgressBar(total)
+        self.done = 0
+
+    def advance(self, n: int = 1, preview=None) -> None:
+        self.done += n
+        image = _preview_image(preview) if self.preview and preview is not None else None
+        self.bar.update_absolute(self.done, preview=("JPEG", image, 512) if image is not None else None)
+
+    def check(self) -> None:
+        mm.throw_exception_if_processing_interrupted()
+
+
+def _preview_image(frame: torch.Tensor):
+    """(3, H, W) in [-1, 1] -> PIL image, or None without PIL."""
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - PIL ships with ComfyUI
+        return None
+    array = ((frame.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(array)
+
+
+def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
+    """auto: bf16 on a GPU that supports it, else fp32 (fp16 overflows in CogVideoX models)."""
+    if choice != "auto":
+        if choice == "fp16":
+            log.warning("FlashVideo: fp16 can overflow to NaN in CogVideoX models; prefer bf16 or fp32")
+        return DTYPES[choice]
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+class ManagedModel:
+    """A core nn.Module under ComfyUI's model management (moved to the GPU only while used)."""
+
+    def __init__(self, model: torch.nn.Module, load_device, offload_device, dtype: torch.dtype, source: str):
+        self.patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+        self.dtype = dtype
+        self.source = source
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.patcher.model
+
+    @property
+    def load_device(self) -> torch.device:
+        return torch.device(self.patcher.load_device)
+
+    def load(self, memory_required: int = 0) -> torch.nn.Module:
+        """Ask ComfyUI for room (it evicts idle models such as a DiT) and move the model in."""
+        mm.load_models_gpu([self.patcher], memory_required=memory_required, force_full_load=True)
+        return self.patcher.model
+
+    def free_memory_bytes(self) -> int:
+        return int(mm.get_free_memory(self.load_device))
+
+    def total_memory_bytes(self) -> int:
+        return int(mm.get_total_memory(self.load_device))

@@ -1,0 +1,246 @@
+"""VAE nodes: load the CogVideoX 3D VAE, encode a frame batch, decode in memory-bounded slices.
+
+Widget order and node ids are frozen (saved workflows store widget values by position):
+new inputs may only be appended, optional, at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from comfy_api.latest import io
+
+import comfy.model_management as mm
+import folder_paths
+
+from ..flashvideo_core.constants import latent_scale
+from ..flashvideo_core.errors import InputError
+from ..flashvideo_core.vae.loader import load_vae
+from ..flashvideo_core.vae.model import DiagonalGaussian
+from ..flashvideo_core.vae.slicing import MODES, SlicingOptions, decode_sliced, encode_sliced, plan_slicing
+from .comfy_bridge import DTYPE_CHOICES, ComfyProgress, ManagedModel, resolve_dtype
+
+log = logging.getLogger("flashvideo")
+
+FlashVideoVAE = io.Custom("FLASHVIDEO_VAE")
+
+CATEGORY = "FlashVideo"
+STAGES = ["stage1", "stage2"]
+FRAME_RULES = ["error", "trim", "pad"]
+SPATIAL = 8
+
+SCALE_TOOLTIP = (
+    "Which stage's latent scale factor to use: stage1 = x0.7 (the 270p preview, CogVideoX-5B convention), "
+    "stage2 = x1.15258426 (the 1080p refiner, CogVideoX-2B convention). Same VAE weights, different scale: "
+    "the wrong choice gives washed-out or over-saturated video."
+)
+SLICING_TOOLTIP = (
+    "reference: the official chunk boundaries (decode: latent frames 0-2 then pairs; encode: 17 frames then 16s), "
+    "so official weights give the official look; tiles only when memory needs them. "
+    "auto: the largest chunks and fewest tiles that fit the memory budget (GroupNorm statistics are per chunk, "
+    "so the look differs slightly from reference). manual: the chunk and tile sizes below. "
+    "whole: one pass, most memory."
+)
+
+
+def _slicing_inputs() -> list:
+    return [
+        io.Combo.Input("slicing", options=list(MODES), default="reference", tooltip=SLICING_TOOLTIP),
+        io.Int.Input(
+            "memory_budget_mb", default=0, min=0, max=1 << 20, step=256,
+            tooltip="Memory cap for this VAE pass in MiB; 0 = the free memory of the device. "
+            "Lower it if you run out of memory (more tiles are used, same result up to tile blending).",
+        ),
+        io.Int.Input(
+            "chunk_latents", default=2, min=2, max=64, step=2,
+            tooltip="manual only: latent frames per temporal chunk (4 video frames each; the official value is 2). "
+            "Larger = faster and more memory.",
+        ),
+        io.Int.Input(
+            "tile_size", default=0, min=0, max=8192, step=64,
+            tooltip="manual only: spatial tile edge in pixels; 0 = no spatial tiles. 512-768 keeps 1080p decodes "
+            "small on 12-16 GB GPUs.",
+        ),
+        io.Int.Input(
+            "tile_overlap", default=128, min=0, max=512, step=8,
+            tooltip="Pixels of context each tile decodes beyond its edge, blended across the boundary so no seam "
+            "shows (the official code used 128 with a hard cut).",
+        ),
+    ]
+
+
+def _slicing_options(slicing, memory_budget_mb, chunk_latents, tile_size, tile_overlap) -> SlicingOptions:
+    if slicing not in MODES:  # ComfyUI 0.3.64 does not check V3 combo values
+        raise InputError(f"slicing must be one of {list(MODES)}, got {slicing!r}")
+    return SlicingOptions(
+        mode=slicing,
+        memory_budget_mib=memory_budget_mb or None,
+        chunk_latents=chunk_latents,
+        tile_latents=tile_size // SPATIAL or None,
+        tile_overlap=tile_overlap // SPATIAL,
+    )
+
+
+def _scale(stage: str) -> float:
+    if stage not in STAGES:
+        raise InputError(f"latent_scale must be one of {STAGES}, got {stage!r}")
+    return latent_scale(stage)
+
+
+def _prepare(vae: ManagedModel, direction: str, shape: tuple, options: SlicingOptions) -> int:
+    """Load the VAE (ComfyUI evicts idle models to make room) and return the budget in bytes."""
+    wish = plan_slicing(vae.model.config, direction, shape, vae.dtype, options, int(0.8 * vae.total_memory_bytes()))
+    vae.load(memory_required=wish.estimated_bytes)
+    return int(0.9 * vae.free_memory_bytes())
+
+
+class FlashVideoVAELoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FlashVideoVAELoader",
+            display_name="FlashVideo VAE Loader",
+            category=CATEGORY,
+            description="Loads the CogVideoX 3D causal VAE used by both FlashVideo stages (3d-vae.pt, or a "
+            "converted/diffusers safetensors) from the models/vae folder. The layout and architecture are read "
+            "from the file itself.",
+            inputs=[
+                io.Combo.Input(
+                    "vae_name", options=folder_paths.get_filename_list("vae"),
+                    tooltip="The FlashVideo VAE file in models/vae (official 3d-vae.pt, diffusers "
+                    "AutoencoderKLCogVideoX weights, or a file from `python -m flashvideo_core convert`).",
+                ),
+                io.Combo.Input(
+                    "dtype", options=DTYPE_CHOICES, default="auto",
+                    tooltip="auto: bf16 on GPUs that support it, fp32 on CPU. fp16 can overflow to NaN (black video).",
+                ),
+            ],
+            outputs=[FlashVideoVAE.Output(display_name="vae")],
+        )
+
+    @classmethod
+    def execute(cls, vae_name: str, dtype: str = "auto") -> io.NodeOutput:
+        path = folder_paths.get_full_path_or_raise("vae", vae_name)
+        load_device, offload_device = mm.vae_device(), mm.vae_offload_device()
+        torch_dtype = resolve_dtype(dtype, torch.device(load_device))
+        model = load_vae(path, device=offload_device, dtype=torch_dtype)
+        return io.NodeOutput(ManagedModel(model, load_device, offload_device, torch_dtype, path))
+
+
+class FlashVideoVAEDecode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FlashVideoVAEDecode",
+            display_name="FlashVideo VAE Decode (sliced)",
+            category=CATEGORY,
+            description="Decodes a FlashVideo latent to video frames in memory-bounded temporal chunks and blended "
+            "spatial tiles, with a progress bar per chunk and interrupt support. 1080p fits in 24 GB.",
+            inputs=[
+                FlashVideoVAE.Input("vae", tooltip="From FlashVideo VAE Loader."),
+                io.Latent.Input("samples", tooltip="A video latent [batch, 16, frames, height/8, width/8]."),
+                io.Combo.Input("latent_scale", options=STAGES, default="stage1", tooltip=SCALE_TOOLTIP),
+                *_slicing_inputs(),
+            ],
+            outputs=[io.Image.Output(display_name="frames", tooltip="Video frames as an image batch [frames, H, W, 3].")],
+        )
+
+    @classmethod
+    def execute(cls, vae: ManagedModel, samples: dict, latent_scale: str = "stage1", slicing: str = "reference",
+                memory_budget_mb: int = 0, chunk_latents: int = 2, tile_size: int = 0, tile_overlap: int = 128) -> io.NodeOutput:
+        z = _latent_tensor(samples) / _scale(latent_scale)
+        options = _slicing_options(slicing, memory_budget_mb, chunk_latents, tile_size, tile_overlap)
+        budget = _prepare(vae, "decode", tuple(z.shape), options)
+        video = decode_sliced(vae.model, z, options, ComfyProgress(), output_device=mm.intermediate_device(), budget_bytes=budget)
+        if not torch.isfinite(video).all():
+            raise InputError(
+                f"the VAE produced NaN/Inf values (VAE dtype {vae.dtype}). This usually means fp16 overflow: "
+                "reload the VAE with dtype bf16 or fp32."
+            )
+        frames = ((video.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 4, 1).flatten(0, 1).contiguous()
+        return io.NodeOutput(frames)
+
+
+class FlashVideoVAEEncode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FlashVideoVAEEncode",
+            display_name="FlashVideo VAE Encode (sliced)",
+            category=CATEGORY,
+            description="Encodes video frames (an image batch) to a FlashVideo latent, sampling the posterior as the "
+            "reference stage-II bridge does, in memory-bounded chunks and tiles.",
+            inputs=[
+                FlashVideoVAE.Input("vae", tooltip="From FlashVideo VAE Loader."),
+                io.Image.Input("images", tooltip="Video frames as an image batch; width and height multiples of 8 "
+                               "(16 for FlashVideo stage II)."),
+                io.Combo.Input("latent_scale", options=STAGES, default="stage2", tooltip=SCALE_TOOLTIP),
+                io.Combo.Input(
+                    "posterior", options=["sample", "mode"], default="sample",
+                    tooltip="sample: mean + std * noise (the reference bridge); mode: the mean (deterministic).",
+                ),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Seed of the posterior sample noise (drawn on the CPU: same on every device)."),
+                io.Combo.Input(
+                    "frame_rule", options=FRAME_RULES, default="error",
+                    tooltip="The VAE needs 4k+1 frames (e.g. 17, 33, 49). error: stop with a message; trim: drop the "
+                    "last frames; pad: repeat the last frame (the decoded video is then longer).",
+                ),
+                *_slicing_inputs(),
+            ],
+            outputs=[io.Latent.Output(display_name="latent")],
+        )
+
+    @classmethod
+    def execute(cls, vae: ManagedModel, images: torch.Tensor, latent_scale: str = "stage2", posterior: str = "sample",
+                seed: int = 0, frame_rule: str = "error", slicing: str = "reference", memory_budget_mb: int = 0,
+                chunk_latents: int = 2, tile_size: int = 0, tile_overlap: int = 128) -> io.NodeOutput:
+        scale = _scale(latent_scale)
+        frames = _fit_frame_count(images, frame_rule)
+        _check_size(frames)
+        video = (frames.movedim(-1, 0).unsqueeze(0) * 2 - 1).float()  # [1, 3, T, H, W] in [-1, 1]
+        options = _slicing_options(slicing, memory_budget_mb, chunk_latents, tile_size, tile_overlap)
+        budget = _prepare(vae, "encode", tuple(video.shape), options)
+        moments = encode_sliced(vae.model, video, options, ComfyProgress(preview=False),
+                                output_device=mm.intermediate_device(), budget_bytes=budget)
+        gaussian = DiagonalGaussian(moments)
+        if posterior == "sample":
+            z = gaussian.sample(torch.Generator().manual_seed(seed))
+        elif posterior == "mode":
+            z = gaussian.mode()
+        else:
+            raise InputError(f"posterior must be 'sample' or 'mode', got {posterior!r}")
+        return io.NodeOutput({"samples": z * scale})
+
+
+def _latent_tensor(samples) -> torch.Tensor:
+    if not isinstance(samples, dict) or "samples" not in samples:
+        raise InputError("expected a LATENT (a dict with 'samples')")
+    return samples["samples"].float()
+
+
+def _fit_frame_count(images: torch.Tensor, rule: str) -> torch.Tensor:
+    n = images.shape[0]
+    if (n - 1) % 4 == 0:
+        return images
+    lower, upper = n - (n - 1) % 4, n - (n - 1) % 4 + 4
+    if rule == "trim":
+        log.warning("FlashVideo encode: trimming %d frames to %d (4k+1)", n, lower)
+        return images[:lower]
+    if rule == "pad":
+        log.warning("FlashVideo encode: padding %d frames to %d (4k+1) by repeating the last frame", n, upper)
+        return torch.cat([images, images[-1:].expand(upper - n, -1, -1, -1)], dim=0)
+    raise InputError(
+        f"the VAE needs 4k+1 frames (..., 17, 33, 49, ...); got {n}. Use {lower} or {upper} frames, or set "
+        "frame_rule to trim or pad."
+    )
+
+
+def _check_size(frames: torch.Tensor) -> None:
+    height, width = frames.shape[1:3]
+    if height % SPATIAL or width % SPATIAL:
+        raise InputError(
+            f"frame size {width}x{height} is not a multiple of {SPATIAL}; resize or crop to "
+            f"{width // 16 * 16}x{height // 16 * 16} (multiples of 16 suit FlashVideo stage II)."
+        )
