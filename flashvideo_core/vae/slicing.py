@@ -324,11 +324,12 @@ def _run_sliced(
     lat_w = plan.tiles_w[-1].end
     out = torch.zeros(batch, out_channels, out_frames, lat_h * out_scale, lat_w * out_scale, device=output_device)
     progress.start(plan.num_units)
+    tiled = len(plan.tiles_h) * len(plan.tiles_w) > 1
     for th in plan.tiles_h:
         wh = axis_weights(th, lat_h, plan.blend_band, out_scale).to(output_device)
         for tw in plan.tiles_w:
             ww = axis_weights(tw, lat_w, plan.blend_band, out_scale).to(output_device)
-            weight = wh[:, None] * ww[None, :]
+            weight = wh[:, None] * ww[None, :] if tiled else None
             cache = CausalConvCache()
             t_out = 0
             for t0, t1 in plan.time_chunks:
@@ -337,7 +338,8 @@ def _run_sliced(
                 y = fn(piece.to(device=device, dtype=dtype), cache)
                 n = y.shape[2]
                 region = out[:, :, t_out : t_out + n, th.read_start * out_scale : th.read_end * out_scale, tw.read_start * out_scale : tw.read_end * out_scale]
-                region.add_(y.to(output_device, torch.float32) * weight)
+                y = y.to(output_device, torch.float32)
+                region.add_(y * weight) if tiled else region.copy_(y)
                 t_out += n
                 progress.advance(1, preview=y[0, :, 0] if out_scale > 1 else None)
                 del y
@@ -377,7 +379,7 @@ def decode_sliced(
         budget_bytes = free_memory_bytes(param.device)
     plan = plan_slicing(config, "decode", tuple(z.shape), param.dtype, options, budget_bytes)
     log.info(plan.describe())
-    frames = sum(_chunk_frames_decoded(config, s, e) for s, e in plan.time_chunks)
+    frames = sum(decoded_frame_count(config, e - s) for s, e in plan.time_chunks)
     return _run_sliced(
         vae.decode, z, plan, 1, config.spatial_compression, config.out_channels, frames,
         param.device, param.dtype, output_device or z.device, progress or Progress(),
@@ -401,19 +403,11 @@ def encode_sliced(
         budget_bytes = free_memory_bytes(param.device)
     plan = plan_slicing(config, "encode", tuple(video.shape), param.dtype, options, budget_bytes)
     log.info(plan.describe())
-    frames = sum(_chunk_frames_encoded(config, s, e) for s, e in plan.time_chunks)
+    frames = sum(encoded_frame_count(config, e - s) for s, e in plan.time_chunks)
     return _run_sliced(
         vae.encode_moments, video, plan, config.spatial_compression, 1, 2 * config.latent_channels, frames,
         param.device, param.dtype, output_device or video.device, progress or Progress(),
     )
-
-
-def _chunk_frames_decoded(config: VAEConfig, start: int, end: int) -> int:
-    return decoded_frame_count(config, end - start)
-
-
-def _chunk_frames_encoded(config: VAEConfig, start: int, end: int) -> int:
-    return encoded_frame_count(config, end - start)
 
 
 def _check_latent(z: torch.Tensor, config: VAEConfig) -> None:

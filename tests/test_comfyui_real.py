@@ -1,0 +1,218 @@
+"""The pack inside a real ComfyUI server: import, /object_info schema (frozen widget order), a tiny
+encode -> decode -> SaveVideo run over HTTP, our error for a bad frame count, and --quick-test-for-ci.
+
+Needs a ComfyUI checkout: COMFYUI_DIR, else /opt/ComfyUI (its .venv python is used when present).
+Without one the whole module is skipped with one reason. One server serves the whole module (~15 s to
+start on CPU); the quick-test process runs alongside it in its own base directory.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from support.comfyui_host import (
+    IMPORT_FAILED,
+    ComfyUIServer,
+    HostProcess,
+    history_messages,
+    import_line,
+    locate_comfyui,
+    make_base_dir,
+    output_files,
+)
+
+LOCATION = locate_comfyui()
+if isinstance(LOCATION, str):
+    print(LOCATION, file=sys.stderr)  # visible with -s; the -ra summary (pyproject addopts) always shows it
+    pytest.skip(LOCATION, allow_module_level=True)
+
+pytestmark = pytest.mark.comfyui
+
+REPO = Path(__file__).resolve().parents[1]
+PACK_FOLDER = "ComfyUI-FlashVideo"
+TINY_VAE = "flashvideo-tiny-vae.pt"
+STARTUP_TIMEOUT_S = 90
+PROMPT_TIMEOUT_S = 60
+QUICK_TEST_TIMEOUT_S = 120
+CONTROL = "<control_after_generate>"  # the extra widgets_values slot the frontend adds after a seed
+
+# Saved workflows store widget values by position: this order is frozen. Append new inputs (optional) only.
+FROZEN_WIDGETS = {
+    "FlashVideoVAELoader": ["vae_name", "dtype"],
+    "FlashVideoVAEEncode": [
+        "latent_scale", "posterior", "seed", CONTROL, "frame_rule",
+        "slicing", "memory_budget_mb", "chunk_latents", "tile_size", "tile_overlap",
+    ],
+    "FlashVideoVAEDecode": [
+        "latent_scale", "slicing", "memory_budget_mb", "chunk_latents", "tile_size", "tile_overlap",
+    ],
+}
+FROZEN_SOCKETS = {  # link inputs (name, type), in order
+    "FlashVideoVAELoader": [],
+    "FlashVideoVAEEncode": [("vae", "FLASHVIDEO_VAE"), ("images", "IMAGE")],
+    "FlashVideoVAEDecode": [("vae", "FLASHVIDEO_VAE"), ("samples", "LATENT")],
+}
+FROZEN_OUTPUTS = {
+    "FlashVideoVAELoader": ["FLASHVIDEO_VAE"],
+    "FlashVideoVAEEncode": ["LATENT"],
+    "FlashVideoVAEDecode": ["IMAGE"],
+}
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+
+GRAPH = {
+    "1": {"class_type": "FlashVideoVAELoader", "inputs": {"vae_name": TINY_VAE, "dtype": "auto"}},
+    "2": {"class_type": "EmptyImage", "inputs": {"width": 96, "height": 64, "batch_size": 17, "color": 8421504}},
+    "3": {"class_type": "FlashVideoVAEEncode", "inputs": {
+        "vae": ["1", 0], "images": ["2", 0], "latent_scale": "stage2", "posterior": "sample", "seed": 1,
+        "frame_rule": "error", "slicing": "reference", "memory_budget_mb": 0, "chunk_latents": 2,
+        "tile_size": 0, "tile_overlap": 128}},
+    "4": {"class_type": "FlashVideoVAEDecode", "inputs": {
+        "vae": ["1", 0], "samples": ["3", 0], "latent_scale": "stage2", "slicing": "manual",
+        "memory_budget_mb": 0, "chunk_latents": 2, "tile_size": 64, "tile_overlap": 16}},
+    "5": {"class_type": "CreateVideo", "inputs": {"images": ["4", 0], "fps": 8}},
+    "6": {"class_type": "SaveVideo", "inputs": {
+        "video": ["5", 0], "filename_prefix": "fv_test", "format": "mp4", "codec": "h264"}},
+}
+
+
+def graph(frames: int = 17, seed: int = 1, prefix: str = "fv_test") -> dict:
+    g = copy.deepcopy(GRAPH)
+    g["2"]["inputs"]["batch_size"] = frames
+    g["3"]["inputs"]["seed"] = seed
+    g["6"]["inputs"]["filename_prefix"] = prefix
+    return g
+
+
+@pytest.fixture(scope="module", autouse=True)
+def quick_test(tmp_path_factory):
+    """``main.py --quick-test-for-ci`` (COMFYUI.md 12.8), started first so it overlaps the server start-up."""
+    base = make_base_dir(tmp_path_factory.mktemp("comfyui-quick"), REPO, PACK_FOLDER)
+    proc = HostProcess(LOCATION, [
+        "--cpu", "--quick-test-for-ci", "--base-directory", str(base), "--database-url", "sqlite:///:memory:",
+    ], base / "quick-test.log").start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from flashvideo_core.tiny import write_tiny_vae
+
+    base = make_base_dir(tmp_path_factory.mktemp("comfyui-server"), REPO, PACK_FOLDER)
+    write_tiny_vae(str(base / "models" / "vae" / TINY_VAE))
+    host = ComfyUIServer(LOCATION, base, base / "server.log").start()
+    try:
+        try:
+            host.wait_ready(STARTUP_TIMEOUT_S)
+        except RuntimeError as err:
+            pytest.fail(f"ComfyUI server ({' '.join(host.command)}) did not start: {err}", pytrace=False)
+        yield host
+    finally:
+        host.stop()
+
+
+@pytest.fixture(scope="module")
+def object_info(server):
+    return server.get("/object_info")
+
+
+def test_pack_imports(server):
+    log = server.log()
+    line = import_line(log, PACK_FOLDER)
+    assert line is not None, f"no '{PACK_FOLDER}' line in the 'Import times for custom nodes' block\n{server.log_tail()}"
+    assert IMPORT_FAILED not in line, f"the pack failed to import: {line!r}\n{server.log_tail(120)}"
+    assert f"Cannot import {server.base / 'custom_nodes' / PACK_FOLDER}" not in log
+
+
+@pytest.mark.parametrize("node_id", sorted(FROZEN_WIDGETS))
+def test_object_info_schema(object_info, node_id):
+    assert node_id in object_info, f"{node_id} not registered; FlashVideo nodes: " + str(
+        sorted(k for k in object_info if k.startswith("FlashVideo")))
+    info = object_info[node_id]
+    assert info["python_module"] == f"custom_nodes.{PACK_FOLDER}"
+    assert info["category"] == "FlashVideo"
+    assert info.get("description")
+
+    inputs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+    order = info["input_order"].get("required", []) + info["input_order"].get("optional", [])
+    assert sorted(order) == sorted(inputs)
+
+    widgets, sockets = [], []
+    for name in order:
+        spec = inputs[name]
+        kind, options = spec[0], (spec[1] if len(spec) > 1 else {})
+        assert str(options.get("tooltip", "")).strip(), f"{node_id}.{name} has no tooltip"
+        if (isinstance(kind, list) or kind in WIDGET_TYPES) and not options.get("forceInput"):
+            widgets.append(name)
+            if options.get("control_after_generate"):
+                widgets.append(CONTROL)
+        else:
+            sockets.append((name, kind))
+    assert widgets == FROZEN_WIDGETS[node_id], "widget order changed: saved workflows would load wrong values"
+    assert sockets == FROZEN_SOCKETS[node_id]
+    assert info["output"] == FROZEN_OUTPUTS[node_id]
+
+
+def test_loader_lists_models_vae(object_info):
+    spec = object_info["FlashVideoVAELoader"]["input"]["required"]["vae_name"]
+    assert TINY_VAE in spec[1]["options"]
+
+
+def _check_video(path: Path, frames: int, width: int = 96, height: int = 64, fps: int = 8) -> None:
+    import av
+    assert path.is_file(), f"{path} was not written"
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.width, stream.codec_context.height) == (width, height)
+        assert stream.average_rate == Fraction(fps)
+        decoded = list(container.decode(stream))
+    assert len(decoded) == frames
+    assert (decoded[0].width, decoded[0].height) == (width, height)
+
+
+def test_encode_decode_save_video(server):
+    entry = server.run_prompt(graph(), PROMPT_TIMEOUT_S)
+    assert entry["status"]["status_str"] == "success", history_messages(entry, "execution_error")
+    files = output_files(entry, server.base)
+    assert len(files) == 1 and files[0].suffix == ".mp4", entry["outputs"]
+    _check_video(files[0], frames=17)
+
+
+def test_bad_frame_count_reports_our_error_and_server_recovers(server):
+    status, body = server.queue_prompt(graph(frames=16))
+    # A wrong frame count is only found at run time: the prompt is accepted...
+    assert status == 200 and not body.get("node_errors"), body
+    entry = server.wait_history(body["prompt_id"], PROMPT_TIMEOUT_S)
+    # ... and fails in history, with the exception in status.messages, not in outputs.
+    assert entry["status"]["status_str"] == "error"
+    errors = history_messages(entry, "execution_error")
+    assert len(errors) == 1, entry["status"]
+    error = errors[0]
+    assert error["node_type"] == "FlashVideoVAEEncode" and error["node_id"] == "3"
+    assert "4k+1" in error["exception_message"] and "got 16" in error["exception_message"], error
+    assert error["exception_type"].endswith("InputError"), error["exception_type"]
+
+    # The next good prompt still runs (new seed: nothing comes from the cache). 9 frames, not 5: the CogVideoX
+    # VAE round-trips 8m+1 frames exactly, but 5 frames (2 latents, an even count) decode to 8.
+    entry = server.run_prompt(graph(frames=9, seed=2, prefix="fv_after_error"), PROMPT_TIMEOUT_S)
+    assert entry["status"]["status_str"] == "success", history_messages(entry, "execution_error")
+    files = output_files(entry, server.base)
+    assert len(files) == 1, entry["outputs"]
+    _check_video(files[0], frames=9)
+
+
+def test_quick_test_for_ci(quick_test):
+    try:
+        code = quick_test.wait(QUICK_TEST_TIMEOUT_S)
+    except Exception:
+        pytest.fail(f"--quick-test-for-ci still running after {QUICK_TEST_TIMEOUT_S} s\n{quick_test.log_tail()}")
+    assert code == 0, f"--quick-test-for-ci exited {code}\n{quick_test.log_tail()}"
+    # It exits 0 even when a pack fails to import (COMFYUI.md 12.8): check our line.
+    line = import_line(quick_test.log(), PACK_FOLDER)
+    assert line is not None, quick_test.log_tail()
+    assert IMPORT_FAILED not in line, f"{line!r}\n{quick_test.log_tail(120)}"
