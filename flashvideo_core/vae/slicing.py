@@ -371,19 +371,13 @@ def decode_sliced(
     output_device=None,
     budget_bytes: Optional[int] = None,
 ) -> torch.Tensor:
-    """Decode unscaled latents (B, C, T', h, w) to video (B, 3, T, 8h, 8w), float32, about [-1, 1]."""
-    config = vae.config
-    _check_latent(z, config)
-    param = next(vae.parameters())
-    if budget_bytes is None and options.memory_budget_mib is None:
-        budget_bytes = free_memory_bytes(param.device)
-    plan = plan_slicing(config, "decode", tuple(z.shape), param.dtype, options, budget_bytes)
-    log.info(plan.describe())
-    frames = sum(decoded_frame_count(config, e - s) for s, e in plan.time_chunks)
-    return _run_sliced(
-        vae.decode, z, plan, 1, config.spatial_compression, config.out_channels, frames,
-        param.device, param.dtype, output_device or z.device, progress or Progress(),
-    )
+    """Decode unscaled latents (B, C, T', h, w) to video (B, 3, T, 8h, 8w), float32, about [-1, 1].
+
+    ``budget_bytes`` is the memory available when ``options`` sets no cap (default: the
+    free memory of the VAE's device). Output goes to ``output_device`` (default: z's).
+    """
+    _check_latent(z, vae.config)
+    return _sliced_pass(vae, "decode", z, options, progress, output_device, budget_bytes)
 
 
 @torch.no_grad()
@@ -396,17 +390,26 @@ def encode_sliced(
     budget_bytes: Optional[int] = None,
 ) -> torch.Tensor:
     """Encode video (B, 3, T, H, W) in [-1, 1] to posterior moments (B, 2C, T', H/8, W/8), float32."""
+    _check_video(video, vae.config)
+    return _sliced_pass(vae, "encode", video, options, progress, output_device, budget_bytes)
+
+
+def _sliced_pass(vae, direction, x, options, progress, output_device, budget_bytes) -> torch.Tensor:
     config = vae.config
-    _check_video(video, config)
     param = next(vae.parameters())
     if budget_bytes is None and options.memory_budget_mib is None:
         budget_bytes = free_memory_bytes(param.device)
-    plan = plan_slicing(config, "encode", tuple(video.shape), param.dtype, options, budget_bytes)
+    plan = plan_slicing(config, direction, tuple(x.shape), param.dtype, options, budget_bytes)
     log.info(plan.describe())
-    frames = sum(encoded_frame_count(config, e - s) for s, e in plan.time_chunks)
+    f = config.spatial_compression
+    if direction == "decode":
+        fn, in_scale, out_scale, channels, count = vae.decode, 1, f, config.out_channels, decoded_frame_count
+    else:
+        fn, in_scale, out_scale, channels, count = vae.encode_moments, f, 1, 2 * config.latent_channels, encoded_frame_count
+    frames = sum(count(config, end - start) for start, end in plan.time_chunks)
     return _run_sliced(
-        vae.encode_moments, video, plan, config.spatial_compression, 1, 2 * config.latent_channels, frames,
-        param.device, param.dtype, output_device or video.device, progress or Progress(),
+        fn, x, plan, in_scale, out_scale, channels, frames,
+        param.device, param.dtype, output_device or x.device, progress or Progress(),
     )
 
 
