@@ -1,0 +1,198 @@
+"""The FlashVideo DiT: one implementation for stage I (5B-shaped) and stage II (2B-shaped).
+
+Text tokens are prepended to the video tokens; every block modulates text and video
+with their own adaLN shift/scale/gate (the "expert" adaLN), applies qk-LayerNorm and
+3D RoPE on the video tokens only, then a GELU-tanh MLP (SPEC §1.3.2). Parameter names
+follow diffusers' ``CogVideoXTransformer3DModel``, so its weights load as they are;
+the official SAT layout is converted on load (:mod:`flashvideo_core.checkpoints.dit_keys`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import attention
+from .config import DiTConfig
+from .rope import apply_rope, rope_table
+
+#: epsilons of the reference (SPEC §1.3.1)
+BLOCK_NORM_EPS = 1e-5
+QK_NORM_EPS = 1e-6
+OUT_NORM_EPS = 1e-6
+
+
+def timestep_sinusoid(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """[cos(t f) | sin(t f)], f_k = exp(-ln(max_period) k / (dim/2)), computed in fp32."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class TimestepEmbedding(nn.Module):
+    def __init__(self, in_dim: int, dim: int):
+        super().__init__()
+        self.linear_1 = nn.Linear(in_dim, dim)
+        self.linear_2 = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        return self.linear_2(F.silu(self.linear_1(x)))
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        p = config.patch_size
+        self.proj = nn.Conv2d(config.in_channels, config.hidden_size, kernel_size=p, stride=p)
+        self.text_proj = nn.Linear(config.text_hidden_size, config.hidden_size)
+
+    def forward(self, text: torch.Tensor, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, frames = video.shape[:2]
+        x = self.proj(video.flatten(0, 1))  # (B*T, D, H/p, W/p)
+        x = x.flatten(2).transpose(1, 2).unflatten(0, (batch, frames)).flatten(1, 2)  # (B, T*h*w, D) in (t, h, w) order
+        return self.text_proj(text), x
+
+
+class AdaLayerNormZero(nn.Module):
+    """LayerNorm + (shift, scale, gate) for video and for text from the time embedding."""
+
+    def __init__(self, time_dim: int, dim: int):
+        super().__init__()
+        self.linear = nn.Linear(time_dim, 6 * dim)
+        self.norm = nn.LayerNorm(dim, eps=BLOCK_NORM_EPS)
+
+    def forward(self, video, text, temb):
+        shift, scale, gate, t_shift, t_scale, t_gate = self.linear(F.silu(temb)).chunk(6, dim=1)
+        video = self.norm(video) * (1 + scale[:, None]) + shift[:, None]
+        text = self.norm(text) * (1 + t_scale[:, None]) + t_shift[:, None]
+        return video, text, gate[:, None], t_gate[:, None]
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, head_dim: int):
+        super().__init__()
+        self.head_dim = head_dim
+        self.to_q = nn.Linear(dim, dim)
+        self.to_k = nn.Linear(dim, dim)
+        self.to_v = nn.Linear(dim, dim)
+        self.norm_q = nn.LayerNorm(head_dim, eps=QK_NORM_EPS)
+        self.norm_k = nn.LayerNorm(head_dim, eps=QK_NORM_EPS)
+        self.to_out = nn.ModuleList([nn.Linear(dim, dim)])
+
+    def forward(self, tokens: torch.Tensor, text_len: int, rope: tuple) -> torch.Tensor:
+        heads = lambda x: x.unflatten(-1, (-1, self.head_dim)).transpose(1, 2)  # noqa: E731  (B, h, S, d)
+        q = self.norm_q(heads(self.to_q(tokens)))
+        k = self.norm_k(heads(self.to_k(tokens)))
+        v = heads(self.to_v(tokens))
+        cos, sin = rope
+        q = torch.cat([q[:, :, :text_len], apply_rope(q[:, :, text_len:], cos, sin)], dim=2)
+        k = torch.cat([k[:, :, :text_len], apply_rope(k[:, :, text_len:], cos, sin)], dim=2)
+        out = attention(q, k, v).transpose(1, 2).flatten(2)
+        return self.to_out[0](out)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, inner: int):
+        super().__init__()
+        self.net = nn.ModuleList([_Proj(dim, inner), nn.Identity(), nn.Linear(inner, dim)])
+
+    def forward(self, x):
+        return self.net[2](F.gelu(self.net[0].proj(x), approximate="tanh"))
+
+
+class _Proj(nn.Module):
+    def __init__(self, dim: int, inner: int):
+        super().__init__()
+        self.proj = nn.Linear(dim, inner)
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        dim = config.hidden_size
+        self.norm1 = AdaLayerNormZero(config.time_embed_dim, dim)
+        self.attn1 = Attention(dim, config.head_dim)
+        self.norm2 = AdaLayerNormZero(config.time_embed_dim, dim)
+        self.ff = FeedForward(dim, config.mlp_ratio * dim)
+
+    def forward(self, video, text, temb, rope):
+        text_len = text.shape[1]
+        n_video, n_text, gate, t_gate = self.norm1(video, text, temb)
+        out = self.attn1(torch.cat([n_text, n_video], dim=1), text_len, rope)
+        video = video + gate * out[:, text_len:]
+        text = text + t_gate * out[:, :text_len]
+        n_video, n_text, gate, t_gate = self.norm2(video, text, temb)
+        out = self.ff(torch.cat([n_text, n_video], dim=1))
+        video = video + gate * out[:, text_len:]
+        text = text + t_gate * out[:, :text_len]
+        return video, text
+
+
+class AdaLayerNormOut(nn.Module):
+    def __init__(self, time_dim: int, dim: int):
+        super().__init__()
+        self.linear = nn.Linear(time_dim, 2 * dim)
+        self.norm = nn.LayerNorm(dim, eps=OUT_NORM_EPS)
+
+    def forward(self, x, temb):
+        shift, scale = self.linear(F.silu(temb)).chunk(2, dim=1)
+        return self.norm(x) * (1 + scale[:, None]) + shift[:, None]
+
+
+class FlashVideoDiT(nn.Module):
+    """F(x, t, context): latent (B, T, C, H, W), timesteps (B,), text (B, L, text_dim) -> (B, T, C, H, W).
+
+    Stage II also takes ``latent_frames`` and ``ref_step`` (the degradation noise step),
+    embedded like the timestep and added to the time embedding in that order.
+    """
+
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        self.config = config
+        dim = config.hidden_size
+        self.patch_embed = PatchEmbed(config)
+        self.time_embedding = TimestepEmbedding(dim, config.time_embed_dim)
+        if config.stage2_embeddings:
+            self.time_size_embedding = TimestepEmbedding(dim, config.time_embed_dim)
+            self.ref_step_time_embedding = TimestepEmbedding(dim, config.time_embed_dim)
+        self.transformer_blocks = nn.ModuleList(TransformerBlock(config) for _ in range(config.num_layers))
+        self.norm_final = nn.LayerNorm(dim, eps=BLOCK_NORM_EPS)
+        self.norm_out = AdaLayerNormOut(config.time_embed_dim, dim)
+        self.proj_out = nn.Linear(dim, config.patch_size**2 * config.out_channels)
+
+    def time_embed(self, timesteps, latent_frames=None, ref_step=None) -> torch.Tensor:
+        dim = self.config.hidden_size
+        dtype = self.time_embedding.linear_1.weight.dtype
+        temb = self.time_embedding(timestep_sinusoid(timesteps, dim).to(dtype))
+        if self.config.stage2_embeddings:
+            if latent_frames is None or ref_step is None:
+                raise ValueError("the stage-II DiT needs latent_frames and ref_step")
+            temb = temb + self.time_size_embedding(timestep_sinusoid(latent_frames, dim).to(dtype))
+            temb = temb + self.ref_step_time_embedding(timestep_sinusoid(ref_step, dim).to(dtype))
+        return temb
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        timesteps: torch.Tensor,
+        context: torch.Tensor,
+        latent_frames: Optional[torch.Tensor] = None,
+        ref_step: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        batch, frames, channels, height, width = x.shape
+        p = self.config.patch_size
+        dtype = self.proj_out.weight.dtype
+        temb = self.time_embed(timesteps, latent_frames, ref_step)
+        text, video = self.patch_embed(context.to(dtype), x.to(dtype))
+        rope = rope_table(frames, height // p, width // p, self.config.head_dim, x.device)
+        for block in self.transformer_blocks:
+            video, text = block(video, text, temb, rope)
+        video = self.norm_final(video)  # per-token LayerNorm: same as normalising [text | video]
+        video = self.proj_out(self.norm_out(video, temb))
+        out = video.reshape(batch, frames, height // p, width // p, channels, p, p)
+        return out.permute(0, 1, 4, 2, 5, 3, 6).reshape(batch, frames, channels, height, width)
