@@ -10,8 +10,11 @@ import os
 
 import torch
 
+from .checkpoints.dit_keys import SAT_PREFIX, canonical_to_sat
 from .checkpoints.io import write_safetensors
 from .checkpoints.vae_keys import official_to_diffusers
+from .dit.config import DiTConfig
+from .dit.model import FlashVideoDiT
 from .vae.config import VAEConfig
 from .vae.model import CogVideoXVAE
 
@@ -47,4 +50,71 @@ def write_tiny_vae(path: str, layout: str = "official", config: VAEConfig = TINY
         write_safetensors(path, official_to_diffusers(sd), {})
     else:
         raise ValueError(f"unknown layout {layout!r}")
+    return path
+
+
+#: Tiny DiTs: two 64-wide heads, 32-dim text embeddings (the real T5-XXL gives 4096).
+TINY_STAGE1_CONFIG = DiTConfig(num_layers=2, hidden_size=128, text_hidden_size=32)
+TINY_STAGE2_CONFIG = DiTConfig(num_layers=2, hidden_size=128, text_hidden_size=32, stage2_embeddings=True)
+#: the official LoRA rank; scaling 1/rank (SAT alpha 1).
+LORA_RANK = 128
+
+
+def random_dit_state_dict(config: DiTConfig, seed: int = 0) -> dict:
+    """Canonical-layout weights with O(1) activations (no zero-initialised adaLN, which would hide bugs)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in FlashVideoDiT(config).state_dict().items()}
+    out = {}
+    for key, shape in shapes.items():
+        if len(shape) == 1 and "norm" in key and key.endswith("weight"):
+            out[key] = 1.0 + 0.1 * torch.randn(shape, generator=gen)
+        elif len(shape) == 1:
+            out[key] = 0.02 * torch.randn(shape, generator=gen)
+        else:
+            fan_in = int(torch.tensor(shape[1:]).prod())
+            out[key] = torch.randn(shape, generator=gen) / fan_in**0.5
+    return out
+
+
+def unmerge_lora(sat: dict, seed: int = 1, rank: int = LORA_RANK) -> dict:
+    """Split each LoRA-adapted SAT linear (qkv in 3 partitions, dense, adaLN) into ``original`` + A/B
+    such that merging at scale 1/rank gives back the input weights (up to fp32 rounding)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for key, value in sat.items():
+        parts = _lora_partitions(key)
+        if not parts:
+            out[key] = value
+            continue
+        base = key[: -len(".weight")]
+        rows = value.shape[0] // parts
+        deltas = []
+        for k in range(parts):
+            a = torch.randn(rank, value.shape[1], generator=gen) * 0.02
+            b = torch.randn(rows, rank, generator=gen) * 0.02
+            out[f"{base}.matrix_A.{k}"], out[f"{base}.matrix_B.{k}"] = a, b
+            deltas.append(b @ a / rank)
+        out[f"{base}.original.weight"] = value - torch.cat(deltas)
+        out[f"{base}.original.bias"] = sat[f"{base}.bias"]
+    return {k: v for k, v in out.items() if not (k.endswith(".bias") and _lora_partitions(k[:-5] + ".weight"))}
+
+
+def _lora_partitions(key: str) -> int:
+    if key.endswith("attention.query_key_value.weight"):
+        return 3
+    if key.endswith("attention.dense.weight") or (".adaLN_modulations." in key and key.endswith(".1.weight")):
+        return 1
+    return 0
+
+
+def write_tiny_dit(path: str, stage: str = "stage1", lora: bool = True, seed: int = 0) -> str:
+    """Write a tiny DiT in the official SAT container (``{'module': ...}``); stage I with unmerged LoRA."""
+    config = TINY_STAGE1_CONFIG if stage == "stage1" else TINY_STAGE2_CONFIG
+    sat = canonical_to_sat(random_dit_state_dict(config, seed))
+    sat[SAT_PREFIX + "transformer.position_embeddings.weight"] = torch.zeros(64, config.hidden_size)  # unused, as upstream
+    if stage == "stage1" and lora:
+        sat = unmerge_lora(sat)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    torch.save({"module": sat}, path)
     return path

@@ -34,17 +34,25 @@ class ModelKind:
 
 
 def model_kinds() -> list[ModelKind]:
+    from ..dit import loader as dit_loader
+    from ..dit.model import FlashVideoDiT
     from ..vae import loader as vae_loader
     from ..vae.model import CogVideoXVAE
 
-    def is_vae(raw):
-        try:
-            vae_loader.detect_vae_layout(raw)
-            return True
-        except CheckpointError:
-            return False
+    def detects(detect):
+        def check(raw):
+            try:
+                detect(raw)
+                return True
+            except CheckpointError:
+                return False
 
-    return [ModelKind("vae", is_vae, vae_loader.canonical_vae_state_dict, CogVideoXVAE)]
+        return check
+
+    return [
+        ModelKind("vae", detects(vae_loader.detect_vae_layout), vae_loader.canonical_vae_state_dict, CogVideoXVAE),
+        ModelKind("dit", detects(dit_loader.detect_dit_layout), dit_loader.canonical_dit_state_dict, FlashVideoDiT),
+    ]
 
 
 def detect_kind(raw: RawCheckpoint) -> ModelKind:

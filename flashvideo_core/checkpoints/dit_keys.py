@@ -1,0 +1,181 @@
+"""The official SAT layout of ``stage1.pt``/``stage2.pt`` <-> the pack's (diffusers-named) DiT layout.
+
+SAT keys live under ``model.diffusion_model.`` (SPEC §3). Converting them: merge any
+unmerged LoRA (W' = W + concat_k(B_k A_k) / 128, in fp32, SPEC §1.3.4), split the fused
+qkv into q, k, v, split the 12 adaLN chunks between ``norm1`` (video and text msa) and
+``norm2`` (mlp), and rename the rest (SPEC §3.3). Keys the reference ignores are dropped;
+anything else unknown is kept under its SAT name so the strict check reports it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import torch
+
+log = logging.getLogger("flashvideo")
+
+SAT_PREFIX = "model.diffusion_model."
+#: SAT LoRA scaling is alpha / rank with alpha left at 1: 1/128 for the official rank 128 (SPEC §1.3.4).
+LORA_ALPHA = 1.0
+#: present in SAT checkpoints, unused by the reference (it deletes or never reads them).
+IGNORED_SAT_KEYS = (
+    "mixins.pos_embed.freqs_sin",
+    "mixins.pos_embed.freqs_cos",
+    "transformer.position_embeddings.weight",
+)
+NORM1_CHUNKS = (0, 1, 2, 6, 7, 8)
+NORM2_CHUNKS = (3, 4, 5, 9, 10, 11)
+
+_RENAMES = [
+    (r"^mixins\.patch_embed\.(proj|text_proj)\.", r"patch_embed.\1."),
+    (r"^time_embed\.0\.", "time_embedding.linear_1."),
+    (r"^time_embed\.2\.", "time_embedding.linear_2."),
+    (r"^(ref_step_time_embedding|time_size_embedding)\.0\.", r"\1.linear_1."),
+    (r"^(ref_step_time_embedding|time_size_embedding)\.2\.", r"\1.linear_2."),
+    (r"^transformer\.layers\.(\d+)\.input_layernorm\.", r"transformer_blocks.\1.norm1.norm."),
+    (r"^transformer\.layers\.(\d+)\.post_attention_layernorm\.", r"transformer_blocks.\1.norm2.norm."),
+    (r"^transformer\.layers\.(\d+)\.attention\.dense\.", r"transformer_blocks.\1.attn1.to_out.0."),
+    (r"^transformer\.layers\.(\d+)\.mlp\.dense_h_to_4h\.", r"transformer_blocks.\1.ff.net.0.proj."),
+    (r"^transformer\.layers\.(\d+)\.mlp\.dense_4h_to_h\.", r"transformer_blocks.\1.ff.net.2."),
+    (r"^mixins\.adaln_layer\.query_layernorm_list\.(\d+)\.", r"transformer_blocks.\1.attn1.norm_q."),
+    (r"^mixins\.adaln_layer\.key_layernorm_list\.(\d+)\.", r"transformer_blocks.\1.attn1.norm_k."),
+    (r"^transformer\.final_layernorm\.", "norm_final."),
+    (r"^mixins\.final_layer\.norm_final\.", "norm_out.norm."),
+    (r"^mixins\.final_layer\.linear\.", "proj_out."),
+    (r"^mixins\.final_layer\.adaLN_modulation\.1\.", "norm_out.linear."),
+]
+_QKV = re.compile(r"^transformer\.layers\.(\d+)\.attention\.query_key_value\.(weight|bias)$")
+_ADALN = re.compile(r"^mixins\.adaln_layer\.adaLN_modulations\.(\d+)\.1\.(weight|bias)$")
+
+
+def is_sat_layout(keys) -> bool:
+    return any(k.startswith(SAT_PREFIX) for k in keys)
+
+
+def has_unmerged_lora(keys) -> bool:
+    return any(".matrix_A." in k for k in keys)
+
+
+def merge_lora(state_dict: dict) -> dict:
+    """Fold ``X.original.*`` + ``X.matrix_A.k``/``X.matrix_B.k`` into plain ``X.weight``/``X.bias``.
+
+    Partition k of the output rows gets B_k @ A_k * alpha / rank (1/128 for stage1.pt);
+    computed in fp32, stored in the original weight's dtype.
+    """
+    out = {}
+    bases = {k[: -len(".original.weight")] for k in state_dict if k.endswith(".original.weight")}
+    for key, value in state_dict.items():
+        if (".matrix_A." in key or ".matrix_B." in key) and re.sub(r"\.matrix_[AB]\.\d+$", "", key) in bases:
+            continue  # merged below; LoRA on a linear without ".original" stays, so strict loading reports it
+        base = key.rsplit(".original.", 1)[0] if ".original." in key else None
+        if base in bases:
+            out[key.replace(".original.", ".")] = value
+        else:
+            out[key] = value
+    for base in bases:
+        a = [state_dict[k] for k in sorted(_lora_keys(state_dict, base, "A"), key=_part)]
+        b = [state_dict[k] for k in sorted(_lora_keys(state_dict, base, "B"), key=_part)]
+        if not a:
+            continue
+        if len(a) != len(b):
+            raise ValueError(f"{base}: {len(a)} LoRA A matrices but {len(b)} B matrices")
+        weight = state_dict[f"{base}.original.weight"]
+        scale = LORA_ALPHA / a[0].shape[0]
+        delta = torch.cat([bk.float() @ ak.float() for ak, bk in zip(a, b)], dim=0) * scale
+        out[f"{base}.weight"] = (weight.float() + delta).to(weight.dtype)
+    return out
+
+
+def _lora_keys(state_dict, base, which):
+    return [k for k in state_dict if k.startswith(f"{base}.matrix_{which}.")]
+
+
+def _part(key: str) -> int:
+    return int(key.rsplit(".", 1)[1])
+
+
+def sat_to_canonical(state_dict: dict) -> tuple[dict, list]:
+    """Convert a SAT state dict; returns (canonical state dict, names of ignored non-DiT keys)."""
+    inner = {k[len(SAT_PREFIX):]: v for k, v in state_dict.items() if k.startswith(SAT_PREFIX)}
+    outside = sorted(k for k in state_dict if not k.startswith(SAT_PREFIX))
+    if outside:
+        log.info("FlashVideo DiT: ignoring %d keys outside %s (e.g. %s)", len(outside), SAT_PREFIX, outside[0])
+    inner = {k: v for k, v in inner.items() if k not in IGNORED_SAT_KEYS}
+    if has_unmerged_lora(inner):
+        inner = merge_lora(inner)
+    out = {}
+    for key, value in inner.items():
+        if m := _QKV.match(key):
+            layer, kind = m.groups()
+            for name, part in zip(("to_q", "to_k", "to_v"), value.chunk(3, dim=0)):
+                out[f"transformer_blocks.{layer}.attn1.{name}.{kind}"] = part.contiguous()
+        elif m := _ADALN.match(key):
+            layer, kind = m.groups()
+            chunks = value.chunk(12, dim=0)
+            out[f"transformer_blocks.{layer}.norm1.linear.{kind}"] = torch.cat([chunks[i] for i in NORM1_CHUNKS])
+            out[f"transformer_blocks.{layer}.norm2.linear.{kind}"] = torch.cat([chunks[i] for i in NORM2_CHUNKS])
+        else:
+            out[_rename(key)] = value
+    return out, outside
+
+
+def _rename(key: str) -> str:
+    for pattern, replacement in _RENAMES:
+        new, n = re.subn(pattern, replacement, key)
+        if n:
+            return new
+    return SAT_PREFIX + key  # unknown: keep recognisable in the strict error
+
+
+def canonical_to_sat(state_dict: dict) -> dict:
+    """The inverse (merged LoRA), used to write official-layout test and tiny checkpoints."""
+    out = {}
+    layers = sorted({int(m.group(1)) for k in state_dict if (m := re.match(r"transformer_blocks\.(\d+)\.", k))})
+    for key, value in state_dict.items():
+        sat = _to_sat_name(key)
+        if sat is not None:
+            out[SAT_PREFIX + sat] = value
+    for i in layers:
+        blk = f"transformer_blocks.{i}"
+        for kind in ("weight", "bias"):
+            out[f"{SAT_PREFIX}transformer.layers.{i}.attention.query_key_value.{kind}"] = torch.cat(
+                [state_dict[f"{blk}.attn1.{n}.{kind}"] for n in ("to_q", "to_k", "to_v")]
+            )
+            n1 = state_dict[f"{blk}.norm1.linear.{kind}"].chunk(6, dim=0)
+            n2 = state_dict[f"{blk}.norm2.linear.{kind}"].chunk(6, dim=0)
+            chunks = [None] * 12
+            for src, idx in ((n1, NORM1_CHUNKS), (n2, NORM2_CHUNKS)):
+                for c, i_chunk in zip(src, idx):
+                    chunks[i_chunk] = c
+            out[f"{SAT_PREFIX}mixins.adaln_layer.adaLN_modulations.{i}.1.{kind}"] = torch.cat(chunks)
+    return out
+
+
+_TO_SAT = [
+    (r"^patch_embed\.(proj|text_proj)\.", r"mixins.patch_embed.\1."),
+    (r"^time_embedding\.linear_1\.", "time_embed.0."),
+    (r"^time_embedding\.linear_2\.", "time_embed.2."),
+    (r"^(ref_step_time_embedding|time_size_embedding)\.linear_1\.", r"\1.0."),
+    (r"^(ref_step_time_embedding|time_size_embedding)\.linear_2\.", r"\1.2."),
+    (r"^transformer_blocks\.(\d+)\.norm1\.norm\.", r"transformer.layers.\1.input_layernorm."),
+    (r"^transformer_blocks\.(\d+)\.norm2\.norm\.", r"transformer.layers.\1.post_attention_layernorm."),
+    (r"^transformer_blocks\.(\d+)\.attn1\.to_out\.0\.", r"transformer.layers.\1.attention.dense."),
+    (r"^transformer_blocks\.(\d+)\.ff\.net\.0\.proj\.", r"transformer.layers.\1.mlp.dense_h_to_4h."),
+    (r"^transformer_blocks\.(\d+)\.ff\.net\.2\.", r"transformer.layers.\1.mlp.dense_4h_to_h."),
+    (r"^transformer_blocks\.(\d+)\.attn1\.norm_q\.", r"mixins.adaln_layer.query_layernorm_list.\1."),
+    (r"^transformer_blocks\.(\d+)\.attn1\.norm_k\.", r"mixins.adaln_layer.key_layernorm_list.\1."),
+    (r"^norm_final\.", "transformer.final_layernorm."),
+    (r"^norm_out\.norm\.", "mixins.final_layer.norm_final."),
+    (r"^proj_out\.", "mixins.final_layer.linear."),
+    (r"^norm_out\.linear\.", "mixins.final_layer.adaLN_modulation.1."),
+]
+
+
+def _to_sat_name(key: str):
+    for pattern, replacement in _TO_SAT:
+        new, n = re.subn(pattern, replacement, key)
+        if n:
+            return new
+    return None  # q/k/v and adaLN linears are fused separately
