@@ -1,0 +1,107 @@
+"""Stage-I sampler: v-prediction denoiser + SDE DPM-Solver++(2M), 51 steps, DynamicCFG (SPEC §1.3.5-1.3.6).
+
+Every random draw comes from one CPU generator in the reference's order (one at step
+0, two at steps 1..N-2 with the first thrown away, none at the last step), so a seed
+gives the same latent on every device. The last step returns the x0 prediction.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from typing import Optional
+
+import torch
+
+from ..errors import InputError
+from ..progress import Progress
+from .schedule import DEFAULT_CFG, DEFAULT_STEPS, stage1_schedule
+
+TRAINED_SIZE = (256, 480)
+TRAINED_FRAMES = 49
+
+
+def latent_shape(frames: int, height: int, width: int, batch: int = 1, channels: int = 16) -> tuple:
+    """(B, T', C, H/8, W/8) for a 4k+1-frame video whose sides are multiples of 16."""
+    if (frames - 1) % 4 or height % 16 or width % 16:
+        raise InputError(f"stage I needs 4k+1 frames and sides that are multiples of 16, got {frames}x{height}x{width}")
+    return batch, (frames - 1) // 4 + 1, channels, height // 8, width // 8
+
+
+def _lambda(a: float) -> float:
+    sigma = math.sqrt(max(1.0 - a * a, 0.0))
+    if a == 0.0:
+        return -math.inf
+    if sigma == 0.0:
+        return math.inf
+    return math.log(a / sigma)
+
+
+@torch.no_grad()
+def sample_stage1(
+    model: torch.nn.Module,
+    context: torch.Tensor,
+    shape: tuple,
+    steps: int = DEFAULT_STEPS,
+    cfg: float = DEFAULT_CFG,
+    seed: int = 0,
+    progress: Optional[Progress] = None,
+) -> torch.Tensor:
+    """Sample a stage-I latent (B, T', 16, H/8, W/8), float32, unscaled by nothing (DiT space).
+
+    ``context`` is the (B, 226, text_dim) prompt embedding; the unconditional context is
+    all zeros, as in the reference (negative prompts have no effect there).
+    """
+    progress = progress or Progress()
+    param = next(model.parameters())
+    device, dtype = param.device, param.dtype
+    if not torch.isfinite(context).all():
+        raise InputError("the prompt embedding holds NaN/Inf; re-encode the prompt (T5 in fp16 can overflow)")
+    schedule = stage1_schedule(steps, cfg)
+    gen = torch.Generator().manual_seed(int(seed))
+    randn = lambda: torch.randn(shape, generator=gen, dtype=torch.float32).to(device)  # noqa: E731
+    x = randn()
+    cond = context.to(device=device, dtype=torch.float32)
+    ctx = torch.cat([torch.zeros_like(cond), cond])  # [uncond, cond], as the reference batches stage I
+    autocast = torch.autocast(device.type, dtype=dtype) if device.type == "cuda" and dtype != torch.float32 else nullcontext()
+    progress.start(steps)
+    denoised_prev = None
+    lambdas = [_lambda(a) for a in schedule.alphas]
+    for i in range(steps):
+        progress.check()
+        t = torch.full((2 * shape[0],), float(schedule.timesteps[i]), device=device)
+        with autocast:
+            v = model(torch.cat([x, x]), t, ctx).float()
+        a_q = schedule.snapped_alphas[i]
+        denoised_both = a_q * torch.cat([x, x]) - math.sqrt(1.0 - a_q * a_q) * v
+        d_uncond, d_cond = denoised_both.chunk(2)
+        denoised = d_uncond + schedule.cfg_scales[i] * (d_cond - d_uncond)
+        if not torch.isfinite(denoised).all():
+            raise InputError(
+                f"stage I produced NaN/Inf at step {i + 1} (weights {dtype}). fp16 overflows on CogVideoX-5B-class "
+                "models: load the model in bf16 or fp32."
+            )
+        if i == steps - 1:
+            progress.advance(1, preview=denoised)
+            break
+        a_cur, a_next = schedule.alphas[i], schedule.alphas[i + 1]
+        s_cur, s_next = math.sqrt(1 - a_cur**2), math.sqrt(1 - a_next**2)
+        h = lambdas[i + 1] - lambdas[i]
+        decay = math.exp(-h)  # 0 at the first step (lambda_0 = -inf)
+        noise_keep = math.sqrt(max(1.0 - math.exp(-2 * h), 0.0))
+        d_mix = a_next * (1 - math.exp(-2 * h))
+        first_order_noise = randn()
+        if i == 0:
+            x = d_mix * denoised + s_next * noise_keep * first_order_noise
+        else:
+            h_last = lambdas[i] - lambdas[i - 1]
+            r = h_last / h
+            if math.isinf(r):
+                corrected = denoised
+            else:
+                corrected = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * denoised_prev
+            x = (s_next / s_cur) * decay * x + d_mix * corrected + s_next * noise_keep * randn()
+        denoised_prev = denoised
+        progress.advance(1, preview=denoised)
+    # The reference hands the sample to the VAE in the DiT dtype (bf16 on GPU).
+    return denoised.to(dtype).float()

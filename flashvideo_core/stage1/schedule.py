@@ -1,0 +1,67 @@
+"""Stage-I sampling schedule: timesteps, sampler alphas, snapped denoiser alphas, DynamicCFG.
+
+All values reproduce the reference run (SPEC Appendix A); ``spec-data/stage1_schedule_table.md``
+lists every step at the default 51 steps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..schedules import NUM_TIMESTEPS, full_sqrt_alpha_table, sqrt_alpha
+
+DEFAULT_STEPS = 51
+#: DynamicCFG keeps the yaml's num_steps (51) whatever the step count (SPEC §1.3.6).
+DYNAMIC_CFG_STEPS = 51
+DYNAMIC_CFG_EXP = 5.0
+DEFAULT_CFG = 8.0
+
+
+@dataclass(frozen=True)
+class Stage1Schedule:
+    #: network timesteps, sampling order (999, 979, ..., 19 for 51 steps)
+    timesteps: list
+    #: sampler sqrt(alpha_bar), sampling order, with 1.0 appended (len = steps + 1)
+    alphas: list
+    #: sqrt(alpha_bar) snapped to the full 1000 table, used for c_skip/c_out (len = steps)
+    snapped_alphas: list
+    snapped_indices: list
+    cfg_scales: list
+
+
+def sampler_timesteps(steps: int) -> list:
+    """linspace(999, 0, steps, endpoint=False) truncated to int, ascending."""
+    return np.linspace(NUM_TIMESTEPS - 1, 0, steps, endpoint=False).astype(int)[::-1].tolist()
+
+
+def dynamic_cfg_scale(timestep: int, scale: float) -> float:
+    """1 + scale (1 - cos(pi ((51 - t) / 51)^5)) / 2 with the actual timestep t, in float64.
+
+    (51 - t) is mostly large and negative, so the cosine argument is huge and the
+    scale is a deterministic pseudo-random sequence in [1, 1 + scale]: the reference's
+    behaviour, kept because it shapes every stage-I picture.
+    """
+    x = ((DYNAMIC_CFG_STEPS - timestep) / DYNAMIC_CFG_STEPS) ** DYNAMIC_CFG_EXP
+    return 1.0 + scale * (1.0 - math.cos(math.pi * x)) / 2.0
+
+
+def stage1_schedule(steps: int = DEFAULT_STEPS, cfg: float = DEFAULT_CFG) -> Stage1Schedule:
+    if steps < 2:
+        raise ValueError("stage I needs at least 2 steps")
+    ascending = sampler_timesteps(steps)
+    a = sqrt_alpha(ascending)  # rescaled over this subset
+    timesteps = ascending[::-1]
+    alphas = a.flip(0).tolist() + [1.0]
+    table = full_sqrt_alpha_table()
+    snapped_idx = [int((table - torch.tensor(v)).abs().argmin()) for v in alphas[:-1]]
+    return Stage1Schedule(
+        timesteps=timesteps,
+        alphas=alphas,
+        snapped_alphas=[float(table[i]) for i in snapped_idx],
+        snapped_indices=snapped_idx,
+        cfg_scales=[dynamic_cfg_scale(t, cfg) for t in timesteps],
+    )
