@@ -2,9 +2,27 @@
 
 from comfy_api.latest import ComfyExtension, io
 
+from .stage1_nodes import FlashVideoModelLoader, FlashVideoStage1Sampler
+from .text_nodes import (
+    FlashVideoLoadPromptEmbedding,
+    FlashVideoSavePromptEmbedding,
+    FlashVideoTextEncode,
+    register_embeddings_folder,
+)
 from .vae_nodes import FlashVideoVAEDecode, FlashVideoVAEEncode, FlashVideoVAELoader
 
-NODES = [FlashVideoVAELoader, FlashVideoVAEEncode, FlashVideoVAEDecode]
+register_embeddings_folder()
+
+NODES = [
+    FlashVideoVAELoader,
+    FlashVideoVAEEncode,
+    FlashVideoVAEDecode,
+    FlashVideoTextEncode,
+    FlashVideoSavePromptEmbedding,
+    FlashVideoLoadPromptEmbedding,
+    FlashVideoModelLoader,
+    FlashVideoStage1Sampler,
+]
 
 
 class FlashVideoExtension(ComfyExtension):

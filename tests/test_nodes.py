@@ -20,6 +20,11 @@ FROZEN_INPUTS = {
                             "tile_size", "tile_overlap"],
     "FlashVideoVAEEncode": ["vae", "images", "latent_scale", "posterior", "seed", "frame_rule", "slicing",
                             "memory_budget_mb", "chunk_latents", "tile_size", "tile_overlap"],
+    "FlashVideoTextEncode": ["clip", "prompt"],
+    "FlashVideoSavePromptEmbedding": ["conditioning", "name", "prompt"],
+    "FlashVideoLoadPromptEmbedding": ["embedding"],
+    "FlashVideoModelLoader": ["model_name", "weight_dtype"],
+    "FlashVideoStage1Sampler": ["model", "positive", "width", "height", "frames", "steps", "cfg", "seed"],
 }
 
 

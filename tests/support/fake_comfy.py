@@ -10,6 +10,7 @@ import enum
 import importlib.util
 import os
 import sys
+import tempfile
 import types
 
 import torch
@@ -27,7 +28,7 @@ class Recorder:
         self.loads = []  # memory_required per load_models_gpu call
         self.interrupt_after_checks = None
         self.checks = 0
-        self.files = {"vae": {}}
+        self.files = {"vae": {}, "diffusion_models": {}}
 
 
 host = Recorder()
@@ -146,11 +147,21 @@ def install():
     comfy.model_management, comfy.model_patcher, comfy.utils = mm, patcher, utils
 
     folder_paths = types.ModuleType("folder_paths")
-    folder_paths.get_filename_list = lambda key: sorted(host.files.get(key, {}))
+    folder_paths.models_dir = tempfile.mkdtemp(prefix="fake_comfy_models_")
+    folder_paths.folder_names_and_paths = {}
+
+    def _registered(key):
+        found = {}
+        for folder in folder_paths.folder_names_and_paths.get(key, ([], set()))[0]:
+            if os.path.isdir(folder):
+                found.update({name: os.path.join(folder, name) for name in os.listdir(folder)})
+        return found
+
+    folder_paths.get_filename_list = lambda key: sorted({**host.files.get(key, {}), **_registered(key)})
 
     def get_full_path_or_raise(key, name):
         try:
-            return host.files[key][name]
+            return {**host.files.get(key, {}), **_registered(key)}[name]
         except KeyError:
             raise FileNotFoundError(f"Model in folder '{key}' with filename '{name}' not found.") from None
 

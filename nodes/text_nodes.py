@@ -1,0 +1,116 @@
+"""Prompt conditioning: T5-XXL through ComfyUI's own CLIPLoader, and prompt-embedding files.
+
+Both FlashVideo stages read exactly 226 T5 tokens without an attention mask. Core
+ComfyUI pads T5 to a type-dependent length and never truncates, so the text node
+clones the CLIP, pads to 226 and truncates keeping the end-of-sequence token. It
+works the same whether the T5 file was loaded with type sd3, cogvideox or another.
+"""
+
+from __future__ import annotations
+
+import os
+
+from comfy_api.latest import io
+
+import folder_paths
+
+from ..flashvideo_core.errors import InputError
+from ..flashvideo_core.text_embeddings import TEXT_TOKENS, check_context, load_prompt_embedding, save_prompt_embedding
+
+CATEGORY = "FlashVideo"
+EMBEDDINGS_FOLDER = "flashvideo_embeddings"
+T5_KEYS = ("t5xxl",)
+
+
+def register_embeddings_folder() -> None:
+    """models/flashvideo_embeddings holds saved prompt embeddings (.safetensors)."""
+    if EMBEDDINGS_FOLDER not in folder_paths.folder_names_and_paths:
+        folder_paths.folder_names_and_paths[EMBEDDINGS_FOLDER] = (
+            [os.path.join(folder_paths.models_dir, EMBEDDINGS_FOLDER)], {".safetensors"})
+
+
+def truncate_t5_tokens(tokens: dict, length: int = TEXT_TOKENS) -> dict:
+    """Cut each T5 token batch to ``length``, keeping its final end-of-sequence token."""
+    out = dict(tokens)
+    for key in T5_KEYS:
+        if key in out:
+            out[key] = [batch if len(batch) <= length else list(batch[: length - 1]) + [batch[-1]] for batch in out[key]]
+    return out
+
+
+class FlashVideoTextEncode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FlashVideoTextEncode",
+            display_name="FlashVideo Text Encode",
+            category=CATEGORY,
+            description="Encodes a prompt with T5-v1.1-XXL (load t5xxl_*.safetensors with the core Load CLIP node) "
+            "into exactly 226 tokens, as both FlashVideo stages expect.",
+            inputs=[
+                io.Clip.Input("clip", tooltip="A T5-v1.1-XXL text encoder from Load CLIP (type sd3 or cogvideox)."),
+                io.String.Input(
+                    "prompt", multiline=True,
+                    tooltip="Both stages were trained on long, detailed prompts (several sentences describing subject, "
+                    "motion, camera and lighting); short prompts give weaker results. Text beyond 226 tokens is cut.",
+                ),
+            ],
+            outputs=[io.Conditioning.Output(display_name="conditioning")],
+        )
+
+    @classmethod
+    def execute(cls, clip, prompt: str) -> io.NodeOutput:
+        clip = clip.clone()
+        for key in T5_KEYS:
+            clip.set_tokenizer_option(f"{key}_min_length", TEXT_TOKENS)
+        tokens = truncate_t5_tokens(clip.tokenize(prompt))
+        if not any(key in tokens for key in T5_KEYS):
+            raise InputError("this CLIP has no T5-XXL tokenizer; load t5xxl_*.safetensors with Load CLIP (type sd3)")
+        conditioning = clip.encode_from_tokens_scheduled(tokens)
+        check_context(conditioning[0][0], "the T5 output")
+        return io.NodeOutput(conditioning)
+
+
+class FlashVideoSavePromptEmbedding(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FlashVideoSavePromptEmbedding",
+            display_name="FlashVideo Save Prompt Embedding",
+            category=CATEGORY,
+            description="Saves a prompt's T5 embedding to models/flashvideo_embeddings, so later runs (and batch "
+            "queues) can skip loading the 9.5 GB T5-XXL.",
+            inputs=[
+                io.Conditioning.Input("conditioning", tooltip="From FlashVideo Text Encode."),
+                io.String.Input("name", default="flashvideo_prompt", tooltip="File name (without extension)."),
+                io.String.Input("prompt", default="", optional=True, tooltip="Stored in the file's metadata for reference."),
+            ],
+            outputs=[],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, conditioning, name: str, prompt: str = "") -> io.NodeOutput:
+        safe = "".join(c for c in name if c.isalnum() or c in "-_.").strip(".") or "flashvideo_prompt"
+        folder = folder_paths.folder_names_and_paths[EMBEDDINGS_FOLDER][0][0]
+        save_prompt_embedding(os.path.join(folder, f"{safe}.safetensors"), conditioning[0][0], prompt)
+        return io.NodeOutput()
+
+
+class FlashVideoLoadPromptEmbedding(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FlashVideoLoadPromptEmbedding",
+            display_name="FlashVideo Load Prompt Embedding",
+            category=CATEGORY,
+            description="Loads a saved prompt embedding as CONDITIONING (no T5 needed).",
+            inputs=[io.Combo.Input("embedding", options=folder_paths.get_filename_list(EMBEDDINGS_FOLDER),
+                                   tooltip="A file in models/flashvideo_embeddings.")],
+            outputs=[io.Conditioning.Output(display_name="conditioning")],
+        )
+
+    @classmethod
+    def execute(cls, embedding: str) -> io.NodeOutput:
+        context, _ = load_prompt_embedding(folder_paths.get_full_path_or_raise(EMBEDDINGS_FOLDER, embedding))
+        return io.NodeOutput([[context, {}]])
