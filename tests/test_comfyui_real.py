@@ -36,6 +36,8 @@ pytestmark = pytest.mark.comfyui
 REPO = Path(__file__).resolve().parents[1]
 PACK_FOLDER = "ComfyUI-FlashVideo"
 TINY_VAE = "flashvideo-tiny-vae.pt"
+TINY_STAGE1 = "flashvideo-tiny-stage1.pt"
+TINY_PROMPT = "flashvideo-tiny-prompt.safetensors"
 STARTUP_TIMEOUT_S = 90
 PROMPT_TIMEOUT_S = 60
 QUICK_TEST_TIMEOUT_S = 120
@@ -101,10 +103,16 @@ def quick_test(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from flashvideo_core.tiny import write_tiny_vae
+    import torch
+
+    from flashvideo_core.text_embeddings import save_prompt_embedding
+    from flashvideo_core.tiny import write_tiny_dit, write_tiny_vae
 
     base = make_base_dir(tmp_path_factory.mktemp("comfyui-server"), REPO, PACK_FOLDER)
     write_tiny_vae(str(base / "models" / "vae" / TINY_VAE))
+    write_tiny_dit(str(base / "models" / "diffusion_models" / TINY_STAGE1))
+    context = torch.randn(1, 226, 32, generator=torch.Generator().manual_seed(0))
+    save_prompt_embedding(str(base / "models" / "flashvideo_embeddings" / TINY_PROMPT), context, "a tiny test prompt")
     host = ComfyUIServer(LOCATION, base, base / "server.log").start()
     try:
         try:
@@ -181,6 +189,31 @@ def test_encode_decode_save_video(server):
     files = output_files(entry, server.base)
     assert len(files) == 1 and files[0].suffix == ".mp4", entry["outputs"]
     _check_video(files[0], frames=17)
+
+
+STAGE1_GRAPH = {
+    "1": {"class_type": "FlashVideoLoadPromptEmbedding", "inputs": {"embedding": TINY_PROMPT}},
+    "2": {"class_type": "FlashVideoModelLoader", "inputs": {"model_name": TINY_STAGE1, "weight_dtype": "auto"}},
+    "3": {"class_type": "FlashVideoStage1Sampler", "inputs": {
+        "model": ["2", 0], "positive": ["1", 0], "width": 48, "height": 32, "frames": 9, "steps": 4, "cfg": 8.0,
+        "seed": 0}},
+    "4": {"class_type": "FlashVideoVAELoader", "inputs": {"vae_name": TINY_VAE, "dtype": "auto"}},
+    "5": {"class_type": "FlashVideoVAEDecode", "inputs": {
+        "vae": ["4", 0], "samples": ["3", 0], "latent_scale": "stage1", "slicing": "reference",
+        "memory_budget_mb": 0, "chunk_latents": 2, "tile_size": 0, "tile_overlap": 128}},
+    "6": {"class_type": "CreateVideo", "inputs": {"images": ["5", 0], "fps": 8}},
+    "7": {"class_type": "SaveVideo", "inputs": {
+        "video": ["6", 0], "filename_prefix": "fv_stage1", "format": "mp4", "codec": "h264"}},
+}
+
+
+def test_stage1_preview_from_a_saved_prompt_embedding(server):
+    """Saved embedding -> tiny stage-I DiT (SAT layout, unmerged LoRA) -> sliced decode -> mp4, no T5 needed."""
+    entry = server.run_prompt(copy.deepcopy(STAGE1_GRAPH), PROMPT_TIMEOUT_S)
+    assert entry["status"]["status_str"] == "success", history_messages(entry, "execution_error")
+    files = output_files(entry, server.base)
+    assert len(files) == 1 and files[0].suffix == ".mp4", entry["outputs"]
+    _check_video(files[0], frames=9, width=48, height=32)
 
 
 def test_bad_frame_count_reports_our_error_and_server_recovers(server):
