@@ -40,8 +40,9 @@ MODES = ("reference", "auto", "manual", "whole")
 #: the official decode chunk (latent frames after the first 1 + 2) and encode chunk (16 pixel frames = 4 latents).
 REFERENCE_CHUNK_LATENTS = {"decode": 2, "encode": 4}
 DEFAULT_TILE_OVERLAP = 16
-#: bytes kept alive per element of the largest activation, measured on CPU (benchmarks/vae_memory.py).
-ACTIVATION_FACTOR = 5.0
+#: Widest-activation copies alive at the peak. Measured on CPU (benchmarks/vae_benchmark.py): 4.6-7.7,
+#: highest for small chunks; 6.5 keeps the plan on the safe side for the reference chunks.
+ACTIVATION_FACTOR = 6.5
 
 
 @dataclass(frozen=True)
