@@ -23,21 +23,29 @@ from .vae.model import CogVideoXVAE
 TINY_VAE_CONFIG = VAEConfig(block_out_channels=(32, 32, 64, 64), layers_per_block=1, latent_channels=16)
 
 
-def random_vae_state_dict(config: VAEConfig = TINY_VAE_CONFIG, seed: int = 0) -> dict:
-    """Official-layout weights: small random convs, norm scales near 1 (so activations stay O(1))."""
+def _random_weights(model_factory, seed: int, bias_std: float) -> dict:
+    """Random weights with O(1) activations: fan-in scaled matrices, norm scales near 1, small biases.
+
+    Nothing is zero (zero-initialised adaLN or biases would hide mapping bugs).
+    """
     gen = torch.Generator().manual_seed(seed)
     with torch.device("meta"):
-        shapes = {k: v.shape for k, v in CogVideoXVAE(config).state_dict().items()}
+        shapes = {k: v.shape for k, v in model_factory().state_dict().items()}
     out = {}
     for key, shape in shapes.items():
-        if len(shape) == 1 and key.endswith("weight"):  # GroupNorm scale
+        if len(shape) == 1 and key.endswith("weight"):  # GroupNorm / LayerNorm scale
             out[key] = 1.0 + 0.1 * torch.randn(shape, generator=gen)
         elif len(shape) == 1:
-            out[key] = 0.05 * torch.randn(shape, generator=gen)
+            out[key] = bias_std * torch.randn(shape, generator=gen)
         else:
             fan_in = int(torch.tensor(shape[1:]).prod())
             out[key] = torch.randn(shape, generator=gen) / fan_in**0.5
     return out
+
+
+def random_vae_state_dict(config: VAEConfig = TINY_VAE_CONFIG, seed: int = 0) -> dict:
+    """Official-layout VAE weights."""
+    return _random_weights(lambda: CogVideoXVAE(config), seed, bias_std=0.05)
 
 
 def write_tiny_vae(path: str, layout: str = "official", config: VAEConfig = TINY_VAE_CONFIG, seed: int = 0) -> str:
@@ -61,20 +69,8 @@ LORA_RANK = 128
 
 
 def random_dit_state_dict(config: DiTConfig, seed: int = 0) -> dict:
-    """Canonical-layout weights with O(1) activations (no zero-initialised adaLN, which would hide bugs)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.device("meta"):
-        shapes = {k: v.shape for k, v in FlashVideoDiT(config).state_dict().items()}
-    out = {}
-    for key, shape in shapes.items():
-        if len(shape) == 1 and "norm" in key and key.endswith("weight"):
-            out[key] = 1.0 + 0.1 * torch.randn(shape, generator=gen)
-        elif len(shape) == 1:
-            out[key] = 0.02 * torch.randn(shape, generator=gen)
-        else:
-            fan_in = int(torch.tensor(shape[1:]).prod())
-            out[key] = torch.randn(shape, generator=gen) / fan_in**0.5
-    return out
+    """Canonical-layout DiT weights."""
+    return _random_weights(lambda: FlashVideoDiT(config), seed, bias_std=0.02)
 
 
 def unmerge_lora(sat: dict, seed: int = 1, rank: int = LORA_RANK) -> dict:
