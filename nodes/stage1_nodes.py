@@ -14,6 +14,8 @@ from comfy_api.latest import io
 import comfy.model_management as mm
 import folder_paths
 
+from ..flashvideo_core.dit.attention import BACKENDS
+from ..flashvideo_core.dit.fp8 import store_blocks_in_fp8
 from ..flashvideo_core.dit.loader import load_dit
 from ..flashvideo_core.errors import InputError
 from ..flashvideo_core.stage1.sampler import TRAINED_FRAMES, TRAINED_SIZE, latent_shape, sample_stage1
@@ -25,6 +27,7 @@ log = logging.getLogger("flashvideo")
 
 FlashVideoModel = io.Custom("FLASHVIDEO_MODEL")
 CATEGORY = "FlashVideo"
+FP8_CHOICE = "fp8_e4m3fn"
 
 
 class FlashVideoModelLoader(io.ComfyNode):
@@ -39,23 +42,34 @@ class FlashVideoModelLoader(io.ComfyNode):
             inputs=[
                 io.Combo.Input("model_name", options=folder_paths.get_filename_list("diffusion_models"),
                                tooltip="stage1.pt (270p preview) or stage2.pt (1080p refiner), any accepted layout."),
-                io.Combo.Input("weight_dtype", options=DTYPE_CHOICES, default="auto",
+                io.Combo.Input("weight_dtype", options=DTYPE_CHOICES + [FP8_CHOICE], default="auto",
                                tooltip="auto: bf16 on GPUs that support it, fp32 on CPU. Stage I overflows in fp16 "
-                               "(NaN, black video), so fp16 is replaced by bf16 for it."),
+                               "(NaN, black video), so fp16 is replaced by bf16 for it. fp8_e4m3fn stores the "
+                               "transformer blocks in fp8 (about half the memory of bf16) and computes in bf16/fp32; "
+                               "slightly less faithful."),
+                io.Combo.Input("attention", options=list(BACKENDS), default="sdpa",
+                               tooltip="sdpa: PyTorch's memory-efficient attention (always available). flash / sage: "
+                               "flash-attn or SageAttention if installed, else sdpa with a log line."),
             ],
             outputs=[FlashVideoModel.Output(display_name="model")],
         )
 
     @classmethod
-    def execute(cls, model_name: str, weight_dtype: str = "auto") -> io.NodeOutput:
+    def execute(cls, model_name: str, weight_dtype: str = "auto", attention: str = "sdpa") -> io.NodeOutput:
         path = folder_paths.get_full_path_or_raise("diffusion_models", model_name)
         load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
-        dtype = resolve_dtype(weight_dtype, torch.device(load_device))
+        fp8 = weight_dtype == FP8_CHOICE
+        dtype = resolve_dtype("auto" if fp8 else weight_dtype, torch.device(load_device))
         model = load_dit(path, device=offload_device, dtype=dtype)
+        if attention not in BACKENDS:
+            raise InputError(f"attention must be one of {list(BACKENDS)}, got {attention!r}")
+        log.info("FlashVideo: attention backend %s", model.set_attention_backend(attention))
         if model.config.stage == "stage1" and dtype == torch.float16:
             log.warning("FlashVideo: stage I gives NaNs in fp16 (as CogVideoX-5B); using bf16 instead")
             dtype = torch.bfloat16
             model = model.to(dtype)
+        if fp8:
+            store_blocks_in_fp8(model, dtype)
         log.info("FlashVideo: %s detected in %s", model.config.stage, model_name)
         return io.NodeOutput(ManagedModel(model, load_device, offload_device, dtype, path))
 

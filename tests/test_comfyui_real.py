@@ -53,16 +53,25 @@ FROZEN_WIDGETS = {
     "FlashVideoVAEDecode": [
         "latent_scale", "slicing", "memory_budget_mb", "chunk_latents", "tile_size", "tile_overlap",
     ],
+    "FlashVideoModelLoader": ["model_name", "weight_dtype", "attention"],
+    "FlashVideoStage1Sampler": ["width", "height", "frames", "steps", "cfg", "seed", CONTROL],
+    "FlashVideoLoadPromptEmbedding": ["embedding"],
 }
 FROZEN_SOCKETS = {  # link inputs (name, type), in order
     "FlashVideoVAELoader": [],
     "FlashVideoVAEEncode": [("vae", "FLASHVIDEO_VAE"), ("images", "IMAGE")],
     "FlashVideoVAEDecode": [("vae", "FLASHVIDEO_VAE"), ("samples", "LATENT")],
+    "FlashVideoModelLoader": [],
+    "FlashVideoStage1Sampler": [("model", "FLASHVIDEO_MODEL"), ("positive", "CONDITIONING")],
+    "FlashVideoLoadPromptEmbedding": [],
 }
 FROZEN_OUTPUTS = {
     "FlashVideoVAELoader": ["FLASHVIDEO_VAE"],
     "FlashVideoVAEEncode": ["LATENT"],
     "FlashVideoVAEDecode": ["IMAGE"],
+    "FlashVideoModelLoader": ["FLASHVIDEO_MODEL"],
+    "FlashVideoStage1Sampler": ["LATENT"],
+    "FlashVideoLoadPromptEmbedding": ["CONDITIONING"],
 }
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
@@ -193,7 +202,8 @@ def test_encode_decode_save_video(server):
 
 STAGE1_GRAPH = {
     "1": {"class_type": "FlashVideoLoadPromptEmbedding", "inputs": {"embedding": TINY_PROMPT}},
-    "2": {"class_type": "FlashVideoModelLoader", "inputs": {"model_name": TINY_STAGE1, "weight_dtype": "auto"}},
+    "2": {"class_type": "FlashVideoModelLoader", "inputs": {
+        "model_name": TINY_STAGE1, "weight_dtype": "auto", "attention": "sdpa"}},
     "3": {"class_type": "FlashVideoStage1Sampler", "inputs": {
         "model": ["2", 0], "positive": ["1", 0], "width": 48, "height": 32, "frames": 9, "steps": 4, "cfg": 8.0,
         "seed": 0}},

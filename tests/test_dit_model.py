@@ -102,3 +102,31 @@ def test_timestep_sinusoid_is_cos_then_sin():
     emb = timestep_sinusoid(torch.tensor([3.0]), 8)
     freqs = [math.exp(-math.log(10000) * k / 4) for k in range(4)]
     torch.testing.assert_close(emb[0], torch.tensor([math.cos(3 * f) for f in freqs] + [math.sin(3 * f) for f in freqs]))
+
+
+def test_attention_backends_fall_back_to_sdpa_and_chunk_long_cpu_sequences(monkeypatch):
+    from flashvideo_core.dit import attention as attn
+
+    model = _random_dit(TINY)
+    monkeypatch.setattr(attn, "available_backends", lambda: ["sdpa"])
+    assert model.set_attention_backend("sage") == "sdpa"
+    with pytest.raises(ValueError, match="attention backend"):
+        model.set_attention_backend("fastest")
+    q, k, v = (torch.randn(1, 2, 300, 64, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    whole = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    monkeypatch.setattr(attn, "CPU_SCORE_ELEMENTS", 2 * 300 * 64)  # forces 64-row query chunks
+    torch.testing.assert_close(attn.attention(q, k, v), whole)
+
+
+def test_fp8_block_storage_stays_close_and_halves_block_memory():
+    from flashvideo_core.dit.fp8 import Fp8Linear, store_blocks_in_fp8
+
+    ref = _random_dit(TINY)
+    quant = store_blocks_in_fp8(_random_dit(TINY), torch.float32)
+    assert isinstance(quant.transformer_blocks[0].attn1.to_q, Fp8Linear)
+    x, t, ctx = torch.randn(1, 2, 16, 8, 8), torch.tensor([500.0]), torch.randn(1, 5, 32)
+    with torch.no_grad():
+        a, b = ref(x, t, ctx), quant(x, t, ctx)
+    assert (a - b).norm() / a.norm() < 0.05  # e4m3 keeps ~3 mantissa bits per weight
+    block_bytes = lambda m: sum(b.numel() * b.element_size() for b in m.transformer_blocks.state_dict().values())  # noqa: E731
+    assert block_bytes(quant) < 0.3 * block_bytes(ref)  # fp32 -> fp8 weights (+ fp32 biases)

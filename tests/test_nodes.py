@@ -23,7 +23,7 @@ FROZEN_INPUTS = {
     "FlashVideoTextEncode": ["clip", "prompt"],
     "FlashVideoSavePromptEmbedding": ["conditioning", "name", "prompt"],
     "FlashVideoLoadPromptEmbedding": ["embedding"],
-    "FlashVideoModelLoader": ["model_name", "weight_dtype"],
+    "FlashVideoModelLoader": ["model_name", "weight_dtype", "attention"],
     "FlashVideoStage1Sampler": ["model", "positive", "width", "height", "frames", "steps", "cfg", "seed"],
 }
 

@@ -76,6 +76,12 @@ def test_model_loader_detects_the_stage(dit_files):
     assert m1.model.config.stage == "stage1" and m2.model.config.stage == "stage2"
     fp16 = stage1_nodes.FlashVideoModelLoader.execute("stage1.pt", "fp16").result[0]
     assert fp16.dtype == torch.bfloat16 and next(fp16.model.parameters()).dtype == torch.bfloat16
+    fp8 = stage1_nodes.FlashVideoModelLoader.execute("stage1.pt", "fp8_e4m3fn", "sage").result[0]
+    assert fp8.model.transformer_blocks[0].attn1.to_q.weight_fp8.dtype == torch.float8_e4m3fn
+    assert fp8.model.transformer_blocks[0].attn1.backend in ("sdpa", "sage")
+    ctx = torch.randn(1, 226, 32)
+    latent = stage1_nodes.FlashVideoStage1Sampler.execute(fp8, [[ctx, {}]], 32, 16, 5, 2, 8.0, 0).result[0]
+    assert torch.isfinite(latent["samples"]).all()
 
 
 def test_stage1_sampler_node_matches_the_core_and_reports_progress(dit_files):

@@ -1,8 +1,15 @@
-"""Attention backends. PyTorch SDPA by default; long CPU sequences run in query chunks
-so memory grows linearly with the sequence (no S x S score matrix is ever built)."""
+"""Attention backends, probed at run time (never a hard dependency).
+
+``sdpa`` (PyTorch scaled_dot_product_attention) is the default and always works; on the
+CPU, long sequences run in query chunks so memory grows linearly with the sequence (no
+S x S score matrix is ever built). ``flash`` (flash-attn) and ``sage`` (SageAttention)
+are used only when importable and on CUDA with half-precision inputs; otherwise the
+call falls back to ``sdpa`` with one log line.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 
 import torch
@@ -10,12 +17,40 @@ import torch.nn.functional as F
 
 log = logging.getLogger("flashvideo")
 
+BACKENDS = ("sdpa", "flash", "sage")
+_MODULES = {"flash": "flash_attn", "sage": "sageattention"}
 #: CPU SDPA may fall back to the math kernel; above this many score elements per call, chunk queries.
 CPU_SCORE_ELEMENTS = 1 << 26
+_warned: set = set()
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def available_backends() -> list:
+    return ["sdpa"] + [name for name, module in _MODULES.items() if importlib.util.find_spec(module) is not None]
+
+
+def resolve_backend(name: str) -> str:
+    """The backend actually used for ``name``: itself if importable, else ``sdpa`` (logged once)."""
+    if name not in BACKENDS:
+        raise ValueError(f"attention backend must be one of {BACKENDS}, got {name!r}")
+    if name != "sdpa" and name not in available_backends():
+        if name not in _warned:
+            log.warning("FlashVideo: attention backend %r is not installed (%s); using PyTorch SDPA", name, _MODULES[name])
+            _warned.add(name)
+        return "sdpa"
+    return name
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "sdpa") -> torch.Tensor:
     """Non-causal attention over (B, heads, S, d) with scale 1/sqrt(d)."""
+    if backend != "sdpa" and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+        if backend == "flash":
+            from flash_attn import flash_attn_func
+
+            return flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
+        if backend == "sage":
+            from sageattention import sageattn
+
+            return sageattn(q, k, v, tensor_layout="HND", is_causal=False)
     batch, heads, seq, _ = q.shape
     if q.device.type != "cpu" or batch * heads * seq * k.shape[2] <= CPU_SCORE_ELEMENTS:
         return F.scaled_dot_product_attention(q, k, v)

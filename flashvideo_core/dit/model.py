@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import attention
+from .attention import attention, resolve_backend
 from .config import DiTConfig
 from .rope import apply_rope, rope_table
 
@@ -77,6 +77,7 @@ class Attention(nn.Module):
     def __init__(self, dim: int, head_dim: int):
         super().__init__()
         self.head_dim = head_dim
+        self.backend = "sdpa"
         self.to_q = nn.Linear(dim, dim)
         self.to_k = nn.Linear(dim, dim)
         self.to_v = nn.Linear(dim, dim)
@@ -92,7 +93,7 @@ class Attention(nn.Module):
         cos, sin = rope
         q = torch.cat([q[:, :, :text_len], apply_rope(q[:, :, text_len:], cos, sin)], dim=2)
         k = torch.cat([k[:, :, :text_len], apply_rope(k[:, :, text_len:], cos, sin)], dim=2)
-        out = attention(q, k, v).transpose(1, 2).flatten(2)
+        out = attention(q, k, v, self.backend).transpose(1, 2).flatten(2)
         return self.to_out[0](out)
 
 
@@ -164,6 +165,13 @@ class FlashVideoDiT(nn.Module):
         self.norm_final = nn.LayerNorm(dim, eps=BLOCK_NORM_EPS)
         self.norm_out = AdaLayerNormOut(config.time_embed_dim, dim)
         self.proj_out = nn.Linear(dim, config.patch_size**2 * config.out_channels)
+
+    def set_attention_backend(self, name: str) -> str:
+        """Use ``name`` ("sdpa", "flash", "sage") if importable, else SDPA; returns the one in use."""
+        backend = resolve_backend(name)
+        for block in self.transformer_blocks:
+            block.attn1.backend = backend
+        return backend
 
     def time_embed(self, timesteps, latent_frames=None, ref_step=None) -> torch.Tensor:
         dim = self.config.hidden_size
