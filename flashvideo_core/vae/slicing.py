@@ -257,7 +257,7 @@ def plan_slicing(
     overlap = options.tile_overlap
     step = _time_step(direction, config)
 
-    def build(chunk_frames: int, nh: int, nw: int, notes=()) -> SlicePlan:
+    def build(chunk_frames: int, nh: int, nw: int) -> SlicePlan:
         chunks = causal_time_chunks(frames, chunk_frames) if chunk_frames else [(0, frames)]
         tiles_h, tiles_w = axis_tiles(lat_h, nh, overlap), axis_tiles(lat_w, nw, overlap)
         biggest_t = max(e - s for s, e in chunks)
@@ -265,7 +265,7 @@ def plan_slicing(
         tw = max(t.read_end - t.read_start for t in tiles_w) * f
         est = estimate_peak_bytes(config, direction, biggest_t, th, tw, dtype_bytes, batch)
         band = 0 if options.hard_seams else overlap
-        return SlicePlan(direction, chunks, tiles_h, tiles_w, overlap, band, est, budget_bytes, list(notes))
+        return SlicePlan(direction, chunks, tiles_h, tiles_w, overlap, band, est, budget_bytes)
 
     if options.mode == "whole":
         return build(0, 1, 1)
@@ -292,7 +292,6 @@ def plan_slicing(
     else:
         longest = frames - 1 if frames % 2 else frames
         chunk_choices = [0] + [c for c in (64, 48, 32, 24, 16, 12, 8, 6, 4, 2) if c % step == 0 and c < longest]
-        chunk_choices = [c for c in chunk_choices if c == 0 or c >= step]
     for chunk in chunk_choices:
         plan = build(chunk, 1, 1)
         if fits(plan):
