@@ -196,3 +196,17 @@ def test_trusted_pickle_converts(files, tmp_path):
 
 class Holder:
     pass
+
+
+def test_training_leftovers_are_skipped_without_running_them(files, tmp_path):
+    """Real checkpoints carry run arguments and numpy scalars beside the weights: load the weights,
+    replace those objects by inert placeholders (nothing of theirs is imported or executed)."""
+    import argparse
+
+    import numpy as np
+
+    sd = torch.load(files["official"], weights_only=True)["state_dict"]
+    path = str(tmp_path / "with_args.pt")
+    torch.save({"state_dict": sd, "args": argparse.Namespace(lr=1e-4), "best": np.float64(0.5),
+                "hparams": {"shape": np.zeros(3)}}, path)
+    assert load_vae(path).config == TINY_VAE_CONFIG

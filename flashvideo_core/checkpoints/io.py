@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import pickle
+import re
 import struct
 import zipfile
 from dataclasses import dataclass, field
@@ -26,6 +28,41 @@ from ..errors import CheckpointError
 CONTAINER_ENTRIES = ("state_dict", "module")
 
 CONVERT_HINT = "python -m flashvideo_core convert IN.pt OUT.safetensors"
+
+log = logging.getLogger("flashvideo")
+
+#: Classes that training checkpoints carry beside their weights (run arguments, configs,
+#: numpy scalars). They are replaced by inert placeholders: nothing of theirs is imported
+#: or run, and their contents are dropped. Any other global refuses the file.
+SKIPPABLE_GLOBALS = re.compile(
+    r"^(argparse\.Namespace|omegaconf\..+|numpy\.(_?core\.multiarray\.(_reconstruct|scalar)|ndarray|dtype|dtypes\.\w+)"
+    r"|pathlib\.\w*Path|collections\.defaultdict|datetime\.\w+"
+    r"|typing\.\w+|enum\.\w+|deepspeed\.\w+(\.\w+)*Config\w*|deepspeed\.utils\.\w+(\.\w+)*)$"
+)
+_UNSUPPORTED = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+MAX_SKIPPED_GLOBALS = 32
+
+
+class SkippedObject:
+    """Stands in for a non-tensor object of a checkpoint; accepts and discards anything."""
+
+    def __new__(cls, *args, **kwargs):
+        return object.__new__(cls)
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+    def __call__(self, *args, **kwargs):
+        return self
+
+
+def _placeholder(qualified_name: str):
+    module, _, name = qualified_name.rpartition(".")
+    stub = type(name, (SkippedObject,), {"__module__": module})
+    return (stub, qualified_name)
 
 
 @dataclass
@@ -98,23 +135,36 @@ def _read_safetensors(path: str) -> RawCheckpoint:
 
 
 def _read_pickle(path: str, fmt: str, trust_pickle: bool) -> RawCheckpoint:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle, mmap=fmt == "zip-pickle")
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"{path}: refused to load: this pickle needs code execution to unpickle "
-            f"({_first_line(e)}). Model files should hold only tensors, and running a file's code "
-            f"is how malicious checkpoints take over a machine. Official FlashVideo checkpoints do not "
-            f"need it. If you trust this file, rewrite it once as safetensors with "
-            f"`{CONVERT_HINT} --trust-pickle`."
-        ) from None
-    except (EOFError, zipfile.BadZipFile, struct.error) as e:
-        raise CheckpointError(f"{path}: the file is truncated or corrupt ({type(e).__name__}: {e}). Download it again.") from None
-    except RuntimeError as e:
-        msg = str(e)
-        if "zip" in msg.lower() or "stream" in msg.lower() or "corrupt" in msg.lower() or "EOF" in msg:
-            raise CheckpointError(f"{path}: the file is truncated or corrupt ({_first_line(e)}). Download it again.") from None
-        raise CheckpointError(f"{path}: could not be read by torch.load ({_first_line(e)})") from None
+    skipped: list = []
+    while True:
+        try:
+            if trust_pickle:
+                obj = torch.load(path, map_location="cpu", weights_only=False, mmap=fmt == "zip-pickle")
+            else:
+                with torch.serialization.safe_globals([_placeholder(name) for name in skipped]):
+                    obj = torch.load(path, map_location="cpu", weights_only=True, mmap=fmt == "zip-pickle")
+            break
+        except pickle.UnpicklingError as e:
+            match = _UNSUPPORTED.search(str(e))
+            name = match.group(1) if match else None
+            if name and SKIPPABLE_GLOBALS.match(name) and name not in skipped and len(skipped) < MAX_SKIPPED_GLOBALS:
+                skipped.append(name)
+                continue
+            raise CheckpointError(
+                f"{path}: refused to load: this pickle needs code execution to unpickle "
+                f"({'it references ' + name if name else _first_line(e)}). Model files should hold only tensors, "
+                f"and running a file's code is how malicious checkpoints take over a machine. If you trust this "
+                f"file, rewrite it once as safetensors with `{CONVERT_HINT} --trust-pickle`."
+            ) from None
+        except (EOFError, zipfile.BadZipFile, struct.error) as e:
+            raise CheckpointError(f"{path}: the file is truncated or corrupt ({type(e).__name__}: {e}). Download it again.") from None
+        except RuntimeError as e:
+            msg = str(e)
+            if "zip" in msg.lower() or "stream" in msg.lower() or "corrupt" in msg.lower() or "EOF" in msg:
+                raise CheckpointError(f"{path}: the file is truncated or corrupt ({_first_line(e)}). Download it again.") from None
+            raise CheckpointError(f"{path}: could not be read by torch.load ({_first_line(e)})") from None
+    if skipped:
+        log.info("%s: skipped non-tensor objects without running them: %s", path, ", ".join(skipped))
     return _unwrap_container(path, obj)
 
 
