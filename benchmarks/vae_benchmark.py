@@ -130,8 +130,8 @@ def _environment(out_queue) -> None:
 
 
 #: diffusers tiling settings whose output size is checked: (tile px, overlap factor H, overlap factor W).
-TILING_CHECKS = [(tile, fh, fw) for tile in (64, 72, 96, 100, 128)
-                 for fh, fw in ((1 / 6, 1 / 5), (0.25, 0.25), (0.5, 0.5))]
+TILING_CHECKS = [(tile, fh, fw) for tile in (64, 72, 100, 128)
+                 for fh, fw in ((1 / 6, 1 / 5), (0.25, 0.25))]
 
 
 def _diffusers_tiling_check(out_queue, threads: int) -> None:
