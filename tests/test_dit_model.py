@@ -114,8 +114,14 @@ def test_attention_backends_fall_back_to_sdpa_and_chunk_long_cpu_sequences(monke
         model.set_attention_backend("fastest")
     q, k, v = (torch.randn(1, 2, 300, 64, generator=torch.Generator().manual_seed(i)) for i in range(3))
     whole = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    assert not attn._cpu_math_kernel(q, k, v)  # fp32 CPU SDPA uses the memory-efficient flash kernel
+    monkeypatch.setattr(attn, "_cpu_math_kernel", lambda *a: True)  # as if SDPA fell back to math
     monkeypatch.setattr(attn, "CPU_SCORE_ELEMENTS", 2 * 300 * 64)  # forces 64-row query chunks
+    calls = []
+    real = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(attn.F, "scaled_dot_product_attention", lambda *a: calls.append(a[0].shape[2]) or real(*a))
     torch.testing.assert_close(attn.attention(q, k, v), whole)
+    assert max(calls) == 64 and sum(calls) == 300
 
 
 def test_fp8_block_storage_stays_close_and_halves_block_memory():

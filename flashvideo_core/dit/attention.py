@@ -1,7 +1,8 @@
 """Attention backends, probed at run time (never a hard dependency).
 
-``sdpa`` (PyTorch scaled_dot_product_attention) is the default and always works; on the
-CPU, long sequences run in query chunks so memory grows linearly with the sequence (no
+``sdpa`` (PyTorch scaled_dot_product_attention) is the default and always works. On the
+CPU its flash kernel is memory-efficient; where it would fall back to the math kernel,
+long sequences run in query chunks, so memory grows linearly with the sequence (no
 S x S score matrix is ever built). ``flash`` (flash-attn) and ``sage`` (SageAttention)
 are used only when importable and on CUDA with half-precision inputs; otherwise the
 call falls back to ``sdpa`` with one log line.
@@ -40,6 +41,18 @@ def resolve_backend(name: str) -> str:
     return name
 
 
+def _cpu_math_kernel(q, k, v) -> bool:
+    """Whether CPU SDPA would use its math kernel (which builds the S x S scores) for these inputs.
+
+    The CPU flash kernel (fp32/bf16/fp16, no mask) is memory-efficient and faster than
+    chunking; only the math fallback needs query chunks.
+    """
+    try:
+        return int(torch._fused_sdp_choice(q, k, v)) == 0
+    except Exception:  # private API: assume the worst
+        return True
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "sdpa") -> torch.Tensor:
     """Non-causal attention over (B, heads, S, d) with scale 1/sqrt(d)."""
     if backend != "sdpa" and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
@@ -52,7 +65,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = 
 
             return sageattn(q, k, v, tensor_layout="HND", is_causal=False)
     batch, heads, seq, _ = q.shape
-    if q.device.type != "cpu" or batch * heads * seq * k.shape[2] <= CPU_SCORE_ELEMENTS:
+    if q.device.type != "cpu" or batch * heads * seq * k.shape[2] <= CPU_SCORE_ELEMENTS or not _cpu_math_kernel(q, k, v):
         return F.scaled_dot_product_attention(q, k, v)
     rows = max(1, CPU_SCORE_ELEMENTS // (batch * heads * k.shape[2]))
     out = torch.empty_like(q)
