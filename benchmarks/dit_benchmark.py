@@ -1,0 +1,572 @@
+#!/usr/bin/env python
+"""CPU benchmark: the pack's FlashVideo DiT against diffusers' ``CogVideoXTransformer3DModel``.
+
+Not a test. For the same config, weights (``random_dit_state_dict``, loaded strictly into
+both), inputs, batch (2, the CFG batch), dtype (fp32) and thread count it measures one
+forward pass on each side and reports pack/diffusers ratios of wall time and peak memory,
+the largest output difference, and FLOP counts: analytic, cross-checked with
+``torch.utils.flop_counter.FlopCounterMode`` on the meta device, for the benchmark configs
+and for the real stage-I / stage-II configs together with the H100 lower bound they imply.
+
+How it measures
+---------------
+* Each implementation x config runs in its own fresh worker process (``multiprocessing``
+  spawn; the parent never imports torch). Workers build the model on the meta device and
+  ``load_state_dict(assign=True)`` the weights, so loading leaves no high-water mark.
+* Peak memory = ``ru_maxrss`` after the first call minus RSS right before it (after ``gc``,
+  ``malloc_trim`` and resetting the kernel's RSS high-water mark via
+  ``/proc/self/clear_refs``, so the growth is visible even if loading peaked higher). If
+  ``ru_maxrss`` did not grow the peak is reported as "<= x" (unknown).
+* The first call of each worker is the warm-up (and the memory call). Then the timed calls
+  alternate pack/diffusers in ABBA order (pack, diffusers, diffusers, pack, ...), so a
+  background load drifting in time hits both sides alike; time = median of ``--repeats``.
+* Forwards shorter than 0.5 s (tiny) are timed as samples of several back-to-back forwards
+  (time per forward reported), so the median is not dominated by timer and scheduler noise.
+* CPU utilisation of each timed call = process CPU time / (wall x threads); calls below
+  85 % were slowed by other processes on the machine: such a sample is measured again
+  (``--retry-slow`` times at most) and counted in the "slow" column only if every attempt was slow.
+* diffusers gets its RoPE table precomputed outside the timed call (its pipeline computes it
+  once per step outside the transformer); the pack computes it inside, cached per shape.
+  diffusers' final LayerNorm eps is set to the reference's 1e-6, as in tests/test_dit_model.py.
+
+Run ``python benchmarks/dit_benchmark.py --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+MIB = 2**20
+BUSY_UTIL = 0.85
+#: a timed sample shorter than this repeats the forward back to back (time per forward reported)
+MIN_SAMPLE_S = 0.5
+H100_BF16_DENSE = 989e12  # FLOP/s, H100 SXM dense bf16 (no sparsity)
+TEXT_TOKENS = 226  # CogVideoX pads T5 prompts to 226 tokens
+SAMPLING = 500.0  # timestep used in the benchmark (the same for both halves of the CFG batch)
+
+#: benchmark configs: latent is (frames, channels, height, width) per batch element.
+BENCH = {
+    "tiny": dict(layers=2, width=128, text_dim=32, text_len=TEXT_TOKENS, latent=(3, 16, 16, 24)),
+    "medium": dict(layers=4, width=768, text_dim=4096, text_len=TEXT_TOKENS, latent=(13, 16, 32, 60)),
+}
+#: the real models (SPEC): stage I CogVideoX-5B-shaped, stage II CogVideoX-2B-shaped.
+REAL = [
+    dict(name="stage I, 270p preview", layers=42, width=3072, video=6240, text=TEXT_TOKENS, batch=2, steps=51,
+         stage2=False, latent=(13, 16, 32, 60), paper_s=30.0),
+    dict(name="stage II, 1080p", layers=30, width=1920, video=104520, text=TEXT_TOKENS, batch=2, steps=5,
+         stage2=True, latent=(13, 16, 134, 240), paper_s=72.0),
+    dict(name="stage II, 2K", layers=30, width=1920, video=187200, text=TEXT_TOKENS, batch=2, steps=5,
+         stage2=True, latent=(13, 16, 180, 320), paper_s=209.8),
+]
+
+
+# ============================================================================ analytic FLOPs
+
+
+def dit_flops(layers, width, video, text, batch, text_dim=4096, head_dim=64, mlp_ratio=4, time_dim=512,
+              patch_in=16 * 2 * 2, stage2=False) -> dict:
+    """FLOPs (2 per multiply-add) of one DiT forward, by part. Elementwise work (norms, RoPE,
+    softmax, GELU, modulation) is left out: it is O(S*D) against the O(S*D^2) and O(S^2*D) below."""
+    D, S, B = width, video + text, batch
+    per_layer_linear = 2 * B * S * (4 * D * D + 2 * mlp_ratio * D * D)  # q, k, v, out + MLP up/down
+    per_layer_attn = 2 * 2 * B * S * S * D  # Q K^T and P V over all heads (heads * head_dim = D)
+    per_layer_ada = 2 * 2 * B * time_dim * 6 * D  # norm1 + norm2 adaLN linears
+    n_time = 3 if stage2 else 1
+    parts = {
+        "qkv_out": layers * 2 * B * S * 4 * D * D,
+        "mlp": layers * 2 * B * S * 2 * mlp_ratio * D * D,
+        "attn": layers * per_layer_attn,
+        "patch_embed": 2 * B * video * patch_in * D,
+        "text_proj": 2 * B * text * text_dim * D,
+        "time_adaln_out": n_time * 2 * B * (D * time_dim + time_dim * time_dim) + layers * per_layer_ada
+        + 2 * B * time_dim * 2 * D,
+        "proj_out": 2 * B * video * D * patch_in,
+    }
+    assert parts["qkv_out"] + parts["mlp"] == layers * per_layer_linear
+    parts["linear"] = sum(v for k, v in parts.items() if k != "attn")
+    parts["total"] = parts["linear"] + parts["attn"]
+    return parts
+
+
+def fmt_flops(x: float) -> str:
+    for unit, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6)):
+        if x >= scale:
+            return f"{x / scale:.3g} {unit}"
+    return f"{x:.3g}"
+
+
+def fmt_s(x: float) -> str:
+    return f"{x:.3g} s" if x < 100 else f"{x:.0f} s"
+
+
+# ============================================================================ worker side (imports torch)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _maxrss_bytes() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def _settle() -> bool:
+    """gc + malloc_trim, then reset the RSS high-water mark; True if the reset worked."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _build(spec: dict):
+    """Model + a zero-argument forward callable, for ``spec['impl']`` in {pack, diffusers}."""
+    import torch
+
+    from flashvideo_core.dit.config import DiTConfig
+    from flashvideo_core.dit.model import FlashVideoDiT
+    from flashvideo_core.dit.rope import rope_table
+    from flashvideo_core.tiny import random_dit_state_dict
+
+    cfg = spec["config"]
+    config = DiTConfig(num_layers=cfg["layers"], hidden_size=cfg["width"], text_hidden_size=cfg["text_dim"])
+    state = random_dit_state_dict(config, seed=0)
+    frames, channels, height, width = cfg["latent"]
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(spec["batch"], frames, channels, height, width, generator=gen)
+    ctx = torch.randn(spec["batch"], cfg["text_len"], cfg["text_dim"], generator=gen)
+    t = torch.full((spec["batch"],), SAMPLING)
+    if spec["impl"] == "pack":
+        with torch.device("meta"):
+            model = FlashVideoDiT(config)
+        model.load_state_dict(state, strict=True, assign=True)
+        model.eval()
+        return model, lambda: model(x, t, ctx)
+    import diffusers
+
+    with torch.device("meta"):
+        model = diffusers.CogVideoXTransformer3DModel(
+            num_attention_heads=cfg["width"] // 64, attention_head_dim=64, in_channels=channels,
+            out_channels=channels, time_embed_dim=512, text_embed_dim=cfg["text_dim"], num_layers=cfg["layers"],
+            patch_size=2, use_rotary_positional_embeddings=True,
+        )
+    model.load_state_dict(state, strict=True, assign=True)
+    model.eval()
+    model.norm_out.norm.eps = 1e-6  # the reference's final-norm eps (diffusers uses norm_eps there)
+    leftover = [n for n, b in model.named_buffers() if b.is_meta] + [n for n, p in model.named_parameters() if p.is_meta]
+    if leftover:
+        raise RuntimeError(f"diffusers tensors left on meta after loading: {leftover[:5]}")
+    rope = rope_table(frames, height // 2, width // 2, 64, "cpu")
+    return model, lambda: model(hidden_states=x, encoder_hidden_states=ctx, timestep=t, image_rotary_emb=rope,
+                                return_dict=False)[0]
+
+
+def _worker(conn, spec: dict) -> None:
+    try:
+        _worker_body(conn, spec)
+    except (EOFError, BrokenPipeError):  # the parent went away: nothing to report to
+        pass
+    except BaseException:  # noqa: BLE001  (report anything to the parent)
+        try:
+            conn.send(("error", traceback.format_exc()))
+        except (OSError, BrokenPipeError):
+            pass
+    finally:
+        conn.close()
+
+
+def _worker_body(conn, spec: dict) -> None:
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    torch.set_grad_enabled(False)
+    model, call = _build(spec)
+    params = sum(p.numel() for p in model.parameters())
+    conn.send(("ready", dict(params=params, rss_loaded=_rss_bytes(), torch=torch.__version__)))
+    while True:
+        cmd = conn.recv()
+        if cmd == "first":
+            reset = _settle()
+            rss0, max0 = _rss_bytes(), _maxrss_bytes()
+            w0, c0 = time.perf_counter(), time.process_time()
+            out = call()
+            wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+            max1 = _maxrss_bytes()
+            torch.save(out.contiguous(), spec["out_path"])
+            conn.send(("ok", dict(wall=wall, cpu=cpu, rss_before=rss0, maxrss_before=max0, maxrss_after=max1,
+                                  hwm_reset=reset, shape=list(out.shape))))
+            del out
+        elif isinstance(cmd, tuple) and cmd[0] == "time":
+            inner = cmd[1]
+            w0, c0 = time.perf_counter(), time.process_time()
+            for _ in range(inner):
+                out = call()
+                del out
+            wall, cpu = (time.perf_counter() - w0) / inner, (time.process_time() - c0) / inner
+            conn.send(("ok", dict(wall=wall, cpu=cpu)))
+        elif cmd == "quit":
+            return
+        else:
+            raise ValueError(cmd)
+
+
+def _compare(conn, paths) -> None:
+    try:
+        import torch
+
+        a, b = (torch.load(p) for p in paths)
+        diff = (a - b).abs()
+        conn.send(("ok", dict(max_abs=diff.max().item(), ref_max=b.abs().max().item(),
+                              rel=(diff.norm() / b.norm()).item(), same_shape=a.shape == b.shape)))
+    except BaseException:  # noqa: BLE001
+        conn.send(("error", traceback.format_exc()))
+
+
+def _flop_count(conn, cases) -> None:
+    """FlopCounterMode totals of one forward on the meta device (no memory, no time)."""
+    try:
+        import torch
+        from torch.utils.flop_counter import FlopCounterMode
+
+        from flashvideo_core.dit.config import DiTConfig
+        from flashvideo_core.dit.model import FlashVideoDiT
+
+        torch.set_grad_enabled(False)
+        results = []
+        for c in cases:
+            config = DiTConfig(num_layers=c["layers"], hidden_size=c["width"], text_hidden_size=c.get("text_dim", 4096),
+                               stage2_embeddings=c.get("stage2", False))
+            frames, channels, height, width = c["latent"]
+            with torch.device("meta"):
+                model = FlashVideoDiT(config).eval()
+                x = torch.empty(c["batch"], frames, channels, height, width)
+                ctx = torch.empty(c["batch"], c["text"], config.text_hidden_size)
+                t = torch.empty(c["batch"])
+            extra = dict(latent_frames=torch.empty(c["batch"], device="meta"),
+                         ref_step=torch.empty(c["batch"], device="meta")) if config.stage2_embeddings else {}
+            counter = FlopCounterMode(display=False)
+            with counter:
+                model(x, t, ctx, **extra)
+            results.append(counter.get_total_flops())
+        conn.send(("ok", results))
+    except BaseException:  # noqa: BLE001
+        conn.send(("error", traceback.format_exc()))
+
+
+# ============================================================================ parent side (no torch)
+
+
+def machine_busy(interval: float = 0.5) -> float:
+    """Fraction of all CPU time busy over ``interval`` (sampled while our workers are idle)."""
+
+    def sample():
+        with open("/proc/stat") as f:
+            vals = [int(v) for v in f.readline().split()[1:]]
+        return sum(vals), vals[3] + (vals[4] if len(vals) > 4 else 0)
+
+    t0, i0 = sample()
+    time.sleep(interval)
+    t1, i1 = sample()
+    return 1.0 - (i1 - i0) / max(1, t1 - t0)
+
+
+def wait_until_idle(limit_s: float, log, threshold: float = 0.2) -> float:
+    """Wait (up to ``limit_s``) until other processes use less than ``threshold`` of the CPUs; returns the load seen."""
+    busy = machine_busy()
+    deadline = time.time() + limit_s
+    announced = False
+    while busy > threshold and time.time() < deadline:
+        if not announced:
+            log(f"  machine {busy:.0%} busy with other processes; waiting up to {limit_s:.0f} s")
+            announced = True
+        time.sleep(2)
+        busy = machine_busy()
+    return busy
+
+
+class Worker:
+    def __init__(self, ctx, target, *args):
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=target, args=(child, *args), daemon=True)
+        self.proc.start()
+        child.close()
+
+    def recv(self):
+        kind, payload = self.conn.recv()
+        if kind == "error":
+            raise RuntimeError(f"worker failed:\n{payload}")
+        return payload
+
+    def ask(self, cmd):
+        self.conn.send(cmd)
+        return self.recv()
+
+    def close(self):
+        try:
+            self.conn.send("quit")
+        except (OSError, BrokenPipeError):
+            pass
+        self.proc.join(timeout=30)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join()
+
+
+def run_once(ctx, target, *args):
+    w = Worker(ctx, target, *args)
+    try:
+        return w.recv()
+    finally:
+        w.proc.join(timeout=30)
+
+
+def run_case(ctx, name: str, cfg: dict, args, tmp: str, log) -> dict:
+    frames, _, height, width = cfg["latent"]
+    video = frames * (height // 2) * (width // 2)
+    log(f"[{name}] {cfg['layers']} layers, width {cfg['width']}, latent {args.batch}x{frames}x16x{height}x{width}"
+        f" = {video} video + {cfg['text_len']} text tokens")
+    busy = wait_until_idle(args.wait_idle, log)
+    impls = ("pack", "diffusers")
+    specs = {i: dict(impl=i, config=cfg, batch=args.batch, threads=args.threads,
+                     out_path=os.path.join(tmp, f"{name}_{i}.pt")) for i in impls}
+    workers = {}
+    try:
+        info = {}
+        for impl in impls:  # load one after the other: the second load should not overlap the first call
+            workers[impl] = Worker(ctx, _worker, specs[impl])
+            info[impl] = workers[impl].recv()
+        first = {}
+        for impl in impls:
+            first[impl] = workers[impl].ask("first")
+            log(f"  {impl:9s} warm-up {first[impl]['wall']:.2f} s")
+        # very short forwards (tiny): one timed sample = `inner` back-to-back forwards, reported per forward;
+        # calibrated on one more untimed call per side (the warm-up carries one-time costs)
+        calib = min(f["wall"] for f in first.values())
+        if calib < 10 * MIN_SAMPLE_S:
+            calib = min(workers[impl].ask(("time", 1))["wall"] for impl in impls)
+        inner = max(1, min(50, int(MIN_SAMPLE_S / max(1e-4, calib)))) if calib < MIN_SAMPLE_S else 1
+        walls = {i: [] for i in impls}
+        utils = {i: [] for i in impls}
+        order = []
+        for r in range(args.repeats):
+            order += list(impls) if r % 2 == 0 else list(reversed(impls))
+        loads = []
+        redone = {i: 0 for i in impls}
+        for impl in order:
+            for attempt in range(1 + args.retry_slow):
+                if args.wait_idle:
+                    loads.append(wait_until_idle(args.wait_idle / 4, log))
+                res = workers[impl].ask(("time", inner))
+                util = res["cpu"] / (res["wall"] * args.threads)
+                log(f"  {impl:9s} {res['wall']:.3f} s  (cpu {util:.0%})")
+                if util >= BUSY_UTIL or attempt == args.retry_slow:
+                    break
+                redone[impl] += 1
+                log(f"  {impl:9s} slowed by other processes; measuring this sample again")
+            walls[impl].append(res["wall"])
+            utils[impl].append(util)
+    finally:
+        for w in workers.values():
+            w.close()
+    cmp = run_once(ctx, _compare, [specs["pack"]["out_path"], specs["diffusers"]["out_path"]])
+    sides = {}
+    for impl in impls:
+        f = first[impl]
+        grew = f["maxrss_after"] > f["maxrss_before"]
+        sides[impl] = dict(
+            median=statistics.median(walls[impl]), walls=walls[impl], min_util=min(utils[impl]),
+            slow=sum(u < BUSY_UTIL for u in utils[impl]), redone=redone[impl],
+            peak=(f["maxrss_after"] - f["rss_before"]) if grew else None,
+            peak_bound=f["maxrss_before"] - f["rss_before"], hwm_reset=f["hwm_reset"],
+            params=info[impl]["params"], torch=info[impl]["torch"], shape=f["shape"],
+        )
+    flops = dit_flops(cfg["layers"], cfg["width"], video, cfg["text_len"], args.batch, text_dim=cfg["text_dim"])
+    return dict(name=name, cfg=cfg, video=video, inner=inner, busy_before=max([busy] + loads), sides=sides, cmp=cmp, flops=flops)
+
+
+def fmt_peak(side: dict) -> str:
+    if side["peak"] is None:
+        return f"<= {side['peak_bound'] / MIB:.0f}"
+    return f"{side['peak'] / MIB:.0f}"
+
+
+def render(results, flop_checks, real_counts, args, env, elapsed) -> str:
+    L = []
+    L.append("# FlashVideo DiT vs diffusers `CogVideoXTransformer3DModel` (CPU)")
+    L.append("")
+    L.append(f"Run {env['date']} on {env['cpus']} CPUs ({env['machine']}), torch {env['torch']}, diffusers "
+             f"{env['diffusers']}, python {env['python']}; fp32, no_grad, `torch.set_num_threads({args.threads})`, "
+             f"batch {args.batch} (the CFG batch), {TEXT_TOKENS} text tokens, random weights "
+             f"(`random_dit_state_dict`, loaded strictly into both). Median of {args.repeats} calls after a warm-up, "
+             f"pack and diffusers alternating (ABBA), each in a fresh spawned process; peak = growth of "
+             f"`ru_maxrss` during the first call over the RSS just before it. Total run {elapsed:.0f} s. "
+             f"Command: `{env['cmd']}`.")
+    L.append("")
+    L.append("## Speed and memory")
+    L.append("")
+    L.append("| config | tokens (video + text) | pack s | diffusers s | time ratio | pack MiB | diffusers MiB "
+             "| memory ratio | max abs diff | slow samples kept (pack/diff) |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        p, d = r["sides"]["pack"], r["sides"]["diffusers"]
+        c = r["cfg"]
+        f, _, h, w = c["latent"]
+        label = f"{r['name']}: {c['layers']} layers, width {c['width']}, text dim {c['text_dim']}, latent {args.batch}x{f}x16x{h}x{w}"
+        mem_ratio = f"{p['peak'] / d['peak']:.2f}" if p["peak"] and d["peak"] else "n/a"
+        L.append(f"| {label} | {r['video']:,} + {c['text_len']} | {p['median']:.3f} | {d['median']:.3f} "
+                 f"| **{p['median'] / d['median']:.2f}** | {fmt_peak(p)} | {fmt_peak(d)} | {mem_ratio} "
+                 f"| {r['cmp']['max_abs']:.1e} | {p['slow']}/{d['slow']} ({p['redone']}/{d['redone']} redone) |")
+    L.append("")
+    L.append("Ratios are pack / diffusers (goal: time ratio <= 1.0). \"max abs diff\" is over the whole output "
+             "(output magnitudes up to " + ", ".join(f"{r['cmp']['ref_max']:.1f}" for r in results) + "; relative L2 "
+             "difference " + ", ".join(f"{r['cmp']['rel']:.1e}" for r in results) + "). "
+             f"\"slow samples\" = timed samples with CPU utilisation below {BUSY_UTIL:.0%}, i.e. slowed by other "
+             f"processes on the machine; each is measured again (up to {args.retry_slow} times, \"redone\") "
+             "and kept only if every attempt was slow; highest machine load seen before a config or timed call: "
+             + ", ".join(f"{r['name']} {r['busy_before']:.0%}" for r in results) + ". "
+             + " ".join(f"Each timed sample of {r['name']} is {r['inner']} back-to-back forwards (time per forward)."
+                        for r in results if r["inner"] > 1))
+    L.append("")
+    L.append("| config | analytic GFLOP / forward | FlopCounterMode (pack, meta) | pack GFLOP/s | diffusers GFLOP/s | all timed calls pack / diffusers (s) |")
+    L.append("|---|---|---|---|---|---|")
+    for r, counted in zip(results, flop_checks):
+        p, d = r["sides"]["pack"], r["sides"]["diffusers"]
+        tot = r["flops"]["total"]
+        L.append(f"| {r['name']} | {tot / 1e9:.1f} | {counted / 1e9:.1f} | {tot / p['median'] / 1e9:.1f} "
+                 f"| {tot / d['median'] / 1e9:.1f} | {' '.join(f'{x:.2f}' for x in p['walls'])} / "
+                 f"{' '.join(f'{x:.2f}' for x in d['walls'])} |")
+    L.append("")
+    L.append("## FLOPs of the real models and the H100 lower bound")
+    L.append("")
+    L.append("Analytic, 2 FLOPs per multiply-add, batch 2 (CFG), 226 text tokens, patch embed (16x2x2 -> D), "
+             "text projection (4096 -> D), time embeddings, adaLN and output projection included; elementwise "
+             "ops (norms, RoPE, softmax, GELU) excluded. \"linear\" = every weight matmul; \"attention\" = "
+             "QK^T + PV (4 x B x S^2 x D per layer). Bound = FLOPs / 989 TFLOP/s (H100 SXM dense bf16 peak), "
+             "i.e. 100 % utilisation; the paper's time includes everything else the step does.")
+    L.append("")
+    L.append("| model | layers x width | tokens S | linear / step | of which QKV+out / MLP | attention / step "
+             "| total / step | FlopCounterMode / step | steps | total | H100 bound / step | H100 bound, all steps "
+             "| paper | bound / paper |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for m, counted in zip(REAL, real_counts):
+        f = dit_flops(m["layers"], m["width"], m["video"], m["text"], m["batch"], stage2=m["stage2"])
+        S = m["video"] + m["text"]
+        step_s = f["total"] / H100_BF16_DENSE
+        L.append(
+            f"| {m['name']} | {m['layers']} x {m['width']} | {m['video']:,} + {m['text']} = {S:,} "
+            f"| {fmt_flops(f['linear'])} ({f['linear'] / f['total']:.0%}) "
+            f"| {fmt_flops(f['qkv_out'])} / {fmt_flops(f['mlp'])} "
+            f"| {fmt_flops(f['attn'])} ({f['attn'] / f['total']:.0%}) | {fmt_flops(f['total'])} "
+            f"| {fmt_flops(counted)} | {m['steps']} | {fmt_flops(f['total'] * m['steps'])} "
+            f"| {fmt_s(step_s)} | **{fmt_s(step_s * m['steps'])}** | ~{m['paper_s']:g} s "
+            f"| {step_s * m['steps'] / m['paper_s']:.0%} |")
+    L.append("")
+    L.append("Units: P = 1e15, T = 1e12 FLOPs. \"bound / paper\" is the model-FLOP utilisation the paper's time "
+             "implies if the DiT alone took all of it.")
+    L.append("")
+    return "\n".join(L)
+
+
+def _probe_versions(conn) -> None:
+    try:
+        import diffusers
+        import torch
+
+        conn.send(("ok", dict(torch=torch.__version__, diffusers=diffusers.__version__)))
+    except BaseException:  # noqa: BLE001
+        conn.send(("error", traceback.format_exc()))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smoke run (< 1 min): tiny + a 1-frame medium, 3 repeats")
+    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in every worker (default 2)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed calls per side after the warm-up (default 3)")
+    ap.add_argument("--batch", type=int, default=2, help="batch size (default 2, the CFG batch)")
+    ap.add_argument("--medium-frames", type=int, default=None,
+                    help="latent frames of the medium config (default 13, the real stage-I count; 1 with --quick)")
+    ap.add_argument("--wait-idle", type=float, default=None,
+                    help="before each config wait up to this many seconds (a quarter of it before each timed call) "
+                         "for other processes to leave the CPUs idle (default 300; 0 with --quick)")
+    ap.add_argument("--retry-slow", type=int, default=2,
+                    help=f"measure a timed sample again (up to N times) when its CPU utilisation is below "
+                         f"{BUSY_UTIL * 100:.0f}%%, i.e. other processes slowed it (default 2)")
+    ap.add_argument("--configs", default="tiny,medium", help="comma-separated subset of: " + ", ".join(BENCH))
+    ap.add_argument("--out", default=None,
+                    help="markdown file to write (default benchmarks/results/dit_cpu.md; none with --quick)")
+    args = ap.parse_args(argv)
+    if args.repeats < 1:
+        ap.error("--repeats must be >= 1")
+    out = args.out or (None if args.quick else os.path.join(ROOT, "benchmarks", "results", "dit_cpu.md"))
+    if args.wait_idle is None:
+        args.wait_idle = 0.0 if args.quick else 120.0
+    medium_frames = args.medium_frames or (1 if args.quick else 13)
+
+    start = time.time()
+
+    def log(msg):
+        print(f"[{time.time() - start:6.1f}s] {msg}", flush=True)
+
+    ctx = mp.get_context("spawn")
+    env = dict(date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), cpus=os.cpu_count(),
+               machine=platform.processor() or platform.machine(), python=platform.python_version(),
+               cmd="python benchmarks/dit_benchmark.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+    env.update(run_once(ctx, _probe_versions))
+
+    configs = {}
+    for name in args.configs.split(","):
+        cfg = dict(BENCH[name.strip()])
+        if name.strip() == "medium":
+            cfg["latent"] = (medium_frames,) + cfg["latent"][1:]
+        configs[name.strip()] = cfg
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="dit_bench_") as tmp:
+        for name, cfg in configs.items():
+            results.append(run_case(ctx, name, cfg, args, tmp, log))
+
+    log("counting FLOPs with FlopCounterMode on the meta device")
+    bench_cases = [dict(layers=c["layers"], width=c["width"], text_dim=c["text_dim"], text=c["text_len"],
+                        latent=c["latent"], batch=args.batch) for c in configs.values()]
+    real_cases = [dict(m, batch=m["batch"]) for m in REAL]
+    counts = run_once(ctx, _flop_count, bench_cases + real_cases)
+    flop_checks, real_counts = counts[: len(bench_cases)], counts[len(bench_cases):]
+
+    text = render(results, flop_checks, real_counts, args, env, time.time() - start)
+    print()
+    print(text)
+    if out:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out, "w") as f:
+            f.write(text)
+        log(f"wrote {os.path.relpath(out, ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
