@@ -45,9 +45,14 @@ def _rope_table_cpu(frames: int, height: int, width: int, head_dim: int, theta: 
 def rope_table(frames: int, height: int, width: int, head_dim: int, device, theta: float = 10000.0):
     """(cos, sin), each (frames * height * width, head_dim) float32, in (t, h, w) row-major order.
 
-    Cached per shape (the reference caches once and never invalidates, so a second
-    resolution in the same process silently reused the first table).
+    Cached per shape and device (the reference caches once and never invalidates, so a
+    second resolution in the same process silently reused the first table).
     """
+    return _rope_table_on(frames, height, width, head_dim, str(torch.device(device)), theta)
+
+
+@lru_cache(maxsize=8)
+def _rope_table_on(frames: int, height: int, width: int, head_dim: int, device: str, theta: float):
     cos, sin = _rope_table_cpu(frames, height, width, head_dim, theta)
     return cos.to(device), sin.to(device)
 

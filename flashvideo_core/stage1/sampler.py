@@ -70,10 +70,11 @@ def sample_stage1(
     for i in range(steps):
         progress.check()
         t = torch.full((2 * shape[0],), float(schedule.timesteps[i]), device=device)
+        x_both = torch.cat([x, x])
         with autocast:
-            v = model(torch.cat([x, x]), t, ctx).float()
+            v = model(x_both, t, ctx).float()
         a_q = schedule.snapped_alphas[i]
-        denoised_both = a_q * torch.cat([x, x]) - math.sqrt(1.0 - a_q * a_q) * v
+        denoised_both = a_q * x_both - math.sqrt(1.0 - a_q * a_q) * v
         d_uncond, d_cond = denoised_both.chunk(2)
         denoised = d_uncond + schedule.cfg_scales[i] * (d_cond - d_uncond)
         if not torch.isfinite(denoised).all():
