@@ -512,7 +512,7 @@ def main(argv=None) -> int:
                     help="latent frames of the medium config (default 13, the real stage-I count; 1 with --quick)")
     ap.add_argument("--wait-idle", type=float, default=None,
                     help="before each config wait up to this many seconds (a quarter of it before each timed call) "
-                         "for other processes to leave the CPUs idle (default 300; 0 with --quick)")
+                         "for other processes to leave the CPUs idle (default 120; 0 with --quick)")
     ap.add_argument("--retry-slow", type=int, default=2,
                     help=f"measure a timed sample again (up to N times) when its CPU utilisation is below "
                          f"{BUSY_UTIL * 100:.0f}%%, i.e. other processes slowed it (default 2)")

@@ -127,6 +127,7 @@ class TransformerBlock(nn.Module):
         out = self.attn1(torch.cat([n_text, n_video], dim=1), text_len, rope)
         video = video + gate * out[:, text_len:]
         text = text + t_gate * out[:, :text_len]
+        del out, n_video, n_text  # free the attention activations before the 4x-wide MLP
         n_video, n_text, gate, t_gate = self.norm2(video, text, temb)
         out = self.ff(torch.cat([n_text, n_video], dim=1))
         video = video + gate * out[:, text_len:]
