@@ -485,7 +485,7 @@ def fmt_peak(side: dict) -> str:
     return f"{side['peak_mib']:.0f}" if side["peak_exact"] else f"<={side['peak_mib']:.0f}"
 
 
-def render(results: list, env: dict, args, elapsed: float) -> str:
+def render(results: list, env: dict, args, elapsed: float, kept: int = 0) -> str:
     lines = []
     add = lines.append
     date = datetime.date.today().isoformat()
@@ -494,7 +494,9 @@ def render(results: list, env: dict, args, elapsed: float) -> str:
     add(f"torch {env['torch']}, diffusers {env['diffusers']}, Python {env['python']}; {env['cpu']}, "
         f"{env['cores']} cores visible, torch threads = {args.threads}; fp32; repeats = {args.repeats} "
         f"(+1 warm-up, alternating pack/diffusers, each configuration in fresh worker processes)"
-        f"{'; --quick' if args.quick else ''}{'; --full' if args.full else ''}; total run {elapsed / 60:.1f} min.")
+        f"{'; --quick' if args.quick else ''}{'; --full' if args.full else ''}; "
+        + (f"run time {elapsed / 60:.1f} min." if not kept else
+           f"--resume: {kept} of {len(results)} configurations kept from an earlier run, this pass {elapsed / 60:.1f} min."))
     add("")
     malloc = ("glibc malloc left at its defaults" if args.stock_malloc else
               "measured with glibc's mmap threshold at 128 KiB so that RSS follows the live tensors; the timed "
@@ -576,6 +578,19 @@ def render(results: list, env: dict, args, elapsed: float) -> str:
     return "\n".join(lines)
 
 
+def _save_json(path: str, env: dict, args, results: list, errors: list, partial: bool) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"env": env, "args": vars(args), "partial": partial, "results": results, "errors": errors}, f,
+                  indent=1)
+    os.replace(tmp, path)
+
+
+def _key(r: dict) -> tuple:
+    return (r["config"], r["op"], r["label"], r["batch"])
+
+
 def _min_util(r: dict) -> float:
     return min(r[impl]["cpu_util"] for impl in ("pack", "diffusers") if r.get(impl))
 
@@ -594,6 +609,9 @@ def main(argv=None) -> int:
                     "(default 3, --quick 1)")
     ap.add_argument("--out", default=None, help="markdown output (default benchmarks/results/vae_cpu.md, "
                     "--quick: vae_cpu_quick.md); a .json with the raw numbers is written next to it")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the configurations of the previous (possibly interrupted) run, read from the .json "
+                    "next to --out, whose timed calls were not slowed by other processes; measure only the rest")
     ap.add_argument("--stock-malloc", action="store_true",
                     help="leave glibc malloc thresholds alone in the memory call too (peaks then include "
                     "allocator slack and vary from run to run)")
@@ -636,7 +654,18 @@ def main(argv=None) -> int:
             tiling_proc.join()
         log("weights written")
         results, errors = [], []
+        previous = {}
+        json_path = os.path.splitext(args.out)[0] + ".json"
+        if args.resume and os.path.exists(json_path):
+            with open(json_path) as f:
+                previous = {_key(r): r for r in json.load(f)["results"]}
+        kept = 0
         for case in build_cases(args, weights):
+            old = previous.get(_key(case))
+            if old is not None and not _contended(old):
+                results.append(old)
+                kept += 1
+                continue
             log(f"{case['config']} | {case['op']} {case['label']} | batch {case['batch']}")
             busy = wait_until_idle(args.wait_idle, log) if args.wait_idle else machine_busy(0.3)
             try:
@@ -661,7 +690,8 @@ def main(argv=None) -> int:
                 msg += f" | max|diff| {r['max_abs_diff']:.1e}"
             log(msg)
             results.append(r)
-        text = render(results, env, args, time.perf_counter() - start)
+            _save_json(json_path, env, args, results, errors, partial=True)  # an interrupted run can --resume
+        text = render(results, env, args, time.perf_counter() - start, kept)
         if errors:
             text += "\n## Failed configurations\n\n" + "".join(f"* {e}\n" for e in errors)
         print()
@@ -669,8 +699,7 @@ def main(argv=None) -> int:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:
             f.write(text + "\n")
-        with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
-            json.dump({"env": env, "args": vars(args), "results": results, "errors": errors}, f, indent=1)
+        _save_json(json_path, env, args, results, errors, partial=False)
         log(f"wrote {args.out}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
