@@ -1,4 +1,4 @@
-"""Command line: ``python -m flashvideo_core {demo,convert} ...``."""
+"""Command line: ``python -m flashvideo_core {demo,generate,make-tiny,convert} ...``."""
 
 from __future__ import annotations
 
@@ -25,43 +25,151 @@ def _convert(args) -> int:
     return 0
 
 
-def _demo(args) -> int:
-    """VAE round trip on an embedded tiny model (grows into the two-stage demo)."""
-    from .io.video import write_video
-    from .tiny import write_tiny_vae
-    from .vae.loader import load_vae
-    from .vae.slicing import SlicingOptions, decode_sliced, encode_sliced
+def _make_tiny(args) -> int:
+    from .tiny_install import make_tiny
 
-    out_dir = args.output_dir
-    os.makedirs(out_dir, exist_ok=True)
-    timings = {}
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        vae_path = args.vae or write_tiny_vae(os.path.join(tmp, "tiny-3d-vae.pt"))
-        vae = load_vae(vae_path)
-    timings["load VAE"] = time.perf_counter() - t0
-    frames, height, width = args.frames, args.height, args.width
-    t = torch.linspace(0, 1, frames)[:, None, None]
-    yy = torch.linspace(-1, 1, height)[None, :, None]
-    xx = torch.linspace(-1, 1, width)[None, None, :]
-    shape = (frames, height, width)
-    channels = [torch.sin(6 * xx + 4 * t), torch.cos(5 * yy - 3 * t), torch.sin(4 * (xx + yy) + 2 * t)]
-    video = torch.stack([c.expand(shape) for c in channels]).unsqueeze(0).contiguous()
-    options = SlicingOptions(mode=args.slicing)
-    t0 = time.perf_counter()
-    moments = encode_sliced(vae, video, options)
-    timings["encode"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    recon = decode_sliced(vae, moments[:, : vae.config.latent_channels], options)
-    timings["decode"] = time.perf_counter() - t0
-    path = os.path.join(out_dir, "vae_roundtrip.mp4")
-    write_video(path, torch.cat([video, recon.clamp(-1, 1)], dim=-1)[0], fps=8)
-    for name, seconds in timings.items():
-        print(f"{name:>10}: {seconds:6.2f} s")
-    print(f"latent {tuple(moments[:, :16].shape)}, decoded {tuple(recon.shape)}; wrote {path}")
-    if not args.vae:
-        print("note: the embedded VAE has random weights, so the right half is noise; pass --vae 3d-vae.pt for the real one")
+    for kind, path in make_tiny(args.models_dir, force=args.force).items():
+        print(f"{kind:>9}: {path}")
+    print("random weights: every output is noise. Copy or point ComfyUI's models folder here to try workflows.")
     return 0
+
+
+def _device_and_dtype(device_name: str, dtype_name: str) -> tuple[torch.device, torch.dtype]:
+    if device_name == "auto":
+        device_name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device_name)
+    if dtype_name == "auto":
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return device, torch.bfloat16 if bf16 else torch.float32
+    return device, DTYPES[dtype_name]
+
+
+def _load_models(args, dtype: torch.dtype):
+    from .dit.loader import load_dit
+    from .vae.loader import load_vae
+
+    stage1_dtype = torch.bfloat16 if dtype == torch.float16 else dtype
+    if stage1_dtype != dtype:
+        print("note: stage I overflows in fp16 (as CogVideoX-5B); running it in bf16")
+    stage1 = load_dit(args.stage1, device="cpu", dtype=stage1_dtype, expect_stage="stage1")
+    stage2 = None if args.skip_stage2 else load_dit(args.stage2, device="cpu", dtype=dtype, expect_stage="stage2")
+    vae = load_vae(args.vae, device="cpu", dtype=dtype)
+    return stage1, stage2, vae
+
+
+def _settings(args):
+    from .pipeline import Stage1Settings, Stage2Settings
+    from .stage2.bridge import RESOLUTIONS
+
+    if args.resolution in RESOLUTIONS:
+        height, width = RESOLUTIONS[args.resolution]
+    else:
+        try:
+            width, height = (int(v) for v in args.resolution.lower().split("x"))
+        except ValueError:
+            raise FlashVideoError(f"--resolution must be 1080p, 2K or WIDTHxHEIGHT, got {args.resolution!r}") from None
+    stage1 = Stage1Settings(height=args.height, width=args.width, frames=args.frames, steps=args.steps1,
+                            cfg=args.cfg1, seed=args.seed)
+    stage2 = Stage2Settings(height=height, width=width, noise_step=args.noise_step, steps=args.steps2,
+                            cfg=args.cfg2, shift=args.shift, seed=args.seed)
+    return stage1, stage2
+
+
+def _write_outputs(result, out_dir: str, stem: str, fps: int) -> list:
+    from .io.video import write_video
+    from .stage2.bridge import resize_video
+
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    for b in range(result.preview.shape[0]):
+        tag = stem if result.preview.shape[0] == 1 else f"{stem}_{b}"
+        path = os.path.join(out_dir, f"{tag}_stage1.mp4")
+        write_video(path, result.preview[b], fps=fps)
+        written.append(path)
+        if result.refined is None:
+            continue
+        path = os.path.join(out_dir, f"{tag}_stage2.mp4")
+        write_video(path, result.refined[b], fps=fps)
+        written.append(path)
+        upsampled = resize_video(result.preview[b : b + 1], tuple(result.refined.shape[-2:]))[0]
+        path = os.path.join(out_dir, f"{tag}_joint.mp4")
+        write_video(path, torch.cat([upsampled.clamp(-1, 1), result.refined[b]], dim=-1), fps=fps, crf=15)
+        written.append(path)
+    return written
+
+
+def _run_pipeline(args, contexts: list, names: list) -> int:
+    from .pipeline import generate_two_stage
+    from .vae.slicing import SlicingOptions
+
+    device, dtype = _device_and_dtype(args.device, args.dtype)
+    t0 = time.perf_counter()
+    stage1, stage2, vae = _load_models(args, dtype)
+    load_seconds = time.perf_counter() - t0
+    stage1_settings, stage2_settings = _settings(args)
+    slicing = SlicingOptions(mode=args.slicing, memory_budget_mib=args.vae_memory_mb)
+    print(f"device {device}, dtype {dtype}; models loaded in {load_seconds:.2f} s")
+    for (context1, context2), name in zip(contexts, names):
+        result = generate_two_stage(stage1, stage2, vae, context1, context2, stage1_settings, stage2_settings,
+                                    slicing, device=device)
+        for path in _write_outputs(result, args.output_dir, f"{name}_seed{args.seed}", args.fps):
+            print(f"wrote {path}")
+        for phase, seconds in result.timings.items():
+            print(f"{phase:>15}: {seconds:7.2f} s")
+    return 0
+
+
+def _generate(args) -> int:
+    from .text_embeddings import load_prompt_embedding
+
+    if not args.stage2 and not args.skip_stage2:
+        raise FlashVideoError("--stage2 stage2.pt is needed (or --skip-stage2 for the preview only)")
+    if args.embedding2 and len(args.embedding2) != len(args.embedding):
+        raise FlashVideoError("give one --embedding2 per --embedding (or none: stage II reuses the stage-I embedding)")
+    contexts, names = [], []
+    for k, path in enumerate(args.embedding):
+        context1, prompt = load_prompt_embedding(path)
+        context2 = load_prompt_embedding(args.embedding2[k])[0] if args.embedding2 else None
+        print(f"prompt {k}: {prompt[:80]!r}" if prompt else f"prompt {k}: {path}")
+        contexts.append((context1, context2))
+        names.append(os.path.splitext(os.path.basename(path))[0])
+    return _run_pipeline(args, contexts, names)
+
+
+def _demo(args) -> int:
+    """The two-stage pipeline on tiny random-weight checkpoints made on the fly."""
+    from .tiny_install import make_tiny, tiny_prompt_embedding
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        paths = make_tiny(tmp)
+        print(f"made tiny random-weight checkpoints in {time.perf_counter() - t0:.2f} s")
+        args.stage1, args.stage2, args.vae = paths["stage1"], paths["stage2"], paths["vae"]
+        code = _run_pipeline(args, [(tiny_prompt_embedding(), None)], ["demo"])
+    print("note: random weights, so every video is noise. For real videos run `python -m flashvideo_core generate "
+          "--stage1 stage1.pt --stage2 stage2.pt --vae 3d-vae.pt --embedding prompt.safetensors` (README).")
+    return code
+
+
+def _add_pipeline_args(p: argparse.ArgumentParser, stage1_size: tuple, resolution: str, frames: int) -> None:
+    p.add_argument("--output-dir", default="out")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--height", type=int, default=stage1_size[0], help="stage-I height (multiple of 16)")
+    p.add_argument("--width", type=int, default=stage1_size[1], help="stage-I width (multiple of 16)")
+    p.add_argument("--frames", type=int, default=frames, help="4k+1 frames at 8 fps")
+    p.add_argument("--steps1", type=int, default=51, help="stage-I steps (reference 51)")
+    p.add_argument("--cfg1", type=float, default=8.0, help="stage-I DynamicCFG base (6-8)")
+    p.add_argument("--resolution", default=resolution, help="stage-II size: 1080p (1072x1920), 2K (1440x2560) or WxH")
+    p.add_argument("--noise-step", type=int, default=675, help="latent degradation step (650-750)")
+    p.add_argument("--steps2", type=int, default=5, help="stage-II Euler steps = NFE (4-6)")
+    p.add_argument("--cfg2", type=float, default=13.0, help="stage-II CFG (10-13)")
+    p.add_argument("--shift", type=float, default=2.5, help="stage-II time-grid shift (2-3.5)")
+    p.add_argument("--skip-stage2", action="store_true", help="stop after the preview")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    p.add_argument("--dtype", default="auto", choices=["auto", *sorted(DTYPES)], help="auto: bf16 on GPU, fp32 on CPU")
+    p.add_argument("--slicing", default="reference", choices=["reference", "auto", "whole"], help="VAE slicing mode")
+    p.add_argument("--vae-memory-mb", type=int, default=None, help="VAE memory cap in MiB (default: free memory)")
+    p.add_argument("--fps", type=int, default=8)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,13 +181,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dtype", choices=sorted(DTYPES), help="cast floating tensors (default: keep)")
     c.add_argument("--trust-pickle", action="store_true", help="allow a pickle that runs code (only for files you trust)")
     c.set_defaults(func=_convert)
-    d = sub.add_parser("demo", help="run the main job on an embedded tiny model (CPU, seconds)")
-    d.add_argument("--output-dir", default="out")
-    d.add_argument("--vae", help="a real VAE file instead of the embedded tiny one")
-    d.add_argument("--frames", type=int, default=17)
-    d.add_argument("--height", type=int, default=64)
-    d.add_argument("--width", type=int, default=96)
-    d.add_argument("--slicing", default="reference", choices=["reference", "auto", "whole"])
+    g = sub.add_parser("generate", help="prompt embedding(s) -> stage-I, stage-II and side-by-side mp4s")
+    g.add_argument("--stage1", required=True, help="stage1.pt (or any accepted stage-I layout)")
+    g.add_argument("--stage2", help="stage2.pt (or any accepted stage-II layout)")
+    g.add_argument("--vae", required=True, help="3d-vae.pt (or any accepted VAE layout)")
+    g.add_argument("--embedding", nargs="+", required=True,
+                   help="prompt embedding file(s) saved by FlashVideo Save Prompt Embedding (README)")
+    g.add_argument("--embedding2", nargs="+", help="stage-II embedding(s), e.g. of 'medium motion, <prompt>'")
+    _add_pipeline_args(g, (256, 480), "1080p", 49)
+    g.set_defaults(func=_generate)
+    t = sub.add_parser("make-tiny", help="write tiny random-weight checkpoints into a ComfyUI models folder")
+    t.add_argument("models_dir")
+    t.add_argument("--force", action="store_true", help="overwrite existing files")
+    t.set_defaults(func=_make_tiny)
+    d = sub.add_parser("demo", help="the two-stage pipeline on tiny random weights (CPU, about a minute)")
+    _add_pipeline_args(d, (64, 96), "192x128", 49)
     d.set_defaults(func=_demo)
     return p
 

@@ -1,0 +1,83 @@
+"""Stage-II refiner: Euler steps of the flow-matching ODE from the degraded latent (SPEC §1.7-1.8).
+
+The network predicts the velocity v = x1 - x0 at network time 1000 (1 - t); CFG mixes
+the prompt's velocity with that of an all-zero context, batched [cond, uncond] as the
+reference. The two stage-II embeddings get the latent frame count and the degradation
+step, the latter rounded through the compute dtype as the reference does (bf16: 675 -> 676).
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Optional
+
+import torch
+
+from ..errors import InputError
+from ..progress import Progress
+from .schedule import DEFAULT_CFG, DEFAULT_NOISE_STEP, DEFAULT_SHIFT, DEFAULT_STEPS, MAX_STEPS, embedded_noise_step, network_timesteps, time_grid
+
+
+@torch.no_grad()
+def refine_stage2(
+    model: torch.nn.Module,
+    context: torch.Tensor,
+    x0: torch.Tensor,
+    noise_step: int = DEFAULT_NOISE_STEP,
+    steps: int = DEFAULT_STEPS,
+    cfg: float = DEFAULT_CFG,
+    shift: float = DEFAULT_SHIFT,
+    progress: Optional[Progress] = None,
+    grid_dtype: Optional[torch.dtype] = None,
+) -> torch.Tensor:
+    """Integrate from the degraded latent ``x0`` (B, C, T, H, W), stage-II scaled, to t = 1.
+
+    Returns the refined latent in the same layout, float32. ``grid_dtype`` defaults to the
+    model's dtype, which reproduces the reference (bf16 grid, timesteps and Euler updates
+    on GPU); fp32 models integrate in fp32.
+    """
+    if not 1 <= steps <= MAX_STEPS:
+        raise InputError(f"stage II takes 1-{MAX_STEPS} Euler steps (4-6 recommended), got {steps}")
+    if model.config.stage != "stage2":
+        raise InputError("this is the stage-I model; the stage-II refiner needs stage2.pt")
+    if x0.ndim != 5 or x0.shape[1] != model.config.in_channels:
+        raise InputError(f"expected a stage-II latent (batch, {model.config.in_channels}, frames, height, width), "
+                         f"got shape {tuple(x0.shape)}")
+    p = model.config.patch_size
+    if x0.shape[-1] % p or x0.shape[-2] % p:
+        raise InputError(f"latent height and width must be multiples of {p} (video sides multiples of 16), "
+                         f"got {x0.shape[-2]}x{x0.shape[-1]}")
+    if not torch.isfinite(x0).all():
+        raise InputError("the degraded latent holds NaN/Inf values")
+    if context.shape[0] != x0.shape[0]:
+        if context.shape[0] != 1:
+            raise InputError(f"{context.shape[0]} prompt embeddings for a batch of {x0.shape[0]} latents")
+        context = context.expand(x0.shape[0], -1, -1)
+    progress = progress or Progress()
+    param = next(model.parameters())
+    device, dtype = param.device, model.proj_out.weight.dtype
+    grid_dtype = grid_dtype or dtype
+    grid = time_grid(steps, shift, grid_dtype)
+    timesteps = network_timesteps(grid)
+    batch, _, frames = x0.shape[:3]
+    cond = context.to(device=device, dtype=torch.float32)
+    ctx = torch.cat([cond, torch.zeros_like(cond)])  # [cond, uncond]: the reverse of stage I
+    latent_frames = torch.full((2 * batch,), float(frames), device=device)
+    ref_step = torch.full((2 * batch,), embedded_noise_step(noise_step, grid_dtype), device=device)
+    autocast = torch.autocast(device.type, dtype=dtype) if device.type == "cuda" and dtype != torch.float32 else nullcontext()
+    x = x0.to(device=device, dtype=grid_dtype).permute(0, 2, 1, 3, 4)  # the DiT's (B, T, C, H, W)
+    progress.start(steps)
+    for k in range(steps):
+        progress.check()
+        t = timesteps[k].float().expand(2 * batch).to(device)
+        with autocast:
+            v_both = model(torch.cat([x, x]), t, ctx, latent_frames=latent_frames, ref_step=ref_step)
+        v_cond, v_uncond = v_both.to(grid_dtype).chunk(2)
+        v = v_uncond + cfg * (v_cond - v_uncond)
+        if not torch.isfinite(v).all():
+            raise InputError(f"stage II produced NaN/Inf at step {k + 1} (weights {dtype}); load the model in bf16 or fp32")
+        dt = grid[k + 1] - grid[k]
+        x = x + dt.to(device) * v
+        clean_estimate = x + (1 - grid[k + 1]).to(device) * v
+        progress.advance(1, preview=clean_estimate)
+    return x.permute(0, 2, 1, 3, 4).float()
