@@ -3,6 +3,7 @@
 from comfy_api.latest import ComfyExtension, io
 
 from .stage1_nodes import FlashVideoModelLoader, FlashVideoStage1Sampler
+from .stage2_nodes import FlashVideoLatentDegrade, FlashVideoStage2Refiner, FlashVideoStage2Upscale
 from .text_nodes import (
     FlashVideoLoadPromptEmbedding,
     FlashVideoSavePromptEmbedding,
@@ -22,6 +23,9 @@ NODES = [
     FlashVideoLoadPromptEmbedding,
     FlashVideoModelLoader,
     FlashVideoStage1Sampler,
+    FlashVideoStage2Upscale,
+    FlashVideoLatentDegrade,
+    FlashVideoStage2Refiner,
 ]
 
 

@@ -17,6 +17,7 @@ import folder_paths
 from ..flashvideo_core.dit.attention import BACKENDS
 from ..flashvideo_core.dit.fp8 import store_blocks_in_fp8
 from ..flashvideo_core.dit.loader import load_dit
+from ..flashvideo_core.dit.memory import forward_bytes
 from ..flashvideo_core.errors import InputError
 from ..flashvideo_core.stage1.sampler import TRAINED_FRAMES, TRAINED_SIZE, latent_shape, sample_stage1
 from ..flashvideo_core.stage1.schedule import DEFAULT_CFG, DEFAULT_STEPS
@@ -81,7 +82,7 @@ def _snap(value: int, multiple: int, name: str) -> int:
     return snapped
 
 
-def _latent_preview(denoised: torch.Tensor) -> torch.Tensor:
+def latent_preview(denoised: torch.Tensor) -> torch.Tensor:
     """A rough look at the x0 prediction: middle frame, first three latent channels."""
     frame = denoised[0, denoised.shape[1] // 2, :3].float()
     return torch.tanh(frame / (frame.std() + 1e-6))
@@ -132,7 +133,8 @@ class FlashVideoStage1Sampler(io.ComfyNode):
             log.warning("FlashVideo: stage I was trained at %dx%d, %d frames; %dx%d, %d frames is off-distribution",
                         TRAINED_SIZE[1], TRAINED_SIZE[0], TRAINED_FRAMES, width, height, frames)
         shape = latent_shape(frames, height, width, batch=context.shape[0], channels=model.model.config.in_channels)
-        dit = model.load()
-        progress = ComfyProgress(to_frame=_latent_preview)
+        dit = model.load(memory_required=forward_bytes(model.model.config, (shape[0], shape[2], shape[1], *shape[3:]), model.dtype))
+        progress = ComfyProgress(to_frame=latent_preview)
         sample = sample_stage1(dit, context, shape, steps=steps, cfg=cfg, seed=seed, progress=progress)
-        return io.NodeOutput({"samples": sample.permute(0, 2, 1, 3, 4).to(mm.intermediate_device()).contiguous()})
+        latent = sample.permute(0, 2, 1, 3, 4).to(mm.intermediate_device()).contiguous()
+        return io.NodeOutput({"samples": latent, "flashvideo_stage": 1})

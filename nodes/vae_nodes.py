@@ -150,6 +150,10 @@ class FlashVideoVAEDecode(io.ComfyNode):
     def execute(cls, vae: ManagedModel, samples: dict, latent_scale: str = "stage1", slicing: str = "reference",
                 memory_budget_mb: int = 0, chunk_latents: int = 2, tile_size: int = 0, tile_overlap: int = 128) -> io.NodeOutput:
         z = _latent_tensor(samples) / _scale(latent_scale)
+        carried = samples.get("flashvideo_stage")
+        if carried is not None and f"stage{carried}" != latent_scale:
+            raise InputError(f"this latent comes from FlashVideo stage {carried} but latent_scale is {latent_scale}: "
+                             f"set latent_scale to stage{carried}, or the colours come out wrong")
         options = _slicing_options(slicing, memory_budget_mb, chunk_latents, tile_size, tile_overlap)
         budget = _prepare(vae, "decode", tuple(z.shape), options)
         video = decode_sliced(vae.model, z, options, ComfyProgress(), output_device=mm.intermediate_device(), budget_bytes=budget)

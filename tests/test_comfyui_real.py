@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACK_FOLDER = "ComfyUI-FlashVideo"
 TINY_VAE = "flashvideo-tiny-vae.pt"
 TINY_STAGE1 = "flashvideo-tiny-stage1.pt"
+TINY_STAGE2 = "flashvideo-tiny-stage2.pt"
 TINY_PROMPT = "flashvideo-tiny-prompt.safetensors"
 STARTUP_TIMEOUT_S = 90
 PROMPT_TIMEOUT_S = 60
@@ -56,6 +57,12 @@ FROZEN_WIDGETS = {
     "FlashVideoModelLoader": ["model_name", "weight_dtype", "attention"],
     "FlashVideoStage1Sampler": ["width", "height", "frames", "steps", "cfg", "seed", CONTROL],
     "FlashVideoLoadPromptEmbedding": ["embedding"],
+    "FlashVideoStage2Upscale": [
+        "resolution", "width", "height", "seed", CONTROL, "frame_rule",
+        "slicing", "memory_budget_mb", "chunk_latents", "tile_size", "tile_overlap",
+    ],
+    "FlashVideoLatentDegrade": ["noise_step", "seed", CONTROL],
+    "FlashVideoStage2Refiner": ["steps", "cfg", "shift", "attention"],
 }
 FROZEN_SOCKETS = {  # link inputs (name, type), in order
     "FlashVideoVAELoader": [],
@@ -64,6 +71,9 @@ FROZEN_SOCKETS = {  # link inputs (name, type), in order
     "FlashVideoModelLoader": [],
     "FlashVideoStage1Sampler": [("model", "FLASHVIDEO_MODEL"), ("positive", "CONDITIONING")],
     "FlashVideoLoadPromptEmbedding": [],
+    "FlashVideoStage2Upscale": [("vae", "FLASHVIDEO_VAE"), ("images", "IMAGE"), ("samples", "LATENT")],
+    "FlashVideoLatentDegrade": [("samples", "LATENT")],
+    "FlashVideoStage2Refiner": [("model", "FLASHVIDEO_MODEL"), ("positive", "CONDITIONING"), ("samples", "LATENT")],
 }
 FROZEN_OUTPUTS = {
     "FlashVideoVAELoader": ["FLASHVIDEO_VAE"],
@@ -72,6 +82,9 @@ FROZEN_OUTPUTS = {
     "FlashVideoModelLoader": ["FLASHVIDEO_MODEL"],
     "FlashVideoStage1Sampler": ["LATENT"],
     "FlashVideoLoadPromptEmbedding": ["CONDITIONING"],
+    "FlashVideoStage2Upscale": ["LATENT"],
+    "FlashVideoLatentDegrade": ["LATENT"],
+    "FlashVideoStage2Refiner": ["LATENT"],
 }
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
@@ -120,6 +133,7 @@ def server(tmp_path_factory):
     base = make_base_dir(tmp_path_factory.mktemp("comfyui-server"), REPO, PACK_FOLDER)
     write_tiny_vae(str(base / "models" / "vae" / TINY_VAE))
     write_tiny_dit(str(base / "models" / "diffusion_models" / TINY_STAGE1))
+    write_tiny_dit(str(base / "models" / "diffusion_models" / TINY_STAGE2), "stage2")
     context = torch.randn(1, 226, 32, generator=torch.Generator().manual_seed(0))
     save_prompt_embedding(str(base / "models" / "flashvideo_embeddings" / TINY_PROMPT), context, "a tiny test prompt")
     host = ComfyUIServer(LOCATION, base, base / "server.log").start()
@@ -224,6 +238,36 @@ def test_stage1_preview_from_a_saved_prompt_embedding(server):
     files = output_files(entry, server.base)
     assert len(files) == 1 and files[0].suffix == ".mp4", entry["outputs"]
     _check_video(files[0], frames=9, width=48, height=32)
+
+
+TWO_STAGE_GRAPH = {
+    **copy.deepcopy(STAGE1_GRAPH),
+    "8": {"class_type": "FlashVideoModelLoader", "inputs": {
+        "model_name": TINY_STAGE2, "weight_dtype": "auto", "attention": "sdpa"}},
+    "9": {"class_type": "FlashVideoStage2Upscale", "inputs": {
+        "vae": ["4", 0], "images": ["5", 0], "resolution": "custom", "width": 96, "height": 64, "seed": 0,
+        "frame_rule": "error", "slicing": "reference", "memory_budget_mb": 0, "chunk_latents": 2, "tile_size": 0,
+        "tile_overlap": 128}},
+    "10": {"class_type": "FlashVideoLatentDegrade", "inputs": {"samples": ["9", 0], "noise_step": 675, "seed": 0}},
+    "11": {"class_type": "FlashVideoStage2Refiner", "inputs": {
+        "model": ["8", 0], "positive": ["1", 0], "samples": ["10", 0], "steps": 5, "cfg": 13.0, "shift": 2.5,
+        "attention": "full"}},
+    "12": {"class_type": "FlashVideoVAEDecode", "inputs": {
+        "vae": ["4", 0], "samples": ["11", 0], "latent_scale": "stage2", "slicing": "reference",
+        "memory_budget_mb": 0, "chunk_latents": 2, "tile_size": 0, "tile_overlap": 128}},
+    "13": {"class_type": "CreateVideo", "inputs": {"images": ["12", 0], "fps": 8}},
+    "14": {"class_type": "SaveVideo", "inputs": {
+        "video": ["13", 0], "filename_prefix": "fv_stage2", "format": "mp4", "codec": "h264"}},
+}
+
+
+def test_two_stage_graph_writes_preview_and_refined_videos(server):
+    entry = server.run_prompt(copy.deepcopy(TWO_STAGE_GRAPH), PROMPT_TIMEOUT_S)
+    assert entry["status"]["status_str"] == "success", history_messages(entry, "execution_error")
+    files = sorted(output_files(entry, server.base), key=lambda p: p.name)
+    assert [f.name.split("_")[1] for f in files] == ["stage1", "stage2"], files
+    _check_video(files[0], frames=9, width=48, height=32)
+    _check_video(files[1], frames=9, width=96, height=64)
 
 
 def test_bad_frame_count_reports_our_error_and_server_recovers(server):

@@ -25,6 +25,10 @@ FROZEN_INPUTS = {
     "FlashVideoLoadPromptEmbedding": ["embedding"],
     "FlashVideoModelLoader": ["model_name", "weight_dtype", "attention"],
     "FlashVideoStage1Sampler": ["model", "positive", "width", "height", "frames", "steps", "cfg", "seed"],
+    "FlashVideoStage2Upscale": ["vae", "resolution", "width", "height", "seed", "frame_rule", "slicing",
+                                "memory_budget_mb", "chunk_latents", "tile_size", "tile_overlap", "images", "samples"],
+    "FlashVideoLatentDegrade": ["samples", "noise_step", "seed"],
+    "FlashVideoStage2Refiner": ["model", "positive", "samples", "steps", "cfg", "shift", "attention"],
 }
 
 

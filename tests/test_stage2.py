@@ -260,3 +260,47 @@ def test_external_video_enters_the_bridge(tiny_vae):
         encode_for_stage2(tiny_vae, video[:, :, :8], (48, 64))
     with pytest.raises(InputError, match="multiples of 16.*try 48x32"):
         encode_for_stage2(tiny_vae, video, (40, 56))
+
+
+def _dense_window_reference(q, k, v, text_len, grid, window):
+    """Full attention with an explicit (S x S) mask: the definition, for tiny sizes only."""
+    frames, height, width = grid
+    t, h, w = torch.meshgrid(torch.arange(frames), torch.arange(height), torch.arange(width), indexing="ij")
+    t, h, w = t.flatten(), h.flatten(), w.flatten()
+    rt, rh, rw = (x // 2 for x in window)
+    local = ((t[:, None] - t[None]).abs() <= rt) & ((h[:, None] - h[None]).abs() <= rh) & ((w[:, None] - w[None]).abs() <= rw)
+    seq = text_len + t.numel()
+    mask = torch.ones(seq, seq, dtype=torch.bool)
+    mask[text_len:, text_len:] = local
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+@pytest.mark.parametrize("grid,window", [((4, 6, 7), (3, 3, 5)), ((3, 5, 4), (7, 11, 11)), ((5, 9, 8), (1, 1, 1))])
+def test_window_attention_equals_the_masked_definition(grid, window, monkeypatch):
+    from flashvideo_core.dit import window_attention as wa
+
+    monkeypatch.setattr(wa, "BLOCK_ELEMENTS", 4000)  # force several row bands per frame
+    gen = torch.Generator().manual_seed(sum(grid))
+    seq = 5 + grid[0] * grid[1] * grid[2]
+    q, k, v = (torch.randn(2, 2, seq, 16, generator=gen) for _ in range(3))
+    got = wa.window_attention(q, k, v, 5, grid, window)
+    torch.testing.assert_close(got, _dense_window_reference(q, k, v, 5, grid, window), atol=1e-5, rtol=1e-5)
+    if window == (7, 11, 11):  # the window covers the whole clip: plain full attention
+        torch.testing.assert_close(got, torch.nn.functional.scaled_dot_product_attention(q, k, v), atol=1e-5, rtol=1e-5)
+
+
+def test_windowed_model_runs_and_differs_only_when_the_window_bites():
+    torch.manual_seed(0)
+    model = FlashVideoDiT(STAGE2_TINY).eval()
+    x, t, ctx = torch.randn(1, 3, 16, 8, 12), torch.tensor([904.0]), torch.randn(1, 7, 32)
+    extra = dict(latent_frames=torch.tensor([3.0]), ref_step=torch.tensor([676.0]))
+    with torch.no_grad():
+        full = model(x, t, ctx, **extra)
+        model.set_attention_window((7, 11, 11))  # covers 3 x 4 x 6 patches entirely
+        torch.testing.assert_close(model(x, t, ctx, **extra), full, atol=1e-5, rtol=1e-5)
+        model.set_attention_window((1, 3, 3))
+        assert not torch.allclose(model(x, t, ctx, **extra), full, atol=1e-3)
+        model.set_attention_window(None)
+        torch.testing.assert_close(model(x, t, ctx, **extra), full)
+    with pytest.raises(ValueError, match="three positive sizes"):
+        model.set_attention_window((0, 11, 11))

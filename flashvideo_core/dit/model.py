@@ -19,6 +19,7 @@ from torch import nn
 from .attention import attention, resolve_backend
 from .config import DiTConfig
 from .rope import apply_rope, rope_table
+from .window_attention import window_attention
 
 #: epsilons of the reference (SPEC §1.3.1)
 BLOCK_NORM_EPS = 1e-5
@@ -78,6 +79,7 @@ class Attention(nn.Module):
         super().__init__()
         self.head_dim = head_dim
         self.backend = "sdpa"
+        self.window = None  # (frames, height, width) in latent patches: experimental local attention
         self.to_q = nn.Linear(dim, dim)
         self.to_k = nn.Linear(dim, dim)
         self.to_v = nn.Linear(dim, dim)
@@ -85,7 +87,7 @@ class Attention(nn.Module):
         self.norm_k = nn.LayerNorm(head_dim, eps=QK_NORM_EPS)
         self.to_out = nn.ModuleList([nn.Linear(dim, dim)])
 
-    def forward(self, tokens: torch.Tensor, text_len: int, rope: tuple) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, text_len: int, rope: tuple, grid: tuple) -> torch.Tensor:
         heads = lambda x: x.unflatten(-1, (-1, self.head_dim)).transpose(1, 2)  # noqa: E731  (B, h, S, d)
         q = self.norm_q(heads(self.to_q(tokens)))
         k = self.norm_k(heads(self.to_k(tokens)))
@@ -93,7 +95,11 @@ class Attention(nn.Module):
         cos, sin = rope
         q = torch.cat([q[:, :, :text_len], apply_rope(q[:, :, text_len:], cos, sin)], dim=2)
         k = torch.cat([k[:, :, :text_len], apply_rope(k[:, :, text_len:], cos, sin)], dim=2)
-        out = attention(q, k, v, self.backend).transpose(1, 2).flatten(2)
+        if self.window is None:
+            out = attention(q, k, v, self.backend)
+        else:
+            out = window_attention(q, k, v, text_len, grid, self.window)
+        out = out.transpose(1, 2).flatten(2)
         return self.to_out[0](out)
 
 
@@ -121,10 +127,10 @@ class TransformerBlock(nn.Module):
         self.norm2 = AdaLayerNormZero(config.time_embed_dim, dim)
         self.ff = FeedForward(dim, config.mlp_ratio * dim)
 
-    def forward(self, video, text, temb, rope):
+    def forward(self, video, text, temb, rope, grid):
         text_len = text.shape[1]
         n_video, n_text, gate, t_gate = self.norm1(video, text, temb)
-        out = self.attn1(torch.cat([n_text, n_video], dim=1), text_len, rope)
+        out = self.attn1(torch.cat([n_text, n_video], dim=1), text_len, rope, grid)
         video = video + gate * out[:, text_len:]
         text = text + t_gate * out[:, :text_len]
         del out, n_video, n_text  # free the attention activations before the 4x-wide MLP
@@ -174,6 +180,13 @@ class FlashVideoDiT(nn.Module):
             block.attn1.backend = backend
         return backend
 
+    def set_attention_window(self, window) -> None:
+        """Limit video queries to a (frames, height, width) latent-patch window, or None for full attention."""
+        if window is not None and (len(window) != 3 or min(window) < 1):
+            raise ValueError(f"window must be three positive sizes (frames, height, width), got {window}")
+        for block in self.transformer_blocks:
+            block.attn1.window = tuple(window) if window is not None else None
+
     def time_embed(self, timesteps, latent_frames=None, ref_step=None) -> torch.Tensor:
         dim = self.config.hidden_size
         dtype = self.time_embedding.linear_1.weight.dtype
@@ -198,9 +211,10 @@ class FlashVideoDiT(nn.Module):
         dtype = self.proj_out.weight.dtype
         temb = self.time_embed(timesteps, latent_frames, ref_step)
         text, video = self.patch_embed(context.to(dtype), x.to(dtype))
-        rope = rope_table(frames, height // p, width // p, self.config.head_dim, x.device)
+        grid = (frames, height // p, width // p)
+        rope = rope_table(*grid, self.config.head_dim, x.device)
         for block in self.transformer_blocks:
-            video, text = block(video, text, temb, rope)
+            video, text = block(video, text, temb, rope, grid)
         video = self.norm_final(video)  # per-token LayerNorm: same as normalising [text | video]
         video = self.proj_out(self.norm_out(video, temb))
         out = video.reshape(batch, frames, height // p, width // p, channels, p, p)

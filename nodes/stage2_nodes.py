@@ -1,0 +1,183 @@
+"""Stage II nodes: the bridge to 1080p/2K, the latent degrader and the flow-matching refiner.
+
+Separate nodes so ComfyUI caches each step: changing the refiner's NFE, CFG or the noise
+step never recomputes stage I or the bridge. Widget orders are frozen (append only).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from comfy_api.latest import io
+
+import comfy.model_management as mm
+
+from ..flashvideo_core.constants import LATENT_SCALE_STAGE2
+from ..flashvideo_core.dit.memory import forward_bytes
+from ..flashvideo_core.dit.window_attention import DEFAULT_WINDOW
+from ..flashvideo_core.errors import InputError
+from ..flashvideo_core.stage2.bridge import RESOLUTIONS, encode_for_stage2, stage1_to_stage2
+from ..flashvideo_core.stage2.degrade import degrade_latent
+from ..flashvideo_core.stage2.refiner import refine_stage2
+from ..flashvideo_core.stage2.schedule import DEFAULT_CFG, DEFAULT_NOISE_STEP, DEFAULT_SHIFT, DEFAULT_STEPS, MAX_STEPS
+from ..flashvideo_core.text_embeddings import check_context
+from .comfy_bridge import ComfyProgress, ManagedModel
+from .stage1_nodes import FlashVideoModel, latent_preview
+from .vae_nodes import FRAME_RULES, FlashVideoVAE, _fit_frame_count, _prepare, _slicing_inputs, _slicing_options
+
+log = logging.getLogger("flashvideo")
+
+CATEGORY = "FlashVideo"
+#: metadata riding on the LATENT dict: which scale it carries and the degradation step
+STAGE_KEY, NOISE_STEP_KEY = "flashvideo_stage", "flashvideo_noise_step"
+RESOLUTION_CHOICES = ["1080p (1072x1920)", "2K (1440x2560)", "custom"]
+ATTENTION_CHOICES = ["full", "window 7x11x11 (experimental)"]
+
+
+def _target_size(resolution: str, width: int, height: int) -> tuple[int, int]:
+    if resolution == "custom":
+        return height, width
+    for name, size in RESOLUTIONS.items():
+        if resolution.startswith(name):
+            return size
+    raise InputError(f"resolution must be one of {RESOLUTION_CHOICES}, got {resolution!r}")
+
+
+class FlashVideoStage2Upscale(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FlashVideoStage2Upscale",
+            display_name="FlashVideo Stage II Upscale (bridge)",
+            category=CATEGORY,
+            description="The bridge into stage II, in pixel space as the reference: decode the stage-I latent "
+            "(or take video frames), resize bilinear with antialiasing to 1080p or 2K, encode and sample the "
+            "posterior. Feed it the decoded preview frames (no second decode) or the stage-I latent. Other "
+            "videos work too (experimental: stage II was trained on FlashVideo's own 270p previews).",
+            inputs=[
+                FlashVideoVAE.Input("vae", tooltip="From FlashVideo VAE Loader."),
+                io.Combo.Input("resolution", options=RESOLUTION_CHOICES, default=RESOLUTION_CHOICES[0],
+                               tooltip="1080p: the trained size (1080 rounded down to 16, as the reference). "
+                               "2K: RoPE extrapolation, no retraining; sharper detail, ~3x the stage-II time and "
+                               "~1.8x the tokens (187k). custom: width/height below (multiples of 16, off-distribution)."),
+                io.Int.Input("width", default=1920, min=16, max=4096, step=16, tooltip="custom only: stage-II width."),
+                io.Int.Input("height", default=1072, min=16, max=4096, step=16, tooltip="custom only: stage-II height."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Seed of the VAE posterior sample (drawn on the CPU: same on every device)."),
+                io.Combo.Input("frame_rule", options=FRAME_RULES, default="error",
+                               tooltip="For external videos: the VAE needs 4k+1 frames. error, trim, or pad "
+                               "(repeat the last frame)."),
+                *_slicing_inputs(),
+                io.Image.Input("images", optional=True,
+                               tooltip="Decoded stage-I frames (from FlashVideo VAE Decode), or any video's frames "
+                               "(Load Video -> Get Video Components): the experimental 'enhance a video' path."),
+                io.Latent.Input("samples", optional=True,
+                                tooltip="Or the stage-I latent itself: decoded here with the stage-I scale."),
+            ],
+            outputs=[io.Latent.Output(display_name="latent", tooltip="Stage-II latent (x1.15258426). Degrade it next.")],
+        )
+
+    @classmethod
+    def execute(cls, vae: ManagedModel, resolution: str = RESOLUTION_CHOICES[0], width: int = 1920, height: int = 1072,
+                seed: int = 0, frame_rule: str = "error", slicing: str = "reference", memory_budget_mb: int = 0,
+                chunk_latents: int = 2, tile_size: int = 0, tile_overlap: int = 128, images=None, samples=None) -> io.NodeOutput:
+        if (images is None) == (samples is None):
+            raise InputError("connect exactly one of images (decoded preview or a video) or samples (stage-I latent)")
+        size = _target_size(resolution, width, height)
+        options = _slicing_options(slicing, memory_budget_mb, chunk_latents, tile_size, tile_overlap)
+        progress = ComfyProgress(preview=False)
+        if samples is not None:
+            z1 = samples["samples"].float()
+            if samples.get(STAGE_KEY, 1) != 1:
+                raise InputError("this latent is already a stage-II latent; connect the stage-I sampler's latent")
+            budget = _prepare(vae, "decode", tuple(z1.shape), options)
+            z2, _ = stage1_to_stage2(vae.model, z1, size, seed, options, progress, budget)
+        else:
+            frames = _fit_frame_count(images, frame_rule)
+            video = frames.movedim(-1, 0).unsqueeze(0).float() * 2 - 1  # [1, 3, T, H, W] in [-1, 1]
+            budget = _prepare(vae, "encode", (1, 3, video.shape[2], *size), options)
+            z2 = encode_for_stage2(vae.model, video, size, seed, options, progress, budget)
+        return io.NodeOutput({"samples": z2.to(mm.intermediate_device()), STAGE_KEY: 2})
+
+
+class FlashVideoLatentDegrade(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FlashVideoLatentDegrade",
+            display_name="FlashVideo Latent Degrade",
+            category=CATEGORY,
+            description="Adds the stage-II latent noise x = a z + sqrt(1 - a^2) noise, a = sqrt(alpha_bar) at the "
+            "noise step of the zero-SNR schedule. The refiner starts from this point and embeds the same step.",
+            inputs=[
+                io.Latent.Input("samples", tooltip="The stage-II latent from FlashVideo Stage II Upscale."),
+                io.Int.Input("noise_step", default=DEFAULT_NOISE_STEP, min=0, max=999,
+                             tooltip="650-750 recommended (reference 675): higher lets stage II repaint more "
+                             "(fixes more preview artefacts, drifts further from it); lower keeps the preview."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Seed of the degradation noise (CPU-drawn; independent of the bridge's seed)."),
+            ],
+            outputs=[io.Latent.Output(display_name="latent", tooltip="The degraded latent, carrying its noise step.")],
+        )
+
+    @classmethod
+    def execute(cls, samples: dict, noise_step: int = DEFAULT_NOISE_STEP, seed: int = 0) -> io.NodeOutput:
+        if samples.get(STAGE_KEY) == 1:
+            raise InputError("this is a stage-I latent; pass it through FlashVideo Stage II Upscale first")
+        if NOISE_STEP_KEY in samples:
+            raise InputError("this latent is already degraded; connect the upscaler's output instead")
+        x0 = degrade_latent(samples["samples"], noise_step, seed)
+        return io.NodeOutput({"samples": x0, STAGE_KEY: 2, NOISE_STEP_KEY: noise_step})
+
+
+class FlashVideoStage2Refiner(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FlashVideoStage2Refiner",
+            display_name="FlashVideo Stage II Refiner (flow matching)",
+            category=CATEGORY,
+            description="Refines the degraded latent to 1080p/2K detail in a few Euler steps of the flow-matching "
+            "ODE, with CFG against a zero context. Decode with FlashVideo VAE Decode, latent_scale stage2.",
+            inputs=[
+                FlashVideoModel.Input("model", tooltip="The stage-II model (stage2.pt) from FlashVideo Model Loader."),
+                io.Conditioning.Input("positive", tooltip="T5 prompt embedding (FlashVideo Text Encode or Load Prompt "
+                                      "Embedding); the reference script prefixes stage II's prompt with 'medium motion,'."),
+                io.Latent.Input("samples", tooltip="The degraded latent from FlashVideo Latent Degrade."),
+                io.Int.Input("steps", default=DEFAULT_STEPS, min=1, max=MAX_STEPS,
+                             tooltip="Euler steps = network calls (NFE, x2 batch for CFG). 4-6 recommended: the "
+                             "released code uses 5, the paper 4; 1 is blurry, above 6 rarely helps."),
+                io.Float.Input("cfg", default=DEFAULT_CFG, min=1.0, max=20.0, step=0.5, round=0.01,
+                               tooltip="Constant CFG scale; 10-13 recommended (reference 13). Above 13 over-sharpens."),
+                io.Float.Input("shift", default=DEFAULT_SHIFT, min=1.0, max=5.0, step=0.1, round=0.01,
+                               tooltip="Time-grid shift s (reference 2.5, useful 2-3.5): larger spends more steps "
+                               "near the noisy start."),
+                io.Combo.Input("attention", options=ATTENTION_CHOICES, default=ATTENTION_CHOICES[0],
+                               tooltip="full: the reference. window (experimental): each video token attends to a "
+                               "7-frame, 11x11-patch neighbourhood (the paper's sparse option): much less work at "
+                               "1080p/2K, fine for low motion, blurs fast motion."),
+            ],
+            outputs=[io.Latent.Output(display_name="latent", tooltip="Refined stage-II latent (x1.15258426).")],
+        )
+
+    @classmethod
+    def execute(cls, model: ManagedModel, positive, samples: dict, steps: int = DEFAULT_STEPS, cfg: float = DEFAULT_CFG,
+                shift: float = DEFAULT_SHIFT, attention: str = ATTENTION_CHOICES[0]) -> io.NodeOutput:
+        if model.model.config.stage != "stage2":
+            raise InputError("this is the stage-I model; the refiner needs stage2.pt (FlashVideo Model Loader)")
+        if NOISE_STEP_KEY not in samples:
+            raise InputError("the latent has not been degraded: connect FlashVideo Latent Degrade before the refiner "
+                             "(the refiner must know the noise step to embed it)")
+        if attention not in ATTENTION_CHOICES:
+            raise InputError(f"attention must be one of {ATTENTION_CHOICES}, got {attention!r}")
+        context = check_context(positive[0][0], "positive conditioning")
+        x0 = samples["samples"]
+        dit = model.load(memory_required=forward_bytes(model.model.config, tuple(x0.shape), model.dtype))
+        dit.set_attention_window(DEFAULT_WINDOW if attention != ATTENTION_CHOICES[0] else None)
+        try:
+            z = refine_stage2(dit, context, x0, samples[NOISE_STEP_KEY], steps, cfg, shift,
+                              ComfyProgress(to_frame=latent_preview))
+        finally:
+            dit.set_attention_window(None)
+        return io.NodeOutput({"samples": z.to(mm.intermediate_device()), STAGE_KEY: 2})
