@@ -52,7 +52,8 @@ class FlashVideoTextEncode(io.ComfyNode):
                 io.String.Input(
                     "prompt", multiline=True,
                     tooltip="Both stages were trained on long, detailed prompts (several sentences describing subject, "
-                    "motion, camera and lighting); short prompts give weaker results. Text beyond 226 tokens is cut.",
+                    "motion, camera and lighting); short prompts give weaker results. Text beyond 226 tokens is cut. "
+                    "Taken literally, as the reference does: ComfyUI's (word:1.2) weighting is not applied.",
                 ),
             ],
             outputs=[io.Conditioning.Output(display_name="conditioning")],
@@ -63,7 +64,8 @@ class FlashVideoTextEncode(io.ComfyNode):
         clip = clip.clone()
         for key in T5_KEYS:
             clip.set_tokenizer_option(f"{key}_min_length", TEXT_TOKENS)
-        tokens = truncate_t5_tokens(clip.tokenize(prompt))
+        # disable_weights: the reference feeds the raw text, so "(word:1.3)" stays literal text
+        tokens = truncate_t5_tokens(clip.tokenize(prompt, disable_weights=True))
         if not any(key in tokens for key in T5_KEYS):
             raise InputError("this CLIP has no T5-XXL tokenizer; load t5xxl_*.safetensors with Load CLIP (type sd3)")
         conditioning = clip.encode_from_tokens_scheduled(tokens)

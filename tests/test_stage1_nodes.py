@@ -27,7 +27,8 @@ class FakeClip:
     def set_tokenizer_option(self, name, value):
         self.options[name] = value
 
-    def tokenize(self, text):
+    def tokenize(self, text, **kwargs):
+        assert kwargs.get("disable_weights") is True  # prompts are literal text, as in the reference
         ids = [(100 + i, 1.0) for i in range(self.words)] + [(1, 1.0)]
         ids += [(0, 1.0)] * max(0, self.options.get("t5xxl_min_length", 0) - len(ids))
         return {"t5xxl": [ids]}
