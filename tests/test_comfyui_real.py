@@ -9,12 +9,14 @@ start on CPU); the quick-test process runs alongside it in its own base director
 from __future__ import annotations
 
 import copy
+import json
 import sys
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
 
+from support.node_schemas import CONTROL, CORE_SOCKETS, CORE_WIDGETS, FROZEN_OUTPUTS, FROZEN_SOCKETS, FROZEN_WIDGETS
 from support.comfyui_host import (
     IMPORT_FAILED,
     ComfyUIServer,
@@ -42,50 +44,7 @@ TINY_PROMPT = "flashvideo-tiny-prompt.safetensors"
 STARTUP_TIMEOUT_S = 90
 PROMPT_TIMEOUT_S = 60
 QUICK_TEST_TIMEOUT_S = 120
-CONTROL = "<control_after_generate>"  # the extra widgets_values slot the frontend adds after a seed
 
-# Saved workflows store widget values by position: this order is frozen. Append new inputs (optional) only.
-FROZEN_WIDGETS = {
-    "FlashVideoVAELoader": ["vae_name", "dtype"],
-    "FlashVideoVAEEncode": [
-        "latent_scale", "posterior", "seed", CONTROL, "frame_rule",
-        "slicing", "memory_budget_mb", "chunk_latents", "tile_size", "tile_overlap",
-    ],
-    "FlashVideoVAEDecode": [
-        "latent_scale", "slicing", "memory_budget_mb", "chunk_latents", "tile_size", "tile_overlap",
-    ],
-    "FlashVideoModelLoader": ["model_name", "weight_dtype", "attention"],
-    "FlashVideoStage1Sampler": ["width", "height", "frames", "steps", "cfg", "seed", CONTROL],
-    "FlashVideoLoadPromptEmbedding": ["embedding"],
-    "FlashVideoStage2Upscale": [
-        "resolution", "width", "height", "seed", CONTROL, "frame_rule",
-        "slicing", "memory_budget_mb", "chunk_latents", "tile_size", "tile_overlap",
-    ],
-    "FlashVideoLatentDegrade": ["noise_step", "seed", CONTROL],
-    "FlashVideoStage2Refiner": ["steps", "cfg", "shift", "attention"],
-}
-FROZEN_SOCKETS = {  # link inputs (name, type), in order
-    "FlashVideoVAELoader": [],
-    "FlashVideoVAEEncode": [("vae", "FLASHVIDEO_VAE"), ("images", "IMAGE")],
-    "FlashVideoVAEDecode": [("vae", "FLASHVIDEO_VAE"), ("samples", "LATENT")],
-    "FlashVideoModelLoader": [],
-    "FlashVideoStage1Sampler": [("model", "FLASHVIDEO_MODEL"), ("positive", "CONDITIONING")],
-    "FlashVideoLoadPromptEmbedding": [],
-    "FlashVideoStage2Upscale": [("vae", "FLASHVIDEO_VAE"), ("images", "IMAGE"), ("samples", "LATENT")],
-    "FlashVideoLatentDegrade": [("samples", "LATENT")],
-    "FlashVideoStage2Refiner": [("model", "FLASHVIDEO_MODEL"), ("positive", "CONDITIONING"), ("samples", "LATENT")],
-}
-FROZEN_OUTPUTS = {
-    "FlashVideoVAELoader": ["FLASHVIDEO_VAE"],
-    "FlashVideoVAEEncode": ["LATENT"],
-    "FlashVideoVAEDecode": ["IMAGE"],
-    "FlashVideoModelLoader": ["FLASHVIDEO_MODEL"],
-    "FlashVideoStage1Sampler": ["LATENT"],
-    "FlashVideoLoadPromptEmbedding": ["CONDITIONING"],
-    "FlashVideoStage2Upscale": ["LATENT"],
-    "FlashVideoLatentDegrade": ["LATENT"],
-    "FlashVideoStage2Refiner": ["LATENT"],
-}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 GRAPH = {
@@ -129,11 +88,14 @@ def server(tmp_path_factory):
 
     from flashvideo_core.text_embeddings import save_prompt_embedding
     from flashvideo_core.tiny import write_tiny_dit, write_tiny_vae
+    from flashvideo_core.tiny_install import make_tiny
 
     base = make_base_dir(tmp_path_factory.mktemp("comfyui-server"), REPO, PACK_FOLDER)
     write_tiny_vae(str(base / "models" / "vae" / TINY_VAE))
     write_tiny_dit(str(base / "models" / "diffusion_models" / TINY_STAGE1))
     write_tiny_dit(str(base / "models" / "diffusion_models" / TINY_STAGE2), "stage2")
+    make_tiny(str(base / "models"))  # the example workflows' file names
+    write_input_video(base / "input" / INPUT_VIDEO)
     context = torch.randn(1, 226, 32, generator=torch.Generator().manual_seed(0))
     save_prompt_embedding(str(base / "models" / "flashvideo_embeddings" / TINY_PROMPT), context, "a tiny test prompt")
     host = ComfyUIServer(LOCATION, base, base / "server.log").start()
@@ -187,6 +149,18 @@ def test_object_info_schema(object_info, node_id):
     assert widgets == FROZEN_WIDGETS[node_id], "widget order changed: saved workflows would load wrong values"
     assert sockets == FROZEN_SOCKETS[node_id]
     assert info["output"] == FROZEN_OUTPUTS[node_id]
+
+
+@pytest.mark.parametrize("node_id", sorted(CORE_WIDGETS))
+def test_core_nodes_match_what_the_example_workflows_assume(object_info, node_id):
+    info = object_info[node_id]
+    inputs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+    order = info["input_order"].get("required", []) + info["input_order"].get("optional", [])
+    widgets = [name for name in order if (isinstance(inputs[name][0], list) or inputs[name][0] in WIDGET_TYPES)
+               and not (len(inputs[name]) > 1 and inputs[name][1].get("forceInput"))]
+    sockets = [(name, inputs[name][0]) for name in order if name not in widgets]
+    assert widgets == CORE_WIDGETS[node_id]
+    assert sockets == CORE_SOCKETS[node_id]
 
 
 def test_loader_lists_models_vae(object_info):
@@ -268,6 +242,86 @@ def test_two_stage_graph_writes_preview_and_refined_videos(server):
     assert [f.name.split("_")[1] for f in files] == ["stage1", "stage2"], files
     _check_video(files[0], frames=9, width=48, height=32)
     _check_video(files[1], frames=9, width=96, height=64)
+
+
+INPUT_VIDEO = "flashvideo_input.mp4"
+WORKFLOWS = REPO / "example_workflows" / "api"
+
+
+def write_input_video(path: Path, frames: int = 10, width: int = 64, height: int = 48) -> None:
+    """A small clip for the enhance-a-video workflow (10 frames: the workflow trims to 4k+1 = 9)."""
+    import torch
+
+    from flashvideo_core.io.video import write_video
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = torch.linspace(0, 1, frames)[:, None, None]
+    x = torch.linspace(-1, 1, width)[None, None, :].expand(frames, height, width)
+    write_video(str(path), torch.stack([torch.sin(3 * x + 4 * t), torch.cos(2 * x - t), x * 0.5]), fps=8)
+
+
+def smoke_variant(api: dict) -> dict:
+    """An example workflow as a smoke install runs it: the saved prompt embedding instead of T5 (9.5 GB),
+    and CPU-sized stage I (9 frames, 48x32) and stage II (96x64, 3 steps). Wiring and node settings stay."""
+    graph = copy.deepcopy(api)
+    for node_id, node in list(graph.items()):
+        kind, inputs = node["class_type"], node["inputs"]
+        if kind == "CLIPLoader":
+            del graph[node_id]
+        elif kind == "FlashVideoTextEncode":
+            graph[node_id] = {"class_type": "FlashVideoLoadPromptEmbedding",
+                              "inputs": {"embedding": "flashvideo_example_prompt.safetensors"}}
+        elif kind == "FlashVideoStage1Sampler":
+            inputs.update(width=48, height=32, frames=9, steps=4)
+        elif kind == "FlashVideoStage2Upscale":
+            inputs.update(resolution="custom", width=96, height=64)
+        elif kind == "FlashVideoStage2Refiner":
+            inputs.update(steps=3)
+    return graph
+
+
+def saved_videos(entry: dict, base: Path) -> dict:
+    """{SaveVideo node id: path} of a finished prompt."""
+    out = {}
+    for node_id, node_output in entry.get("outputs", {}).items():
+        for item in node_output.get("images", []) + node_output.get("videos", []):
+            out[node_id] = Path(base) / "output" / item.get("subfolder", "") / item["filename"]
+    return out
+
+
+EXPECTED = {  # workflow -> {SaveVideo node id: (frames, width, height)}
+    "flashvideo_270p_preview": {"8": (9, 48, 32)},
+    "flashvideo_1080p": {"8": (9, 48, 32), "15": (9, 96, 64)},
+    "flashvideo_2k": {"8": (9, 48, 32), "15": (9, 96, 64)},
+    "flashvideo_enhance_video": {"15": (9, 96, 64)},
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_example_workflow_runs(server, name):
+    api = json.loads((WORKFLOWS / f"{name}.json").read_text())
+    entry = server.run_prompt(smoke_variant(api), PROMPT_TIMEOUT_S)
+    assert entry["status"]["status_str"] == "success", history_messages(entry, "execution_error")
+    videos = saved_videos(entry, server.base)
+    assert sorted(videos) == sorted(EXPECTED[name]), entry["outputs"]
+    for node_id, (frames, width, height) in EXPECTED[name].items():
+        _check_video(videos[node_id], frames=frames, width=width, height=height)
+
+
+def test_stage1_is_cached_when_only_stage2_widgets_change(server):
+    graph = smoke_variant(json.loads((WORKFLOWS / "flashvideo_1080p.json").read_text()))
+    graph["8"]["inputs"]["filename_prefix"] = "fv_cache/preview"
+    first = server.run_prompt(copy.deepcopy(graph), PROMPT_TIMEOUT_S)
+    assert first["status"]["status_str"] == "success", history_messages(first, "execution_error")
+    for change in ({"13": {"steps": 2}}, {"13": {"cfg": 10.0}}, {"11": {"noise_step": 700}}):
+        for node_id, values in change.items():
+            graph[node_id]["inputs"].update(values)
+        entry = server.run_prompt(copy.deepcopy(graph), PROMPT_TIMEOUT_S)
+        assert entry["status"]["status_str"] == "success", history_messages(entry, "execution_error")
+        cached = {n for msg in history_messages(entry, "execution_cached") for n in msg["nodes"]}
+        assert {"3", "4", "6", "10"} <= cached, f"stage I or the bridge re-ran for {change}: cached {sorted(cached)}"
+        assert "13" not in cached and "15" not in cached
+        _check_video(saved_videos(entry, server.base)["15"], frames=9, width=96, height=64)
 
 
 def test_bad_frame_count_reports_our_error_and_server_recovers(server):

@@ -1,0 +1,216 @@
+#!/usr/bin/env python
+"""Writes the example workflows (UI format, shown by ComfyUI as templates) and their API twins.
+
+One description per workflow below produces both files, so they cannot drift; the tests convert
+each UI file back to API form on their own and compare (tests/test_example_workflows.py).
+Run after changing a workflow: ``python scripts/build_example_workflows.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT_DIR = os.path.join(ROOT, "example_workflows")
+
+#: file names as in the README's "Which file goes where"
+T5_FILE, VAE_FILE, STAGE1_FILE, STAGE2_FILE = "t5xxl_fp16.safetensors", "3d-vae.pt", "stage1.pt", "stage2.pt"
+INPUT_VIDEO = "flashvideo_input.mp4"
+PROMPT = (
+    "A red fox trots through fresh powder snow in a quiet pine forest at dawn. Soft golden light filters "
+    "between the trunks, breath steams from its muzzle, snowflakes drift slowly through the air. The camera "
+    "tracks alongside at a low angle, shallow depth of field, the background softly blurred, cinematic, "
+    "highly detailed fur and realistic motion."
+)
+FIXED = "fixed"  # control_after_generate: keep seeds, so re-queuing with new stage-II settings reuses stage I
+
+#: class -> (widget names in order, with "<control>" after a seed), (input sockets), (outputs: name, type)
+NODE_TYPES = {
+    "CLIPLoader": (["clip_name", "type", "device"], [], [("CLIP", "CLIP")]),
+    "FlashVideoTextEncode": (["prompt"], [("clip", "CLIP")], [("conditioning", "CONDITIONING")]),
+    "FlashVideoModelLoader": (["model_name", "weight_dtype", "attention"], [], [("model", "FLASHVIDEO_MODEL")]),
+    "FlashVideoStage1Sampler": (["width", "height", "frames", "steps", "cfg", "seed", "<control>"],
+                                [("model", "FLASHVIDEO_MODEL"), ("positive", "CONDITIONING")], [("latent", "LATENT")]),
+    "FlashVideoVAELoader": (["vae_name", "dtype"], [], [("vae", "FLASHVIDEO_VAE")]),
+    "FlashVideoVAEDecode": (["latent_scale", "slicing", "memory_budget_mb", "chunk_latents", "tile_size", "tile_overlap"],
+                            [("vae", "FLASHVIDEO_VAE"), ("samples", "LATENT")], [("frames", "IMAGE")]),
+    "FlashVideoStage2Upscale": (["resolution", "width", "height", "seed", "<control>", "frame_rule", "slicing",
+                                 "memory_budget_mb", "chunk_latents", "tile_size", "tile_overlap"],
+                                [("vae", "FLASHVIDEO_VAE"), ("images", "IMAGE"), ("samples", "LATENT")],
+                                [("latent", "LATENT")]),
+    "FlashVideoLatentDegrade": (["noise_step", "seed", "<control>"], [("samples", "LATENT")], [("latent", "LATENT")]),
+    "FlashVideoStage2Refiner": (["steps", "cfg", "shift", "attention"],
+                                [("model", "FLASHVIDEO_MODEL"), ("positive", "CONDITIONING"), ("samples", "LATENT")],
+                                [("latent", "LATENT")]),
+    "CreateVideo": (["fps"], [("images", "IMAGE"), ("audio", "AUDIO")], [("VIDEO", "VIDEO")]),
+    "SaveVideo": (["filename_prefix", "format", "codec"], [("video", "VIDEO")], []),
+    "LoadVideo": (["file"], [], [("VIDEO", "VIDEO")]),
+    "GetVideoComponents": ([], [("video", "VIDEO")], [("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT")]),
+    "Note": (["text"], [], []),
+}
+SLICING = {"slicing": "reference", "memory_budget_mb": 0, "chunk_latents": 2, "tile_size": 0, "tile_overlap": 128}
+
+
+@dataclass
+class Node:
+    id: int
+    type: str
+    values: dict
+    links: dict = field(default_factory=dict)  # input name -> (source node id, output slot)
+    title: str = ""
+    pos: tuple = (0, 0)
+    size: tuple = (320, 130)
+
+
+def clip_and_text(x: int, y: int) -> list:
+    return [
+        Node(1, "CLIPLoader", {"clip_name": T5_FILE, "type": "sd3", "device": "default"}, title="Load T5-XXL (CLIP)",
+             pos=(x, y), size=(320, 110)),
+        Node(2, "FlashVideoTextEncode", {"prompt": PROMPT}, {"clip": (1, 0)}, pos=(x, y + 150), size=(320, 220)),
+    ]
+
+
+def stage1(x: int, y: int) -> list:
+    return [
+        Node(3, "FlashVideoModelLoader", {"model_name": STAGE1_FILE, "weight_dtype": "auto", "attention": "sdpa"},
+             title="Stage I model", pos=(x, y)),
+        Node(4, "FlashVideoStage1Sampler", {"width": 480, "height": 256, "frames": 49, "steps": 51, "cfg": 8.0,
+                                            "seed": 0, "<control>": FIXED}, {"model": (3, 0), "positive": (2, 0)},
+             pos=(x, y + 170), size=(320, 240)),
+        Node(5, "FlashVideoVAELoader", {"vae_name": VAE_FILE, "dtype": "auto"}, pos=(x + 360, y)),
+        Node(6, "FlashVideoVAEDecode", {"latent_scale": "stage1", **SLICING}, {"vae": (5, 0), "samples": (4, 0)},
+             title="Decode preview", pos=(x + 360, y + 170), size=(320, 220)),
+        Node(7, "CreateVideo", {"fps": 8.0}, {"images": (6, 0)}, pos=(x + 720, y + 170), size=(260, 80)),
+        Node(8, "SaveVideo", {"filename_prefix": "flashvideo/preview", "format": "mp4", "codec": "h264"},
+             {"video": (7, 0)}, title="Save preview (270p)", pos=(x + 720, y + 290), size=(300, 110)),
+    ]
+
+
+def stage2(x: int, y: int, resolution: str, frames_from: tuple, prefix: str, first_id: int = 9) -> list:
+    i = first_id
+    return [
+        Node(i, "FlashVideoModelLoader", {"model_name": STAGE2_FILE, "weight_dtype": "auto", "attention": "sdpa"},
+             title="Stage II model", pos=(x, y)),
+        Node(i + 1, "FlashVideoStage2Upscale", {"resolution": resolution, "width": 1920, "height": 1072, "seed": 0,
+                                                "<control>": FIXED, "frame_rule": "trim", **SLICING},
+             {"vae": (5, 0), "images": frames_from}, title="Stage II upscale (bridge)", pos=(x, y + 170), size=(320, 300)),
+        Node(i + 2, "FlashVideoLatentDegrade", {"noise_step": 675, "seed": 0, "<control>": FIXED}, {"samples": (i + 1, 0)},
+             pos=(x + 360, y), size=(320, 110)),
+        Node(i + 3, "FlashVideoStage2Refiner", {"steps": 5, "cfg": 13.0, "shift": 2.5, "attention": "full"},
+             {"model": (i, 0), "positive": (2, 0), "samples": (i + 2, 0)}, pos=(x + 360, y + 150), size=(320, 170)),
+        Node(i + 4, "FlashVideoVAEDecode", {"latent_scale": "stage2", **SLICING}, {"vae": (5, 0), "samples": (i + 3, 0)},
+             title="Decode refined", pos=(x + 360, y + 360), size=(320, 220)),
+        Node(i + 5, "CreateVideo", {"fps": 8.0}, {"images": (i + 4, 0)}, pos=(x + 720, y + 360), size=(260, 80)),
+        Node(i + 6, "SaveVideo", {"filename_prefix": prefix, "format": "mp4", "codec": "h264"}, {"video": (i + 5, 0)},
+             title="Save refined", pos=(x + 720, y + 480), size=(300, 110)),
+    ]
+
+
+def note(node_id: int, text: str, pos: tuple, size=(420, 260)) -> Node:
+    return Node(node_id, "Note", {"text": text}, title="Read me", pos=pos, size=size)
+
+
+FILES_NOTE = (
+    "Models (README, 'Which file goes where'): models/text_encoders/t5xxl_fp16.safetensors (any T5-v1.1-XXL), "
+    "models/vae/3d-vae.pt, models/diffusion_models/stage1.pt and stage2.pt from Hugging Face "
+    "FoundationVision/FlashVideo. No weights yet? `python -m flashvideo_core make-tiny ComfyUI/models` writes tiny "
+    "random ones (noise) to try the graph.\n\n"
+    "To skip T5 (9.5 GB) on later runs: FlashVideo Save Prompt Embedding once, then FlashVideo Load Prompt Embedding."
+)
+REFINE_NOTE = (
+    "Preview first: bypass (Ctrl+B) the stage-II nodes on the right, queue, look at the 270p preview. Then "
+    "un-bypass them (or click 'Refine this preview' on the stage-I sampler) and queue again: seeds are 'fixed', "
+    "so stage I comes from ComfyUI's cache and only stage II runs. Changing steps (NFE), cfg, shift or the noise "
+    "step also reruns stage II only.\n\nOut of memory? Lower memory_budget_mb on the decoders or set a tile_size "
+    "(512-768); load the models as fp8_e4m3fn."
+)
+
+
+def workflows() -> dict:
+    preview = [*clip_and_text(0, 0), *stage1(380, 0),
+               note(30, "FlashVideo stage I: a 256x480, 49-frame preview at 8 fps in 51 steps.\n\n" + FILES_NOTE, (0, 420))]
+    full = [*clip_and_text(0, 0), *stage1(380, 0), *stage2(380, 480, "1080p (1072x1920)", (6, 0), "flashvideo/1080p"),
+            note(30, "FlashVideo text-to-video: 270p preview, then stage II to 1072x1920 in 5 flow-matching steps.\n\n"
+                 + REFINE_NOTE + "\n\n" + FILES_NOTE, (0, 420), (360, 520))]
+    two_k = [*clip_and_text(0, 0), *stage1(380, 0), *stage2(380, 480, "2K (1440x2560)", (6, 0), "flashvideo/2k"),
+             note(30, "FlashVideo 2K: stage II at 1440x2560 by RoPE extrapolation (no retraining): sharper, about 3x "
+                  "the stage-II time of 1080p, and the VAE decode needs more tiles (automatic).\n\n" + REFINE_NOTE
+                  + "\n\n" + FILES_NOTE, (0, 420), (360, 520))]
+    enhance = [
+        *clip_and_text(0, 0),
+        Node(20, "LoadVideo", {"file": INPUT_VIDEO}, title="Video to enhance", pos=(380, 0), size=(320, 320)),
+        Node(21, "GetVideoComponents", {}, {"video": (20, 0)}, pos=(380, 360), size=(260, 90)),
+        Node(5, "FlashVideoVAELoader", {"vae_name": VAE_FILE, "dtype": "auto"}, pos=(740, 0)),
+        *stage2(740, 170, "1080p (1072x1920)", (21, 0), "flashvideo/enhanced"),
+        note(30, "Experimental: enhance an existing video with FlashVideo stage II. Put the clip in ComfyUI/input "
+             "and pick it in Load Video; describe it in the prompt. Stage II was trained on FlashVideo's own 270p "
+             "previews at 49 frames and 8 fps: clips near that look best; frame counts are trimmed to 4k+1. Raise "
+             "noise_step (up to ~750) for heavier clean-up, lower it to stay closer to the input.\n\n" + FILES_NOTE,
+             (0, 420), (360, 480)),
+    ]
+    return {"flashvideo_270p_preview": preview, "flashvideo_1080p": full, "flashvideo_2k": two_k,
+            "flashvideo_enhance_video": enhance}
+
+
+def to_api(nodes: list) -> dict:
+    api = {}
+    for node in sorted(nodes, key=lambda n: n.id):
+        if node.type == "Note":
+            continue
+        inputs = {k: v for k, v in node.values.items() if k != "<control>"}
+        inputs.update({name: [str(src), slot] for name, (src, slot) in node.links.items()})
+        api[str(node.id)] = {"class_type": node.type, "inputs": inputs, "_meta": {"title": node.title or node.type}}
+    return api
+
+
+def to_ui(nodes: list) -> dict:
+    links, ui_nodes = [], []
+    by_id = {n.id: n for n in nodes}
+    outgoing: dict = {}
+    for node in sorted(nodes, key=lambda n: n.id):
+        sockets = NODE_TYPES[node.type][1]
+        for slot, (name, kind) in enumerate(sockets):
+            if name in node.links:
+                src, src_slot = node.links[name]
+                link_id = len(links) + 1
+                links.append([link_id, src, src_slot, node.id, slot, kind])
+                outgoing.setdefault((src, src_slot), []).append(link_id)
+    for order, node in enumerate(sorted(nodes, key=lambda n: n.id)):
+        widgets, sockets, outputs = NODE_TYPES[node.type]
+        link_of = {(l[3], l[4]): l[0] for l in links}
+        entry = {
+            "id": node.id, "type": node.type, "pos": list(node.pos), "size": list(node.size), "flags": {},
+            "order": order, "mode": 0,
+            "inputs": [{"name": name, "type": kind, "link": link_of.get((node.id, slot))}
+                       for slot, (name, kind) in enumerate(sockets)],
+            "outputs": [{"name": name, "type": kind, "links": outgoing.get((node.id, slot), []), "slot_index": slot}
+                        for slot, (name, kind) in enumerate(outputs)],
+            "properties": {"Node name for S&R": node.type},
+            "widgets_values": [node.values[w] for w in widgets if w in node.values],
+        }
+        if node.title:
+            entry["title"] = node.title
+        if node.type == "Note":
+            entry["color"], entry["bgcolor"] = "#432", "#653"
+        ui_nodes.append(entry)
+    assert all(l[1] in by_id for l in links)
+    return {"last_node_id": max(by_id), "last_link_id": len(links), "nodes": ui_nodes, "links": links, "groups": [],
+            "config": {}, "extra": {"ds": {"scale": 0.75, "offset": [40, 40]}}, "version": 0.4}
+
+
+def main() -> None:
+    os.makedirs(os.path.join(OUT_DIR, "api"), exist_ok=True)
+    for name, nodes in workflows().items():
+        with open(os.path.join(OUT_DIR, f"{name}.json"), "w") as f:
+            json.dump(to_ui(nodes), f, indent=1)
+            f.write("\n")
+        with open(os.path.join(OUT_DIR, "api", f"{name}.json"), "w") as f:
+            json.dump(to_api(nodes), f, indent=1)
+            f.write("\n")
+        print(f"wrote example_workflows/{name}.json and example_workflows/api/{name}.json")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""The example workflows: each UI file (what ComfyUI shows as a template) converted to API form here,
+independently of scripts/build_example_workflows.py, must equal its API twin; file names must be the
+README's and make-tiny's; every workflow ends in CreateVideo (8 fps) + SaveVideo. Runs without ComfyUI
+(tests/test_comfyui_real.py runs every workflow in a real one)."""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from flashvideo_core.tiny_install import TINY_FILES
+from support.node_schemas import CONTROL, CORE_SOCKETS, CORE_WIDGETS, FROZEN_SOCKETS, FROZEN_WIDGETS
+
+REPO = Path(__file__).resolve().parents[1]
+UI_DIR = REPO / "example_workflows"
+API_DIR = UI_DIR / "api"
+NAMES = sorted(p.stem for p in UI_DIR.glob("*.json"))
+FRONTEND_ONLY = {"Note", "MarkdownNote"}
+WIDGETS = {**FROZEN_WIDGETS, **CORE_WIDGETS}
+SOCKETS = {**FROZEN_SOCKETS, **CORE_SOCKETS}
+
+
+def ui_to_api(ui: dict) -> dict:
+    """What the frontend's Export (API) does, for the node types our examples use."""
+    links = {link[0]: link for link in ui["links"]}
+    api = {}
+    for node in ui["nodes"]:
+        if node["type"] in FRONTEND_ONLY or node.get("mode", 0) in (2, 4):
+            continue
+        names = WIDGETS[node["type"]]
+        values = node.get("widgets_values", [])
+        assert len(values) >= len([n for n in names if n != CONTROL]) - 1, (node["type"], values)
+        inputs = {name: value for name, value in zip(names, values) if name != CONTROL}
+        socket_names = [name for name, _ in SOCKETS[node["type"]]]
+        for socket in node.get("inputs", []):
+            if socket.get("link") is None:
+                continue
+            assert socket["name"] in socket_names, (node["type"], socket["name"])
+            _, src, slot, dst, dst_slot, _ = links[socket["link"]]
+            assert dst == node["id"] and socket_names[dst_slot] == socket["name"]
+            inputs[socket["name"]] = [str(src), slot]
+        api[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return api
+
+
+def test_the_four_examples_exist_with_api_twins_outside_scanned_folders():
+    assert NAMES == ["flashvideo_1080p", "flashvideo_270p_preview", "flashvideo_2k", "flashvideo_enhance_video"]
+    assert sorted(p.stem for p in API_DIR.glob("*.json")) == NAMES
+    for scanned in ("example", "examples", "workflow", "workflows"):  # ComfyUI would list API files there as templates
+        assert not (REPO / scanned).exists()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ui_workflow_converts_to_its_api_twin(name):
+    ui = json.loads((UI_DIR / f"{name}.json").read_text())
+    twin = json.loads((API_DIR / f"{name}.json").read_text())
+    assert ui_to_api(ui) == {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in twin.items()}
+    ids = {n["id"] for n in ui["nodes"]}
+    for link_id, src, _, dst, _, _ in ui["links"]:
+        assert src in ids and dst in ids
+        assert any(link_id in out["links"] for n in ui["nodes"] if n["id"] == src for out in n["outputs"])
+    assert ui["last_node_id"] == max(ids) and ui["last_link_id"] == max(l[0] for l in ui["links"])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_workflow_files_and_outputs_match_the_readme_and_make_tiny(name):
+    api = json.loads((API_DIR / f"{name}.json").read_text())
+    readme = (REPO / "README.md").read_text()
+    tiny_names = {Path(p).name for p in TINY_FILES}
+    for node in api.values():
+        inputs = node["inputs"]
+        for key in ("model_name", "vae_name", "clip_name", "embedding"):
+            if key in inputs:
+                assert f"`{inputs[key]}`" in readme, f"{inputs[key]} is not named in the README"
+                if key != "clip_name":
+                    assert inputs[key] in tiny_names, f"make-tiny does not write {inputs[key]}"
+    saves = [k for k, n in api.items() if n["class_type"] == "SaveVideo"]
+    assert saves
+    for key in saves:
+        video = api[api[key]["inputs"]["video"][0]]
+        assert video["class_type"] == "CreateVideo" and video["inputs"]["fps"] == 8.0
+        assert api[key]["inputs"]["format"] == "mp4"
+    seeds = [n["inputs"]["seed"] for n in api.values() if "seed" in n["inputs"]]
+    assert seeds, "a seed to set per prompt"
+    ui = json.loads((UI_DIR / f"{name}.json").read_text())
+    for node in ui["nodes"]:
+        if CONTROL in WIDGETS.get(node["type"], []):
+            slot = WIDGETS[node["type"]].index(CONTROL)
+            assert node["widgets_values"][slot] == "fixed", "seeds must stay fixed so stage I is reused from cache"
+
+
+def test_workflow_builder_is_in_sync(tmp_path, monkeypatch):
+    """Rebuilding from scripts/build_example_workflows.py reproduces the committed files."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("builder", REPO / "scripts" / "build_example_workflows.py")
+    builder = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "builder", builder)  # dataclasses look their module up
+    spec.loader.exec_module(builder)
+    monkeypatch.setattr(builder, "OUT_DIR", str(tmp_path))
+    builder.main()
+    for name in NAMES:
+        assert (tmp_path / f"{name}.json").read_text() == (UI_DIR / f"{name}.json").read_text()
+        assert (tmp_path / "api" / f"{name}.json").read_text() == (API_DIR / f"{name}.json").read_text()
+
+
+def test_readme_names_each_template():
+    readme = (REPO / "README.md").read_text()
+    for name in NAMES:
+        assert re.search(rf"`{name}`", readme), f"README does not mention the {name} template"
