@@ -1,0 +1,168 @@
+"""Drive the ComfyUI frontend in headless Chromium (Playwright) and report what the FlashVideo web extension did.
+
+Run by tests/test_web_extension.py in a Python that has ``playwright`` (not necessarily the test venv):
+
+    python tests/support/web_driver.py CONFIG.json   ->   one JSON object on stdout
+
+CONFIG: ``url`` (a running ComfyUI), ``chromium`` (executable path, or null for Playwright's own build),
+``workflows`` ({name: UI-format workflow file}), ``artifacts`` (folder for screenshots). The test makes the
+assertions; this script only acts and observes. Exit code 3 (message on stderr): no browser could be launched.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+EXTENSION = "FlashVideo.Stage2Helpers"
+MODULE = "/extensions/ComfyUI-FlashVideo/flashvideo.js"
+STAGE2_TYPES = ("FlashVideoStage2Upscale", "FlashVideoLatentDegrade", "FlashVideoStage2Refiner")
+
+# Widgets values as saved, readouts (computed and as last drawn), and the sampler's widgets.
+SNAPSHOT_JS = """async () => {
+  const m = await import('%s');
+  app.canvas.draw(true, true);
+  const saved = app.graph.serialize();
+  const prompt = (await app.graphToPrompt()).output;
+  const nodes = app.graph.nodes;
+  const readoutNodes = nodes.filter((n) => ['FlashVideoStage2Upscale', 'FlashVideoStage2Refiner'].includes(n.comfyClass));
+  const sampler = nodes.find((n) => n.comfyClass === 'FlashVideoStage1Sampler');
+  return {
+    widgets_values: Object.fromEntries(saved.nodes.map((n) => [n.id, n.widgets_values ?? null])),
+    readouts: Object.fromEntries(readoutNodes.map((n) => [n.id, m.readout(n)])),
+    drawn: Object.fromEntries(readoutNodes.map((n) => [n.id, n.flashvideoReadout ?? null])),
+    sampler_widgets: sampler?.widgets.map((w) => ({name: w.name, type: w.type, serialize: w.serialize ?? null,
+                                                   options_serialize: w.options?.serialize ?? null})) ?? null,
+    sampler_prompt_inputs: sampler ? Object.keys(prompt[String(sampler.id)]?.inputs ?? {}) : null,
+  };
+}""" % MODULE
+
+
+def main(config_path: str) -> int:
+    config = json.loads(Path(config_path).read_text())
+    artifacts = Path(config["artifacts"])
+    artifacts.mkdir(parents=True, exist_ok=True)
+    workflows = {name: json.loads(Path(path).read_text()) for name, path in config["workflows"].items()}
+
+    from playwright.sync_api import Error as PlaywrightError
+    from playwright.sync_api import sync_playwright
+
+    result = {"page_errors": [], "prompts": [], "screenshots": []}
+    with sync_playwright() as pw:
+        try:
+            browser = pw.chromium.launch(executable_path=config.get("chromium") or None)
+        except PlaywrightError as err:
+            print(f"cannot launch Chromium ({config.get('chromium') or 'Playwright build'}): "
+                  f"{str(err).splitlines()[0]}", file=sys.stderr)
+            return 3
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.on("pageerror", lambda e: result["page_errors"].append(f"{e}\n{e.stack or ''}"))
+
+            def on_prompt(route):  # capture queued prompts instead of running them (no model files here)
+                if route.request.method != "POST":
+                    return route.continue_()
+                result["prompts"].append(route.request.post_data_json)
+                route.fulfill(json={"prompt_id": f"web-test-{len(result['prompts'])}", "number": 0,
+                                    "node_errors": {}})
+
+            page.route("**/prompt", on_prompt)
+            page.goto(config["url"])
+            page.wait_for_function(
+                f"() => window.app?.graph && app.extensions?.some((e) => e.name === '{EXTENSION}')", timeout=90_000)
+            result["extension_loaded"] = True
+
+            def load(name):
+                page.evaluate("async (wf) => { await app.loadGraphData(wf) }", workflows[name])
+                page.wait_for_timeout(300)
+
+            def screenshot(name):
+                path = artifacts / f"{name}.png"
+                page.screenshot(path=str(path))
+                result["screenshots"].append(str(path))
+
+            def toasts():
+                return page.locator(".p-toast-message").all_inner_texts()
+
+            # 1. Each workflow as loaded: widgets_values round trip, readouts, the button.
+            result["loaded"] = {}
+            for name in workflows:
+                load(name)
+                result["loaded"][name] = page.evaluate(SNAPSHOT_JS)
+
+            # 2. The readouts follow widget changes (Upscale -> 2K, Refiner -> 10 steps, window attention).
+            load("1080p")
+            result["changed"] = page.evaluate("""async () => {
+              const byClass = (c) => app.graph.nodes.find((n) => n.comfyClass === c);
+              const set = (node, name, value) => { const w = node.widgets.find((w) => w.name === name);
+                                                   w.value = value; w.callback?.(value); };
+              const upscale = byClass('FlashVideoStage2Upscale'), refiner = byClass('FlashVideoStage2Refiner');
+              set(upscale, 'resolution', '2K (1440x2560)');
+              set(refiner, 'steps', 10);
+              set(refiner, 'attention', 'window 7x11x11 (experimental)');
+              app.canvas.draw(true, true);
+              return {upscale: upscale.flashvideoReadout, refiner: refiner.flashvideoReadout};
+            }""")
+
+            # 3. The artist previews with stage II bypassed (loader muted); one click on the real button.
+            load("1080p")
+            result["preview_modes"] = page.evaluate("""async (types) => {
+              const m = await import('%s');
+              const core = app.graph.nodes.filter((n) => types.includes(n.comfyClass));
+              for (const n of core) for (const d of [n, ...m.linked(n, 'down')]) d.mode = 4;
+              for (const n of core) for (const u of m.linked(n, 'up'))
+                if (u.comfyClass === 'FlashVideoModelLoader' && u.widgets[0].value.includes('stage2')) u.mode = 2;
+              app.canvas.draw(true, true);
+              return Object.fromEntries(app.graph.nodes.map((n) => [n.id, n.mode]));
+            }""" % MODULE, list(STAGE2_TYPES))
+            screenshot("flashvideo_web_preview_mode")
+            x, y = page.evaluate("""() => {
+              const n = app.graph.nodes.find((n) => n.comfyClass === 'FlashVideoStage1Sampler');
+              const w = n.widgets.find((w) => w.type === 'button');
+              const [x, y] = app.canvas.ds.convertOffsetToCanvas([n.pos[0] + n.size[0] / 2, n.pos[1] + w.y + 10]);
+              const r = app.canvas.canvas.getBoundingClientRect();
+              return [r.left + x, r.top + y];
+            }""")
+            prompts_before = len(result["prompts"])
+            page.mouse.click(x, y)
+            for _ in range(50):
+                if len(result["prompts"]) > prompts_before:
+                    break
+                page.wait_for_timeout(100)
+            result["click_queued"] = len(result["prompts"]) - prompts_before
+            result["modes_after_click"] = page.evaluate(
+                "() => Object.fromEntries(app.graph.nodes.map((n) => [n.id, n.mode]))")
+            page.wait_for_timeout(300)
+            screenshot("flashvideo_web_extension")
+
+            # 4. A randomized stage-I seed would not refine *this* preview: refused with a message.
+            result["randomize"] = page.evaluate("""async () => {
+              const m = await import('%s');
+              const sampler = app.graph.nodes.find((n) => n.comfyClass === 'FlashVideoStage1Sampler');
+              sampler.widgets.find((w) => w.name === 'control_after_generate').value = 'randomize';
+              app.graph.nodes.find((n) => n.comfyClass === 'FlashVideoStage2Refiner').mode = 4;
+              return (await m.refinePreview(sampler)).length;
+            }""" % MODULE)
+            page.wait_for_timeout(500)
+            result["randomize_toasts"] = toasts()
+
+            # 5. A preview-only graph: the button explains that there is no stage II.
+            if "270p" in workflows:
+                load("270p")
+                result["no_stage2"] = page.evaluate("""async () => {
+                  const m = await import('%s');
+                  const sampler = app.graph.nodes.find((n) => n.comfyClass === 'FlashVideoStage1Sampler');
+                  return (await m.refinePreview(sampler)).length;
+                }""" % MODULE)
+                page.wait_for_timeout(500)
+                result["no_stage2_toasts"] = toasts()
+            result["prompts_total"] = len(result["prompts"])
+        finally:
+            browser.close()
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
