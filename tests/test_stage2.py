@@ -279,7 +279,7 @@ def _dense_window_reference(q, k, v, text_len, grid, window):
 def test_window_attention_equals_the_masked_definition(grid, window, monkeypatch):
     from flashvideo_core.dit import window_attention as wa
 
-    monkeypatch.setattr(wa, "BLOCK_ELEMENTS", 4000)  # force several row bands per frame
+    monkeypatch.setattr(wa, "BLOCK_ELEMENTS", 4000)  # force small tiles (several per frame)
     gen = torch.Generator().manual_seed(sum(grid))
     seq = 5 + grid[0] * grid[1] * grid[2]
     q, k, v = (torch.randn(2, 2, seq, 16, generator=gen) for _ in range(3))
