@@ -29,6 +29,22 @@ How it measures
   once per step outside the transformer); the pack computes it inside, cached per shape.
   diffusers' final LayerNorm eps is set to the reference's 1e-6, as in tests/test_dit_model.py.
 
+Stage II (``--stage2``)
+----------------------
+* Step rows: the pack's stage-II DiT (``stage2_embeddings=True``: ``time_size_embedding`` and
+  ``ref_step_time_embedding`` added to the time embedding) against diffusers' transformer with the
+  same two embeddings added from diffusers' own parts (``TimestepEmbedding`` of a
+  ``get_timestep_embedding(..., flip_sin_to_cos=True, downscale_freq_shift=0)`` sinusoid, as in
+  ``tests/test_stage2.py``), one state dict loaded strictly into both. One step = one forward of
+  the [cond, uncond] CFG batch at a stage-II network timestep. Same timing and memory method as above.
+* Attention memory: one call of ``flashvideo_core.dit.attention.attention`` (full) and of
+  ``window_attention`` (7x11x11 window) per fresh worker, B=1, 2 heads of 64, fp32, at growing
+  sequence lengths: peak RSS growth per token against the S x S score matrix a naive kernel holds.
+* FLOPs at 1080p / 2K with the H100 bound for 4 (paper NFE) and 5 (code default) steps, and the
+  attention work of the 7x11x11 window (ideal: only in-window pairs; as the pack computes it:
+  masked SDPA over bands of full-width rows), counted analytically and cross-checked with
+  ``FlopCounterMode`` on the meta device.
+
 Run ``python benchmarks/dit_benchmark.py --help``.
 """
 
@@ -62,6 +78,18 @@ BENCH = {
     "tiny": dict(layers=2, width=128, text_dim=32, text_len=TEXT_TOKENS, latent=(3, 16, 16, 24)),
     "medium": dict(layers=4, width=768, text_dim=4096, text_len=TEXT_TOKENS, latent=(13, 16, 32, 60)),
 }
+#: stage-II benchmark configs (``--stage2``): same widths, 16:9-ish latents like 1080p's 134x240.
+BENCH2 = {
+    "tiny": dict(layers=2, width=128, text_dim=32, text_len=TEXT_TOKENS, latent=(3, 16, 18, 32), stage2=True),
+    "medium": dict(layers=4, width=768, text_dim=4096, text_len=TEXT_TOKENS, latent=(13, 16, 36, 64), stage2=True),
+}
+STAGE2_TIMESTEP = 904.0  # second network timestep of the bf16 stage-II grid (SPEC Appendix B)
+STAGE2_REF_STEP = 676.0  # noise step 675 as embedded in bf16 (SPEC 1.6)
+#: attention-memory probe: B=1, 2 heads of 64, fp32; video grids (frames, height, width) + 226 text tokens
+ATTN_HEADS, ATTN_HEAD_DIM = 2, 64
+ATTN_GRIDS = {8192: (2, 64, 64), 16384: (4, 64, 64), 32768: (8, 64, 64), 65536: (16, 64, 64)}
+WINDOW = (7, 11, 11)  # (frames, height, width) in latent patches, the paper's window
+WINDOW_BLOCK_ELEMENTS = 1 << 24  # flashvideo_core.dit.window_attention.BLOCK_ELEMENTS (checked with FlopCounterMode)
 #: the real models (SPEC): stage I CogVideoX-5B-shaped, stage II CogVideoX-2B-shaped.
 REAL = [
     dict(name="stage I, 270p preview", layers=42, width=3072, video=6240, text=TEXT_TOKENS, batch=2, steps=51,
@@ -71,6 +99,7 @@ REAL = [
     dict(name="stage II, 2K", layers=30, width=1920, video=187200, text=TEXT_TOKENS, batch=2, steps=5,
          stage2=True, latent=(13, 16, 180, 320), paper_s=209.8),
 ]
+REAL2 = [m for m in REAL if m["stage2"]]
 
 
 # ============================================================================ analytic FLOPs
@@ -112,6 +141,41 @@ def fmt_s(x: float) -> str:
     return f"{x:.3g} s" if x < 100 else f"{x:.0f} s"
 
 
+def _window_band(height: int, width: int, text: int, rt: int, rh: int) -> int:
+    """Query rows per masked SDPA call, as ``window_attention._row_band`` picks them."""
+    band = height
+    while band > 1 and band * width * (text + (2 * rt + 1) * (band + 2 * rh) * width) > WINDOW_BLOCK_ELEMENTS:
+        band //= 2
+    return band
+
+
+def window_pairs(text: int, grid, window=WINDOW) -> dict:
+    """Query-key pairs of one head of one batch element: full attention, an ideal window (only the
+    in-window video pairs; text queries and keys stay global, as in the pack) and what the pack's
+    ``window_attention`` computes (masked SDPA over bands of full-width rows and their reachable keys)."""
+    frames, height, width = grid
+    radii = [w // 2 for w in window]
+    video = frames * height * width
+    S = text + video
+
+    def clipped(n, r):  # sum over positions of the clipped window length along one axis
+        return sum(min(n, i + r + 1) - max(0, i - r) for i in range(n))
+
+    local = 1
+    for n, r in zip(grid, radii):
+        local *= clipped(n, r)
+    rt, rh, _ = radii
+    band = _window_band(height, width, text, rt, rh)
+    banded = text * S
+    for t in range(frames):
+        nt = min(frames, t + rt + 1) - max(0, t - rt)
+        for h0 in range(0, height, band):
+            h1 = min(height, h0 + band)
+            nk = min(height, h1 + rh) - max(0, h0 - rh)
+            banded += (h1 - h0) * width * (text + nt * nk * width)
+    return dict(full=S * S, ideal=text * S + video * text + local, banded=banded, band=band)
+
+
 # ============================================================================ worker side (imports torch)
 
 
@@ -144,6 +208,43 @@ def _settle() -> bool:
         return False
 
 
+STAGE2_EMBEDDINGS = ("time_size_embedding", "ref_step_time_embedding")
+
+
+def _diffusers_stage2_key(name: str) -> str:
+    """The pack's state-dict key -> its key in diffusers' model once ``time_embedding`` is wrapped."""
+    if name.startswith("time_embedding."):
+        return "time_embedding.base." + name[len("time_embedding."):]
+    if name.split(".")[0] in STAGE2_EMBEDDINGS:
+        return "time_embedding." + name
+    return name
+
+
+def _diffusers_stage2_embedding(base, width: int, time_dim: int):
+    """diffusers' time embedding + the stage-II size and ref-step embeddings (SPEC 1.7 order), built
+    from diffusers' ``TimestepEmbedding`` and ``get_timestep_embedding`` as in tests/test_stage2.py.
+    Set ``.frames`` and ``.ref`` (per batch element) before calling the transformer."""
+    import torch
+    from diffusers.models.embeddings import TimestepEmbedding, get_timestep_embedding
+
+    class Stage2TimeEmbedding(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.base = base
+            self.time_size_embedding = TimestepEmbedding(width, time_dim)
+            self.ref_step_time_embedding = TimestepEmbedding(width, time_dim)
+            self.frames = self.ref = None
+
+        def forward(self, t_emb, cond=None):
+            sinus = lambda v: get_timestep_embedding(v, width, flip_sin_to_cos=True,  # noqa: E731
+                                                     downscale_freq_shift=0).to(t_emb.dtype)
+            out = self.base(t_emb, cond)
+            out = out + self.time_size_embedding(sinus(self.frames))
+            return out + self.ref_step_time_embedding(sinus(self.ref))
+
+    return Stage2TimeEmbedding()
+
+
 def _build(spec: dict):
     """Model + a zero-argument forward callable, for ``spec['impl']`` in {pack, diffusers}."""
     import torch
@@ -154,19 +255,27 @@ def _build(spec: dict):
     from flashvideo_core.tiny import random_dit_state_dict
 
     cfg = spec["config"]
-    config = DiTConfig(num_layers=cfg["layers"], hidden_size=cfg["width"], text_hidden_size=cfg["text_dim"])
+    stage2 = cfg.get("stage2", False)
+    config = DiTConfig(num_layers=cfg["layers"], hidden_size=cfg["width"], text_hidden_size=cfg["text_dim"],
+                       stage2_embeddings=stage2)
     state = random_dit_state_dict(config, seed=0)
     frames, channels, height, width = cfg["latent"]
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(spec["batch"], frames, channels, height, width, generator=gen)
     ctx = torch.randn(spec["batch"], cfg["text_len"], cfg["text_dim"], generator=gen)
     t = torch.full((spec["batch"],), SAMPLING)
+    extra = {}
+    if stage2:  # a refiner step: [cond, uncond] with the zero unconditional embedding, stage-II timestep
+        ctx[spec["batch"] // 2 :] = 0
+        t = torch.full((spec["batch"],), STAGE2_TIMESTEP)
+        extra = dict(latent_frames=torch.full((spec["batch"],), float(frames)),
+                     ref_step=torch.full((spec["batch"],), STAGE2_REF_STEP))
     if spec["impl"] == "pack":
         with torch.device("meta"):
             model = FlashVideoDiT(config)
         model.load_state_dict(state, strict=True, assign=True)
         model.eval()
-        return model, lambda: model(x, t, ctx)
+        return model, lambda: model(x, t, ctx, **extra)
     import diffusers
 
     with torch.device("meta"):
@@ -175,6 +284,11 @@ def _build(spec: dict):
             out_channels=channels, time_embed_dim=512, text_embed_dim=cfg["text_dim"], num_layers=cfg["layers"],
             patch_size=2, use_rotary_positional_embeddings=True,
         )
+    if stage2:
+        with torch.device("meta"):
+            model.time_embedding = _diffusers_stage2_embedding(model.time_embedding, cfg["width"], 512)
+        model.time_embedding.frames, model.time_embedding.ref = extra["latent_frames"], extra["ref_step"]
+        state = {_diffusers_stage2_key(k): v for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
     model.eval()
     model.norm_out.norm.eps = 1e-6  # the reference's final-norm eps (diffusers uses norm_eps there)
@@ -274,6 +388,67 @@ def _flop_count(conn, cases) -> None:
                 model(x, t, ctx, **extra)
             results.append(counter.get_total_flops())
         conn.send(("ok", results))
+    except BaseException:  # noqa: BLE001
+        conn.send(("error", traceback.format_exc()))
+
+
+def _window_flop_count(conn, cases) -> None:
+    """FlopCounterMode totals of one ``window_attention`` call on the meta device (masked SDPA
+    decomposes to bmm there, so every computed query-key pair is counted, masked or not)."""
+    try:
+        import torch
+        from torch.utils.flop_counter import FlopCounterMode
+
+        from flashvideo_core.dit.window_attention import window_attention
+
+        torch.set_grad_enabled(False)
+        results = []
+        for c in cases:
+            frames, height, width = c["grid"]
+            S = c["text"] + frames * height * width
+            q, k, v = (torch.empty(c["batch"], c["heads"], S, 64, device="meta") for _ in range(3))
+            counter = FlopCounterMode(display=False)
+            with counter:
+                window_attention(q, k, v, c["text"], c["grid"], c["window"])
+            results.append(counter.get_total_flops())
+        conn.send(("ok", results))
+    except BaseException:  # noqa: BLE001
+        conn.send(("error", traceback.format_exc()))
+
+
+def _attention_memory(conn, spec: dict) -> None:
+    """Peak RSS growth and wall time of one attention call (B=1, fp32) in this fresh process."""
+    try:
+        import torch
+
+        from flashvideo_core.dit.attention import attention
+        from flashvideo_core.dit.window_attention import window_attention
+
+        torch.set_num_threads(spec["threads"])
+        torch.set_grad_enabled(False)
+        text, grid = spec["text"], tuple(spec["grid"])
+        S = text + grid[0] * grid[1] * grid[2]
+
+        def call(q, k, v, g):
+            if spec["kind"] == "window":
+                return window_attention(q, k, v, text, g, tuple(spec["window"]))
+            return attention(q, k, v)
+
+        # start the thread pools and kernels on a tiny call (its one-time allocations are not the call's)
+        small = tuple(torch.randn(1, ATTN_HEADS, text + 2 * 4 * 4, ATTN_HEAD_DIM) for _ in range(3))
+        call(*small, (2, 4, 4))
+        gen = torch.Generator().manual_seed(0)
+        q, k, v = (torch.randn(1, ATTN_HEADS, S, ATTN_HEAD_DIM, generator=gen) for _ in range(3))
+        del small
+        reset = _settle()
+        rss0, max0 = _rss_bytes(), _maxrss_bytes()
+        w0, c0 = time.perf_counter(), time.process_time()
+        out = call(q, k, v, grid)
+        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+        max1 = _maxrss_bytes()
+        conn.send(("ok", dict(S=S, wall=wall, cpu=cpu, rss_before=rss0, maxrss_before=max0, maxrss_after=max1,
+                              hwm_reset=reset, finite=bool(torch.isfinite(out).all()),
+                              out_bytes=out.numel() * out.element_size())))
     except BaseException:  # noqa: BLE001
         conn.send(("error", traceback.format_exc()))
 
@@ -405,7 +580,8 @@ def run_case(ctx, name: str, cfg: dict, args, tmp: str, log) -> dict:
             peak_bound=f["maxrss_before"] - f["rss_before"], hwm_reset=f["hwm_reset"],
             params=info[impl]["params"], torch=info[impl]["torch"], shape=f["shape"],
         )
-    flops = dit_flops(cfg["layers"], cfg["width"], video, cfg["text_len"], args.batch, text_dim=cfg["text_dim"])
+    flops = dit_flops(cfg["layers"], cfg["width"], video, cfg["text_len"], args.batch, text_dim=cfg["text_dim"],
+                      stage2=cfg.get("stage2", False))
     return dict(name=name, cfg=cfg, video=video, inner=inner, busy_before=max([busy] + loads), sides=sides, cmp=cmp, flops=flops)
 
 
@@ -492,6 +668,218 @@ def render(results, flop_checks, real_counts, args, env, elapsed) -> str:
     return "\n".join(L)
 
 
+# ============================================================================ stage II (--stage2)
+
+
+def attention_grid(video: int):
+    """Video grid (frames, 64, 64) of the attention-memory probe for ``video`` tokens."""
+    if video in ATTN_GRIDS:
+        return ATTN_GRIDS[video]
+    if video % 4096:
+        raise ValueError(f"attention sizes must be multiples of 4096 video tokens, got {video}")
+    return (video // 4096, 64, 64)
+
+
+def run_attention_memory(ctx, sizes, args, log) -> list:
+    rows = []
+    for video in sizes:
+        grid = attention_grid(video)
+        for kind in ("full", "window"):
+            busy = wait_until_idle(args.wait_idle / 4, log) if args.wait_idle else machine_busy()
+            res = run_once(ctx, _attention_memory, dict(kind=kind, text=TEXT_TOKENS, grid=grid, window=WINDOW,
+                                                        threads=args.threads))
+            grew = res["maxrss_after"] > res["maxrss_before"]
+            res.update(kind=kind, video=video, grid=grid, busy_before=busy,
+                       peak=(res["maxrss_after"] - res["rss_before"]) if grew else None,
+                       peak_bound=res["maxrss_before"] - res["rss_before"],
+                       util=res["cpu"] / (res["wall"] * args.threads))
+            peak = f"{res['peak'] / MIB:.0f} MiB" if grew else f"<= {res['peak_bound'] / MIB:.0f} MiB (no growth)"
+            log(f"  attention {kind:6s} S={res['S']:6d}: peak {peak}, {res['wall']:.2f} s (cpu {res['util']:.0%})")
+            rows.append(res)
+    return rows
+
+
+def render_stage2(results, flop_checks, attn_rows, real_counts, window_counts, args, env, elapsed) -> str:
+    L = []
+    L.append("# FlashVideo stage-II DiT vs diffusers `CogVideoXTransformer3DModel` + stage-II embeddings (CPU)")
+    L.append("")
+    L.append(f"Run {env['date']} on {env['cpus']} CPUs ({env['machine']}), torch {env['torch']}, diffusers "
+             f"{env['diffusers']}, python {env['python']}; fp32, no_grad, `torch.set_num_threads({args.threads})`. "
+             f"Total run {elapsed:.0f} s. Command: `{env['cmd']}`.")
+    L.append("")
+    if results:
+        L.append("## Stage-II step: pack vs diffusers")
+        L.append("")
+        L.append(f"One step = one forward of the [cond, uncond] CFG batch ({args.batch}; uncond text = zeros) at "
+                 f"timestep {STAGE2_TIMESTEP:g}, `latent_frames` = latent frames, `ref_step` = {STAGE2_REF_STEP:g}; "
+                 f"{TEXT_TOKENS} text tokens, random weights (`random_dit_state_dict` of the stage-II config) loaded "
+                 "strictly into both. diffusers gets `time_size_embedding` and `ref_step_time_embedding` as "
+                 "diffusers `TimestepEmbedding`s of `get_timestep_embedding(..., flip_sin_to_cos=True, "
+                 "downscale_freq_shift=0)` sinusoids added to its time embedding (as `tests/test_stage2.py`). "
+                 f"Median of {args.repeats} calls after a warm-up, pack and diffusers alternating (ABBA), each side "
+                 "in a fresh spawned process; peak = growth of `ru_maxrss` during the first call over the RSS just "
+                 "before it.")
+        L.append("")
+        L.append("| config | tokens (video + text) | pack s | diffusers s | time ratio | pack MiB | diffusers MiB "
+                 "| memory ratio | max abs diff (rel L2) | slow samples kept (pack/diff) |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|")
+        for r in results:
+            p, d = r["sides"]["pack"], r["sides"]["diffusers"]
+            c = r["cfg"]
+            f, _, h, w = c["latent"]
+            label = (f"{r['name']}: {c['layers']} layers, width {c['width']}, text dim {c['text_dim']}, "
+                     f"latent {args.batch}x{f}x16x{h}x{w}")
+            mem_ratio = f"{p['peak'] / d['peak']:.2f}" if p["peak"] and d["peak"] else "n/a"
+            L.append(f"| {label} | {r['video']:,} + {c['text_len']} | {p['median']:.3f} | {d['median']:.3f} "
+                     f"| **{p['median'] / d['median']:.2f}** | {fmt_peak(p)} | {fmt_peak(d)} | {mem_ratio} "
+                     f"| {r['cmp']['max_abs']:.1e} ({r['cmp']['rel']:.1e}) "
+                     f"| {p['slow']}/{d['slow']} ({p['redone']}/{d['redone']} redone) |")
+        L.append("")
+        L.append("Ratios are pack / diffusers. Output magnitudes up to "
+                 + ", ".join(f"{r['cmp']['ref_max']:.1f}" for r in results)
+                 + f". \"slow samples\" = timed samples below {BUSY_UTIL:.0%} CPU utilisation (slowed by other "
+                 f"processes), measured again up to {args.retry_slow} times; highest machine load seen before a "
+                 "config or timed call: " + ", ".join(f"{r['name']} {r['busy_before']:.0%}" for r in results) + ". "
+                 + " ".join(f"Each timed sample of {r['name']} is {r['inner']} back-to-back forwards (time per forward)."
+                            for r in results if r["inner"] > 1))
+        L.append("")
+        L.append("| config | analytic GFLOP / step | FlopCounterMode (pack, meta) | attention share | pack GFLOP/s "
+                 "| diffusers GFLOP/s | all timed calls pack / diffusers (s) |")
+        L.append("|---|---|---|---|---|---|---|")
+        for r, counted in zip(results, flop_checks):
+            p, d = r["sides"]["pack"], r["sides"]["diffusers"]
+            tot = r["flops"]["total"]
+            L.append(f"| {r['name']} | {tot / 1e9:.1f} | {counted / 1e9:.1f} | {r['flops']['attn'] / tot:.0%} "
+                     f"| {tot / p['median'] / 1e9:.1f} | {tot / d['median'] / 1e9:.1f} "
+                     f"| {' '.join(f'{x:.2f}' for x in p['walls'])} / {' '.join(f'{x:.2f}' for x in d['walls'])} |")
+        L.append("")
+    if attn_rows:
+        L.append("## Attention memory at long sequences")
+        L.append("")
+        L.append(f"One call per fresh process, B=1, {ATTN_HEADS} heads of {ATTN_HEAD_DIM}, fp32, {TEXT_TOKENS} text "
+                 f"+ video tokens on a (frames, 64, 64) grid. \"full\" = `flashvideo_core.dit.attention.attention` "
+                 "(CPU SDPA flash kernel; query chunks only where SDPA would take its math kernel); \"window\" = "
+                 f"`window_attention` with window {'x'.join(map(str, WINDOW))}. Peak = growth of `ru_maxrss` during "
+                 "the call over the RSS just before it (q, k, v already allocated, thread pools started by a tiny "
+                 f"call), so it includes the output ({ATTN_HEADS * ATTN_HEAD_DIM * 4} B/token). Naive = the fp32 "
+                 "S x S score matrix of all heads (B x heads x S^2 x 4 bytes) that a kernel materialising the "
+                 "scores needs on top. \"pairs computed\" = query-key pairs the call evaluates (the window's masked "
+                 "bands included) over S^2. Time is one call, indicative only.")
+        L.append("")
+        L.append("| S (tokens) | grid | kind | peak MiB | bytes / token | beyond output, bytes / token "
+                 "| naive S x S scores | naive / peak | pairs computed / S^2 | time s (cpu util) |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|")
+        for a in attn_rows:
+            naive = ATTN_HEADS * a["S"] ** 2 * 4
+            if a["peak"] is None:
+                peak, per, beyond, ratio = f"<= {a['peak_bound'] / MIB:.0f}", "n/a", "n/a", "n/a"
+            else:
+                peak = f"{a['peak'] / MIB:.1f}"
+                per = f"{a['peak'] / a['S']:.0f}"
+                beyond = f"{(a['peak'] - a['out_bytes']) / a['S']:.0f}"
+                ratio = f"{naive / a['peak']:.0f}x"
+            computed = window_pairs(TEXT_TOKENS, a["grid"])["banded"] / a["S"] ** 2 if a["kind"] == "window" else 1.0
+            L.append(f"| {a['S']:,} | {'x'.join(map(str, a['grid']))} | {a['kind']} | {peak} | {per} | {beyond} "
+                     f"| {naive / MIB:,.0f} MiB | {ratio} | {computed:.0%} | {a['wall']:.2f} ({a['util']:.0%}) |")
+        L.append("")
+        bad = [a for a in attn_rows if not a["finite"]]
+        if bad:
+            L.append(f"Non-finite outputs in {len(bad)} calls: " + ", ".join(f"{a['kind']} S={a['S']}" for a in bad))
+            L.append("")
+    L.append("## Stage II at 1080p and 2K: FLOPs per step and the H100 lower bound")
+    L.append("")
+    L.append("Analytic, 2 FLOPs per multiply-add, batch 2 (CFG), 226 text tokens, every weight matmul (incl. the "
+             "three stage-II time embeddings) plus QK^T + PV; elementwise ops excluded; cross-checked with "
+             "`FlopCounterMode` on the meta device. Bound = FLOPs / 989 TFLOP/s (H100 SXM dense bf16 peak, the "
+             "same for H800), i.e. 100 % utilisation. The paper's NFE is 4 (README: \"270p to 1080p, NFE = 4, "
+             "Takes ~72s\"); the released code runs `sample_step = 5`. The 2K time, 209.8 s, is second-hand "
+             "(paper summaries; the same table gives 74.4 s at 1080p); no GPU is named.")
+    L.append("")
+    L.append("| model | tokens S | linear / step | attention / step | total / step | FlopCounterMode / step "
+             "| H100 bound / step | bound, 4 steps | bound, 5 steps | paper | bound (4 steps) / paper |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    for m, counted in zip(REAL2, real_counts):
+        f = dit_flops(m["layers"], m["width"], m["video"], m["text"], m["batch"], stage2=True)
+        step_s = f["total"] / H100_BF16_DENSE
+        L.append(f"| {m['name']} (30 x 1920) | {m['video'] + m['text']:,} | {fmt_flops(f['linear'])} "
+                 f"| {fmt_flops(f['attn'])} ({f['attn'] / f['total']:.0%}) | {fmt_flops(f['total'])} "
+                 f"| {fmt_flops(counted)} | {fmt_s(step_s)} | **{fmt_s(4 * step_s)}** | {fmt_s(5 * step_s)} "
+                 f"| ~{m['paper_s']:g} s | {4 * step_s / m['paper_s']:.0%} |")
+    L.append("")
+    L.append(f"### {'x'.join(map(str, WINDOW))} window attention (estimate)")
+    L.append("")
+    L.append("Query-key pairs per head and batch element: full = S^2; ideal window = text queries see all tokens, "
+             "video queries see all text tokens and the in-window video tokens (clipped at the borders), nothing "
+             "else computed (what a block-sparse kernel such as FlexAttention approaches); pack = what "
+             "`window_attention` computes: masked SDPA over bands of whole latent rows against every key the band's "
+             "window can reach (7 frames x (band + 10) full-width rows), masked pairs included. Attention FLOPs = "
+             "4 x B x width x pairs per layer; \"pack\" is cross-checked with `FlopCounterMode` on one meta-device "
+             "call. Linear FLOPs are unchanged by the window.")
+    L.append("")
+    L.append("| model | patch grid | attention pairs / layer (full / ideal / pack) | attention / step: full "
+             "| ideal window | pack window (FlopCounterMode) | total / step, ideal window | H100 bound 4 / 5 steps, "
+             "ideal window | H100 bound 4 / 5 steps, pack window |")
+    L.append("|---|---|---|---|---|---|---|---|---|")
+    for m, counted in zip(REAL2, window_counts):
+        f = dit_flops(m["layers"], m["width"], m["video"], m["text"], m["batch"], stage2=True)
+        _, _, h, w = m["latent"]
+        grid = (m["latent"][0], h // 2, w // 2)
+        pairs = window_pairs(m["text"], grid)
+        per_pair = m["layers"] * 4 * m["batch"] * m["width"]
+        ideal, banded = per_pair * pairs["ideal"], per_pair * pairs["banded"]
+        tot_ideal, tot_banded = f["linear"] + ideal, f["linear"] + banded
+        L.append(f"| {m['name']} | {'x'.join(map(str, grid))} (band {pairs['band']} rows) "
+                 f"| {pairs['full'] / 1e9:.2f} G / {pairs['ideal'] / 1e9:.3f} G / {pairs['banded'] / 1e9:.3f} G "
+                 f"| {fmt_flops(f['attn'])} | {fmt_flops(ideal)} ({ideal / f['attn']:.1%}) "
+                 f"| {fmt_flops(banded)} ({banded / f['attn']:.1%}; {fmt_flops(counted * m['layers'])}) "
+                 f"| {fmt_flops(tot_ideal)} ({tot_ideal / f['total']:.0%} of full) "
+                 f"| {fmt_s(4 * tot_ideal / H100_BF16_DENSE)} / {fmt_s(5 * tot_ideal / H100_BF16_DENSE)} "
+                 f"| {fmt_s(4 * tot_banded / H100_BF16_DENSE)} / {fmt_s(5 * tot_banded / H100_BF16_DENSE)} |")
+    L.append("")
+    L.append("Units: P = 1e15, T = 1e12, G = 1e9.")
+    L.append("")
+    return "\n".join(L)
+
+
+def run_stage2(ctx, args, env, log, start, out) -> int:
+    medium_frames = args.medium_frames or (1 if args.quick else 13)
+    configs = {}
+    for name in (n.strip() for n in args.configs.split(",")):
+        if name and name != "none":
+            cfg = dict(BENCH2[name])
+            if name == "medium":
+                cfg["latent"] = (medium_frames,) + cfg["latent"][1:]
+            configs[name] = cfg
+    sizes = [] if args.attention_sizes == "none" else [int(x) for x in args.attention_sizes.split(",") if x.strip()]
+    for video in sizes:
+        attention_grid(video)  # fail early on a bad size
+    results = []
+    with tempfile.TemporaryDirectory(prefix="dit_bench2_") as tmp:
+        for name, cfg in configs.items():
+            results.append(run_case(ctx, name, cfg, args, tmp, log))
+    attn_rows = []
+    if sizes:
+        log(f"attention memory at {', '.join(map(str, sizes))} video + {TEXT_TOKENS} text tokens")
+        attn_rows = run_attention_memory(ctx, sizes, args, log)
+    log("counting FLOPs with FlopCounterMode on the meta device")
+    bench_cases = [dict(layers=c["layers"], width=c["width"], text_dim=c["text_dim"], text=c["text_len"],
+                        latent=c["latent"], batch=args.batch, stage2=True) for c in configs.values()]
+    counts = run_once(ctx, _flop_count, bench_cases + [dict(m) for m in REAL2])
+    flop_checks, real_counts = counts[: len(bench_cases)], counts[len(bench_cases):]
+    window_cases = [dict(batch=m["batch"], heads=m["width"] // 64, text=m["text"], window=WINDOW,
+                         grid=(m["latent"][0], m["latent"][2] // 2, m["latent"][3] // 2)) for m in REAL2]
+    window_counts = run_once(ctx, _window_flop_count, window_cases)
+    text = render_stage2(results, flop_checks, attn_rows, real_counts, window_counts, args, env, time.time() - start)
+    print()
+    print(text)
+    if out:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out, "w") as f:
+            f.write(text)
+        log(f"wrote {os.path.relpath(out, ROOT)}")
+    return 0
+
+
 def _probe_versions(conn) -> None:
     try:
         import diffusers
@@ -516,13 +904,26 @@ def main(argv=None) -> int:
     ap.add_argument("--retry-slow", type=int, default=2,
                     help=f"measure a timed sample again (up to N times) when its CPU utilisation is below "
                          f"{BUSY_UTIL * 100:.0f}%%, i.e. other processes slowed it (default 2)")
-    ap.add_argument("--configs", default="tiny,medium", help="comma-separated subset of: " + ", ".join(BENCH))
+    ap.add_argument("--configs", default="tiny,medium",
+                    help="comma-separated subset of: " + ", ".join(BENCH) + " (stage-II configs with --stage2; "
+                         "'none' there runs no step rows)")
+    ap.add_argument("--stage2", action="store_true",
+                    help="stage II instead: stage-II DiT step rows (tiny 3x18x32, medium 13x36x64 latents), "
+                         "attention memory at long sequences, 1080p/2K FLOPs with the 7x11x11 window estimate; "
+                         "~6 min, writes benchmarks/results/dit_stage2_cpu.md")
+    ap.add_argument("--attention-sizes", default=None,
+                    help="with --stage2: video token counts (multiples of 4096) for the attention-memory rows, "
+                         "or 'none' (default 8192,16384,32768,65536; 4096,8192 with --quick)")
     ap.add_argument("--out", default=None,
-                    help="markdown file to write (default benchmarks/results/dit_cpu.md; none with --quick)")
+                    help="markdown file to write (default benchmarks/results/dit_cpu.md, or dit_stage2_cpu.md "
+                         "with --stage2; none with --quick)")
     args = ap.parse_args(argv)
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
-    out = args.out or (None if args.quick else os.path.join(ROOT, "benchmarks", "results", "dit_cpu.md"))
+    if args.attention_sizes is None:
+        args.attention_sizes = "4096,8192" if args.quick else "8192,16384,32768,65536"
+    default_out = "dit_stage2_cpu.md" if args.stage2 else "dit_cpu.md"
+    out = args.out or (None if args.quick else os.path.join(ROOT, "benchmarks", "results", default_out))
     if args.wait_idle is None:
         args.wait_idle = 0.0 if args.quick else 120.0
     medium_frames = args.medium_frames or (1 if args.quick else 13)
@@ -537,6 +938,8 @@ def main(argv=None) -> int:
                machine=platform.processor() or platform.machine(), python=platform.python_version(),
                cmd="python benchmarks/dit_benchmark.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     env.update(run_once(ctx, _probe_versions))
+    if args.stage2:
+        return run_stage2(ctx, args, env, log, start, out)
 
     configs = {}
     for name in args.configs.split(","):
