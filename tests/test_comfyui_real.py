@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import sys
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -357,3 +358,73 @@ def test_quick_test_for_ci(quick_test):
     line = import_line(quick_test.log(), PACK_FOLDER)
     assert line is not None, quick_test.log_tail()
     assert IMPORT_FAILED not in line, f"{line!r}\n{quick_test.log_tail(120)}"
+
+
+def test_batch_queue_runs_an_example_workflow_and_resumes(server, tmp_path):
+    """python -m flashvideo_queue against the real server: two items over saved prompt embeddings
+    (the tiny install has no T5), outputs downloaded, manifest written; a rerun redoes nothing."""
+    import flashvideo_queue
+    import io as text_io
+
+    workflow = tmp_path / "workflow.json"
+    workflow.write_text(json.dumps(smoke_variant(json.loads((WORKFLOWS / "flashvideo_1080p.json").read_text()))))
+    prompts = tmp_path / "embeddings.txt"
+    prompts.write_text("flashvideo_example_prompt.safetensors\n# a comment\nflashvideo_example_prompt.safetensors\n")
+    options = flashvideo_queue.Options(prompts=prompts, workflow=workflow, servers=[server.url],
+                                       output_dir=tmp_path / "out", prompt_targets=["2.embedding"], poll_interval=0.5)
+    summary = flashvideo_queue.run(options, stream=text_io.StringIO(), tty=False)
+    assert summary.exit_code == 0 and len(summary.done) == 2, summary.report()
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    for item in manifest["items"]:
+        assert item["status"] == "done" and len(item["outputs"]) == 2, item
+        refined = [tmp_path / "out" / name for name in item["outputs"] if "_15_" in name]
+        _check_video(refined[0], frames=9, width=96, height=64)
+    assert [item["seed"] for item in manifest["items"]] == [0, 1]  # seed = prompt index, as the reference
+    again = flashvideo_queue.run(options, stream=text_io.StringIO(), tty=False)
+    assert again.exit_code == 0 and again.skipped == 2, again.report()
+    rerun = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert [i["prompt_id"] for i in rerun["items"]] == [i["prompt_id"] for i in manifest["items"]]  # nothing re-queued
+
+
+def test_interrupt_during_stage1_stops_within_one_step_and_the_next_prompt_runs(server):
+    """POST /interrupt while the stage-I sampler runs: at most one more step reports progress."""
+    from flashvideo_queue.websocket import WebSocket
+
+    graph = copy.deepcopy(STAGE1_GRAPH)
+    graph["3"]["inputs"].update(width=96, height=64, frames=17, steps=200, seed=77)
+    ws = WebSocket.connect(f"{server.url.replace('http', 'ws', 1)}/ws?clientId={server.client_id}", timeout=10)
+    try:
+        status, body = server.queue_prompt(graph)
+        assert status == 200 and not body.get("node_errors"), body
+        prompt_id, steps_seen, after_interrupt, interrupted = body["prompt_id"], 0, 0, False
+        deadline = time.monotonic() + PROMPT_TIMEOUT_S
+        while time.monotonic() < deadline:
+            message = ws.recv(timeout=5)
+            if not isinstance(message, str):
+                continue
+            event = json.loads(message)
+            data = event.get("data", {})
+            if data.get("prompt_id") not in (None, prompt_id):
+                continue
+            if event["type"] == "progress" and data.get("node") == "3":
+                steps_seen += 1
+                if interrupted:
+                    after_interrupt += 1
+                elif steps_seen == 3:
+                    server.request("POST", "/interrupt", {})
+                    interrupted = True
+            if event["type"] in ("execution_interrupted", "execution_success", "execution_error"):
+                break
+        assert event["type"] == "execution_interrupted", event
+        assert interrupted and after_interrupt <= 1, f"{after_interrupt} steps reported after the interrupt"
+        assert steps_seen < 200
+    finally:
+        ws.close()
+    entry = server.wait_history(prompt_id, PROMPT_TIMEOUT_S)
+    assert entry["status"]["status_str"] == "error"
+    next_graph = copy.deepcopy(STAGE1_GRAPH)
+    next_graph["3"]["inputs"]["seed"] = 78  # not cached: it must really run
+    next_graph["7"]["inputs"]["filename_prefix"] = "fv_after_interrupt"
+    entry = server.run_prompt(next_graph, PROMPT_TIMEOUT_S)
+    assert entry["status"]["status_str"] == "success", history_messages(entry, "execution_error")
+    _check_video(output_files(entry, server.base)[0], frames=9, width=48, height=32)

@@ -1,0 +1,14 @@
+"""flashvideo_queue: batch-queue FlashVideo prompts on one or more ComfyUI servers.
+
+Pipeline engineers render hundreds of prompts unattended; this turns a prompts file and an API-format
+workflow into one ComfyUI prompt per line, follows them over ComfyUI's HTTP/websocket API, downloads the
+videos with predictable names and keeps a manifest so a crash, a dead server or Ctrl-C costs nothing on the
+rerun. Standard library only: render nodes and CI boxes may have nothing but Python.
+
+In process: ``flashvideo_queue.run(Options(...))`` returns a ``Summary`` (raises ``InputError`` for bad input).
+"""
+
+from .errors import InputError
+from .runner import Options, Summary, run
+
+__all__ = ["InputError", "Options", "Summary", "run"]

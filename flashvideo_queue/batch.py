@@ -1,0 +1,134 @@
+"""State every worker shares: the options, the queue of pending items, and the retry policy, so that
+"what happens to an item after a failed attempt" is decided in one place."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .manifest import Manifest
+from .progress import Progress
+from .prompts import Prompt
+from .workflow import Plan
+
+DEFAULT_SERVER = "http://127.0.0.1:8188"
+
+
+@dataclass
+class Options:
+    """What ``runner.run`` needs; one field per command-line flag (plus a few timeouts tests shorten)."""
+
+    prompts: Path
+    workflow: Path
+    servers: list[str] = field(default_factory=lambda: [DEFAULT_SERVER])
+    output_dir: Path = Path("queue_out")
+    retries: int = 2  # extra attempts per item and run
+    seed_base: int = 0
+    keep_seeds: bool = False
+    timeout: float = 3600.0  # seconds per attempt, from submission
+    sets: list[str] = field(default_factory=list)  # NODE_ID.INPUT=VALUE
+    prompt_targets: list[str] = field(default_factory=list)  # NODE_ID.INPUT
+    restart: bool = False  # ignore (overwrite) an existing manifest
+    interrupt_on_exit: bool = False  # on Ctrl-C, also cancel our in-flight prompts on the servers
+    poll_interval: float = 5.0  # /history safety-net poll while the websocket is up; the poll rate without it
+    server_grace: float = 30.0  # how long a server may stay unreachable before its worker gives up
+    connect_timeout: float = 10.0  # for the start-up reachability check and the websocket
+    http_timeout: float = 30.0
+
+
+class Dispatcher:
+    """The shared queue. ``take`` blocks while another worker's item might still come back for a retry."""
+
+    def __init__(self, pending: list[int], assigned: dict[str, list[tuple[int, str]]]):
+        self._cond = threading.Condition()
+        self._pending: deque[tuple[int, str]] = deque((i, "run") for i in pending)
+        self._assigned = {server: deque(tasks) for server, tasks in assigned.items()}
+        self._busy = 0
+        self._stopped = False
+
+    def take(self, server: str) -> Optional[tuple[int, str]]:
+        """This server's own recovery tasks first, then the next pending item; None when all is settled."""
+        with self._cond:
+            while not self._stopped:
+                queue = self._assigned.get(server) or self._pending
+                if queue:
+                    self._busy += 1
+                    return queue.popleft()
+                if not self._busy and not any(self._assigned.values()):
+                    return None
+                self._cond.wait()
+            return None
+
+    def finish(self, requeue: Optional[int]) -> None:
+        with self._cond:
+            self._busy -= 1
+            if requeue is not None:
+                self._pending.append((requeue, "run"))
+            self._cond.notify_all()
+
+    def release(self, server: str) -> list[tuple[int, str]]:
+        """A stopping worker's unstarted recovery tasks (to be re-queued as plain runs)."""
+        with self._cond:
+            tasks = list(self._assigned.pop(server, ()))
+            self._cond.notify_all()
+            return tasks
+
+    def push(self, index: int) -> None:
+        with self._cond:
+            self._pending.append((index, "run"))
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+
+class Batch:
+    """Everything the workers share: inputs, manifest, queue, display, and the retry policy."""
+
+    def __init__(self, opts: Options, plan: Plan, prompts: list[Prompt], manifest: Manifest, progress: Progress):
+        self.opts, self.plan, self.prompts, self.manifest, self.progress = opts, plan, prompts, manifest, progress
+        self.run_id: str = manifest.data["run_id"]
+        self.stopping = threading.Event()
+        self.dispatch = Dispatcher([], {})
+        self._attempts: dict[int, int] = {}  # attempts made in this run (the manifest counts all runs)
+        self._lock = threading.Lock()
+
+    def graph_for(self, index: int) -> dict:
+        item = self.manifest.items[index]
+        return self.plan.build(item["prompt"], item["seed"], f"flashvideo_queue/{self.run_id}/{index:04d}")
+
+    def update(self, index: int, **fields: Any) -> dict[str, Any]:
+        item = self.manifest.update(index, **fields)
+        counts = self.manifest.counts()
+        self.progress.counts(counts["done"], counts["failed"])
+        return item
+
+    def log(self, message: str) -> None:
+        self.progress.log(message)
+
+    def count_attempt(self, index: int) -> None:
+        with self._lock:
+            self._attempts[index] = self._attempts.get(index, 0) + 1
+
+    def attempt_failed(self, index: int, error: str, where: str) -> bool:
+        """Record a failed attempt; True if the item goes back to the queue for another one."""
+        with self._lock:
+            made = self._attempts.get(index, 0)
+        item = self.manifest.items[index]
+        if made <= self.opts.retries:
+            self.update(index, status="pending", error=error)
+            self.log(f"item {index} (line {item['line']}) failed on {where}, attempt {made} of "
+                     f"{self.opts.retries + 1}: {error}; back in the queue")
+            return True
+        self.update(index, status="failed", error=error)
+        self.log(f"item {index} (line {item['line']}) FAILED on {where} after {plural(made, 'attempt')}: {error}")
+        return False
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"

@@ -1,0 +1,31 @@
+"""The few outcomes the queue tells apart, as exceptions: each maps to a different recovery (or exit code)."""
+
+from __future__ import annotations
+
+
+class InputError(Exception):
+    """Bad command line, prompts file, workflow or manifest, or no server to talk to: exit code 2, nothing queued."""
+
+
+class ServerUnreachable(OSError):
+    """The server did not answer (refused, reset, timed out): maybe transient, maybe dead."""
+
+
+class HttpError(Exception):
+    """The server answered with an unexpected HTTP status."""
+
+    def __init__(self, method: str, path: str, status: int, body: object):
+        super().__init__(f"{method} {path}: HTTP {status}: {str(body)[:300]}")
+        self.status, self.body = status, body
+
+
+class ItemFailed(Exception):
+    """This attempt at an item failed (rejected graph, execution error, timeout, missing output): retry it."""
+
+
+class ServerGone(Exception):
+    """The server stayed unreachable past the grace period: its worker stops, its item goes back to the queue."""
+
+
+class Stopped(Exception):
+    """The run is stopping (Ctrl-C): leave the item as it is in the manifest."""

@@ -1,0 +1,57 @@
+"""Finds a finished prompt's files in its ``/history`` entry and names their local copies predictably, so a
+pipeline can find item 7's video without reading the manifest: ``0007_<prompt slug>_<node>_<server name>``."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Any
+
+SLUG_CHARS = 40
+
+
+def slug(text: str, limit: int = SLUG_CHARS) -> str:
+    """Lowercase ASCII words joined by '-', at most ``limit`` characters ('prompt' if nothing is left)."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:limit].rstrip("-") or "prompt"
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name.replace("\\", "/").rsplit("/", 1)[-1]).lstrip(".") or "file"
+
+
+def collect_outputs(entry: dict[str, Any]) -> list[dict[str, str]]:
+    """Every file reference under ``outputs[node]`` (images, gifs, videos, animated or any list of dicts with a
+    filename), in node order, without duplicates. Non-file entries such as ``"animated": [true]`` are skipped."""
+    refs, seen = [], set()
+    outputs = entry.get("outputs") or {}
+    for node_id in sorted(outputs, key=lambda n: (len(n), n)):
+        for values in (outputs[node_id] or {}).values():
+            for value in values if isinstance(values, list) else ():
+                if isinstance(value, dict) and isinstance(value.get("filename"), str):
+                    ref = {"node": str(node_id), "filename": value["filename"],
+                           "subfolder": str(value.get("subfolder") or ""), "type": str(value.get("type") or "output")}
+                    key = (ref["filename"], ref["subfolder"], ref["type"])
+                    if key not in seen:
+                        seen.add(key)
+                        refs.append(ref)
+    return refs
+
+
+def local_names(index: int, prompt: str, refs: list[dict[str, str]]) -> list[str]:
+    """``<index:04d>_<slug>_<node_id>_<filename>`` for each ref, made unique if two refs would clash."""
+    names: list[str] = []
+    for ref in refs:
+        name = f"{index:04d}_{slug(prompt)}_{_safe(ref['node'])}_{_safe(ref['filename'])}"
+        stem, dot, ext = name.rpartition(".") if "." in name else (name, "", "")
+        n = 1
+        while name in names:
+            n += 1
+            name = f"{stem}-{n}{dot}{ext}"
+        names.append(name)
+    return names
+
+
+def summarize_files(names: list[str]) -> str:
+    """'first.mp4 (+3 more)' for logs and the summary."""
+    return f"{names[0]}{f' (+{len(names) - 1} more)' if len(names) > 1 else ''}" if names else "(no files)"
