@@ -41,9 +41,9 @@ Stage II (``--stage2``)
   ``window_attention`` (7x11x11 window) per fresh worker, B=1, 2 heads of 64, fp32, at growing
   sequence lengths: peak RSS growth per token against the S x S score matrix a naive kernel holds.
 * FLOPs at 1080p / 2K with the H100 bound for 4 (paper NFE) and 5 (code default) steps, and the
-  attention work of the 7x11x11 window (ideal: only in-window pairs; as the pack computes it:
-  masked SDPA over bands of full-width rows), counted analytically and cross-checked with
-  ``FlopCounterMode`` on the meta device.
+  attention work of the 7x11x11 window: ideal (only in-window pairs, analytic) and as the pack's
+  ``window_attention`` evaluates it (query tiles against every key their windows reach, masked
+  pairs included; ``FlopCounterMode`` on the meta device).
 
 Run ``python benchmarks/dit_benchmark.py --help``.
 """
@@ -89,7 +89,6 @@ STAGE2_REF_STEP = 676.0  # noise step 675 as embedded in bf16 (SPEC 1.6)
 ATTN_HEADS, ATTN_HEAD_DIM = 2, 64
 ATTN_GRIDS = {8192: (2, 64, 64), 16384: (4, 64, 64), 32768: (8, 64, 64), 65536: (16, 64, 64)}
 WINDOW = (7, 11, 11)  # (frames, height, width) in latent patches, the paper's window
-WINDOW_BLOCK_ELEMENTS = 1 << 24  # flashvideo_core.dit.window_attention.BLOCK_ELEMENTS (checked with FlopCounterMode)
 #: the real models (SPEC): stage I CogVideoX-5B-shaped, stage II CogVideoX-2B-shaped.
 REAL = [
     dict(name="stage I, 270p preview", layers=42, width=3072, video=6240, text=TEXT_TOKENS, batch=2, steps=51,
@@ -141,20 +140,12 @@ def fmt_s(x: float) -> str:
     return f"{x:.3g} s" if x < 100 else f"{x:.0f} s"
 
 
-def _window_band(height: int, width: int, text: int, rt: int, rh: int) -> int:
-    """Query rows per masked SDPA call, as ``window_attention._row_band`` picks them."""
-    band = height
-    while band > 1 and band * width * (text + (2 * rt + 1) * (band + 2 * rh) * width) > WINDOW_BLOCK_ELEMENTS:
-        band //= 2
-    return band
-
-
 def window_pairs(text: int, grid, window=WINDOW) -> dict:
-    """Query-key pairs of one head of one batch element: full attention, an ideal window (only the
-    in-window video pairs; text queries and keys stay global, as in the pack) and what the pack's
-    ``window_attention`` computes (masked SDPA over bands of full-width rows and their reachable keys)."""
+    """Query-key pairs of one head of one batch element: full attention, and an ideal window that
+    evaluates only the in-window video pairs (text queries and text keys stay global, as in the pack).
+    What the pack's ``window_attention`` evaluates (its query tiles against every key their windows can
+    reach, masked pairs included) is counted with FlopCounterMode instead (``_window_flop_count``)."""
     frames, height, width = grid
-    radii = [w // 2 for w in window]
     video = frames * height * width
     S = text + video
 
@@ -162,18 +153,9 @@ def window_pairs(text: int, grid, window=WINDOW) -> dict:
         return sum(min(n, i + r + 1) - max(0, i - r) for i in range(n))
 
     local = 1
-    for n, r in zip(grid, radii):
-        local *= clipped(n, r)
-    rt, rh, _ = radii
-    band = _window_band(height, width, text, rt, rh)
-    banded = text * S
-    for t in range(frames):
-        nt = min(frames, t + rt + 1) - max(0, t - rt)
-        for h0 in range(0, height, band):
-            h1 = min(height, h0 + band)
-            nk = min(height, h1 + rh) - max(0, h0 - rh)
-            banded += (h1 - h0) * width * (text + nt * nk * width)
-    return dict(full=S * S, ideal=text * S + video * text + local, banded=banded, band=band)
+    for n, w in zip(grid, window):
+        local *= clipped(n, w // 2)
+    return dict(full=S * S, ideal=text * S + video * text + local)
 
 
 # ============================================================================ worker side (imports torch)
@@ -393,8 +375,9 @@ def _flop_count(conn, cases) -> None:
 
 
 def _window_flop_count(conn, cases) -> None:
-    """FlopCounterMode totals of one ``window_attention`` call on the meta device (masked SDPA
-    decomposes to bmm there, so every computed query-key pair is counted, masked or not)."""
+    """Query-key pairs per head and batch element that one ``window_attention`` call evaluates,
+    from FlopCounterMode on the meta device (masked SDPA decomposes to bmm there, so every pair
+    evaluated is counted, masked or not; 4 FLOPs x head_dim per pair: QK^T and PV)."""
     try:
         import torch
         from torch.utils.flop_counter import FlopCounterMode
@@ -410,7 +393,7 @@ def _window_flop_count(conn, cases) -> None:
             counter = FlopCounterMode(display=False)
             with counter:
                 window_attention(q, k, v, c["text"], c["grid"], c["window"])
-            results.append(counter.get_total_flops())
+            results.append(counter.get_total_flops() // (4 * c["batch"] * c["heads"] * 64))  # query-key pairs / head
         conn.send(("ok", results))
     except BaseException:  # noqa: BLE001
         conn.send(("error", traceback.format_exc()))
@@ -699,7 +682,8 @@ def run_attention_memory(ctx, sizes, args, log) -> list:
     return rows
 
 
-def render_stage2(results, flop_checks, attn_rows, real_counts, window_counts, args, env, elapsed) -> str:
+def render_stage2(results, flop_checks, attn_rows, real_counts, window_counts, probe_pairs, args, env,
+                  elapsed) -> str:
     L = []
     L.append("# FlashVideo stage-II DiT vs diffusers `CogVideoXTransformer3DModel` + stage-II embeddings (CPU)")
     L.append("")
@@ -763,8 +747,9 @@ def render_stage2(results, flop_checks, attn_rows, real_counts, window_counts, a
                  "the call over the RSS just before it (q, k, v already allocated, thread pools started by a tiny "
                  f"call), so it includes the output ({ATTN_HEADS * ATTN_HEAD_DIM * 4} B/token). Naive = the fp32 "
                  "S x S score matrix of all heads (B x heads x S^2 x 4 bytes) that a kernel materialising the "
-                 "scores needs on top. \"pairs computed\" = query-key pairs the call evaluates (the window's masked "
-                 "bands included) over S^2. Time is one call, indicative only.")
+                 "scores needs on top. \"pairs computed\" = query-key pairs the call evaluates (for the window: "
+                 "its query tiles against every key their windows can reach, masked pairs included, counted with "
+                 "`FlopCounterMode` on the meta device) over S^2. Time is one call, indicative only.")
         L.append("")
         L.append("| S (tokens) | grid | kind | peak MiB | bytes / token | beyond output, bytes / token "
                  "| naive S x S scores | naive / peak | pairs computed / S^2 | time s (cpu util) |")
@@ -778,7 +763,7 @@ def render_stage2(results, flop_checks, attn_rows, real_counts, window_counts, a
                 per = f"{a['peak'] / a['S']:.0f}"
                 beyond = f"{(a['peak'] - a['out_bytes']) / a['S']:.0f}"
                 ratio = f"{naive / a['peak']:.0f}x"
-            computed = window_pairs(TEXT_TOKENS, a["grid"])["banded"] / a["S"] ** 2 if a["kind"] == "window" else 1.0
+            computed = probe_pairs[tuple(a["grid"])] / a["S"] ** 2 if a["kind"] == "window" else 1.0
             L.append(f"| {a['S']:,} | {'x'.join(map(str, a['grid']))} | {a['kind']} | {peak} | {per} | {beyond} "
                      f"| {naive / MIB:,.0f} MiB | {ratio} | {computed:.0%} | {a['wall']:.2f} ({a['util']:.0%}) |")
         L.append("")
@@ -810,31 +795,35 @@ def render_stage2(results, flop_checks, attn_rows, real_counts, window_counts, a
     L.append("")
     L.append("Query-key pairs per head and batch element: full = S^2; ideal window = text queries see all tokens, "
              "video queries see all text tokens and the in-window video tokens (clipped at the borders), nothing "
-             "else computed (what a block-sparse kernel such as FlexAttention approaches); pack = what "
-             "`window_attention` computes: masked SDPA over bands of whole latent rows against every key the band's "
-             "window can reach (7 frames x (band + 10) full-width rows), masked pairs included. Attention FLOPs = "
-             "4 x B x width x pairs per layer; \"pack\" is cross-checked with `FlopCounterMode` on one meta-device "
-             "call. Linear FLOPs are unchanged by the window.")
+             "else evaluated (what a block-sparse kernel such as FlexAttention approaches); pack = what "
+             "`window_attention` evaluates: its query tiles against every key their windows can reach, masked "
+             "pairs included, counted with `FlopCounterMode` on one meta-device call. \"keys / video query\" = "
+             "(pairs - text x S) / video tokens. Attention FLOPs = 4 x B x width x pairs per layer; linear FLOPs "
+             "are unchanged by the window.")
     L.append("")
-    L.append("| model | patch grid | attention pairs / layer (full / ideal / pack) | attention / step: full "
-             "| ideal window | pack window (FlopCounterMode) | total / step, ideal window | H100 bound 4 / 5 steps, "
-             "ideal window | H100 bound 4 / 5 steps, pack window |")
-    L.append("|---|---|---|---|---|---|---|---|---|")
-    for m, counted in zip(REAL2, window_counts):
+    L.append("| model | patch grid | pairs / layer: full / ideal / pack | keys / video query: full / ideal / pack "
+             "| attention / step: full | ideal window | pack window | total / step: ideal / pack window "
+             "| H100 bound 4 / 5 steps, ideal window | H100 bound 4 / 5 steps, pack window |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|")
+    for m, pack_pairs in zip(REAL2, window_counts):
         f = dit_flops(m["layers"], m["width"], m["video"], m["text"], m["batch"], stage2=True)
         _, _, h, w = m["latent"]
         grid = (m["latent"][0], h // 2, w // 2)
         pairs = window_pairs(m["text"], grid)
+        S = m["video"] + m["text"]
+        keys = [(x - m["text"] * S) / m["video"] for x in (pairs["full"], pairs["ideal"], pack_pairs)]
         per_pair = m["layers"] * 4 * m["batch"] * m["width"]
-        ideal, banded = per_pair * pairs["ideal"], per_pair * pairs["banded"]
-        tot_ideal, tot_banded = f["linear"] + ideal, f["linear"] + banded
-        L.append(f"| {m['name']} | {'x'.join(map(str, grid))} (band {pairs['band']} rows) "
-                 f"| {pairs['full'] / 1e9:.2f} G / {pairs['ideal'] / 1e9:.3f} G / {pairs['banded'] / 1e9:.3f} G "
+        ideal, pack = per_pair * pairs["ideal"], per_pair * pack_pairs
+        tot_ideal, tot_pack = f["linear"] + ideal, f["linear"] + pack
+        L.append(f"| {m['name']} | {'x'.join(map(str, grid))} "
+                 f"| {pairs['full'] / 1e9:.2f} G / {pairs['ideal'] / 1e9:.3f} G / {pack_pairs / 1e9:.3f} G "
+                 f"| {keys[0]:,.0f} / {keys[1]:,.0f} / {keys[2]:,.0f} "
                  f"| {fmt_flops(f['attn'])} | {fmt_flops(ideal)} ({ideal / f['attn']:.1%}) "
-                 f"| {fmt_flops(banded)} ({banded / f['attn']:.1%}; {fmt_flops(counted * m['layers'])}) "
-                 f"| {fmt_flops(tot_ideal)} ({tot_ideal / f['total']:.0%} of full) "
+                 f"| {fmt_flops(pack)} ({pack / f['attn']:.1%}) "
+                 f"| {fmt_flops(tot_ideal)} ({tot_ideal / f['total']:.0%}) / {fmt_flops(tot_pack)} "
+                 f"({tot_pack / f['total']:.0%} of full) "
                  f"| {fmt_s(4 * tot_ideal / H100_BF16_DENSE)} / {fmt_s(5 * tot_ideal / H100_BF16_DENSE)} "
-                 f"| {fmt_s(4 * tot_banded / H100_BF16_DENSE)} / {fmt_s(5 * tot_banded / H100_BF16_DENSE)} |")
+                 f"| {fmt_s(4 * tot_pack / H100_BF16_DENSE)} / {fmt_s(5 * tot_pack / H100_BF16_DENSE)} |")
     L.append("")
     L.append("Units: P = 1e15, T = 1e12, G = 1e9.")
     L.append("")
@@ -868,8 +857,12 @@ def run_stage2(ctx, args, env, log, start, out) -> int:
     flop_checks, real_counts = counts[: len(bench_cases)], counts[len(bench_cases):]
     window_cases = [dict(batch=m["batch"], heads=m["width"] // 64, text=m["text"], window=WINDOW,
                          grid=(m["latent"][0], m["latent"][2] // 2, m["latent"][3] // 2)) for m in REAL2]
-    window_counts = run_once(ctx, _window_flop_count, window_cases)
-    text = render_stage2(results, flop_checks, attn_rows, real_counts, window_counts, args, env, time.time() - start)
+    probe_grids = sorted({tuple(a["grid"]) for a in attn_rows})
+    window_cases += [dict(batch=1, heads=ATTN_HEADS, text=TEXT_TOKENS, window=WINDOW, grid=g) for g in probe_grids]
+    pairs = run_once(ctx, _window_flop_count, window_cases)
+    window_counts, probe_pairs = pairs[: len(REAL2)], dict(zip(probe_grids, pairs[len(REAL2):]))
+    text = render_stage2(results, flop_checks, attn_rows, real_counts, window_counts, probe_pairs, args, env,
+                         time.time() - start)
     print()
     print(text)
     if out:
