@@ -1,38 +1,46 @@
 """The pack inside a real ComfyUI server: import, /object_info schema (frozen widget order), a tiny
 encode -> decode -> SaveVideo run over HTTP, our error for a bad frame count, and --quick-test-for-ci.
 
-Needs a ComfyUI checkout: COMFYUI_DIR, else /opt/ComfyUI (its .venv python is used when present).
-Without one the whole module is skipped with one reason. One server serves the whole module (~15 s to
-start on CPU); the quick-test process runs alongside it in its own base directory.
+Runs once per tested host (support/hosts.py: the shared snapshots, laid out on first use, or COMFYUI_DIR); the
+test ids name the host version. Without any host the whole module is skipped with one reason. One server per
+host serves the module (~15 s to start on CPU); the quick-test process runs alongside it in its own base directory.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import sys
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import pytest
 
-from support.node_schemas import CONTROL, CORE_SOCKETS, CORE_WIDGETS, FROZEN_OUTPUTS, FROZEN_SOCKETS, FROZEN_WIDGETS
+from support.node_schemas import (
+    CONTROL,
+    CORE_FILE_WIDGETS,
+    CORE_WIDGETS,
+    FROZEN_OUTPUTS,
+    FROZEN_SOCKETS,
+    FROZEN_WIDGETS,
+    core_nodes_for,
+)
+from support.workflow_runs import (
+    EXPECTED_VIDEOS,
+    check_smoke_run,
+    check_video,
+    install_models,
+    saved_videos,
+    smoke_variant,
+)
 from support.comfyui_host import (
     IMPORT_FAILED,
     ComfyUIServer,
     HostProcess,
     history_messages,
     import_line,
-    locate_comfyui,
     make_base_dir,
     output_files,
 )
-
-LOCATION = locate_comfyui()
-if isinstance(LOCATION, str):
-    print(LOCATION, file=sys.stderr)  # visible with -s; the -ra summary (pyproject addopts) always shows it
-    pytest.skip(LOCATION, allow_module_level=True)
 
 pytestmark = pytest.mark.comfyui
 
@@ -42,11 +50,13 @@ TINY_VAE = "flashvideo-tiny-vae.pt"
 TINY_STAGE1 = "flashvideo-tiny-stage1.pt"
 TINY_STAGE2 = "flashvideo-tiny-stage2.pt"
 TINY_PROMPT = "flashvideo-tiny-prompt.safetensors"
+EXAMPLES = REPO / "example_workflows"
+WORKFLOWS = EXAMPLES / "api"
 STARTUP_TIMEOUT_S = 90
 PROMPT_TIMEOUT_S = 60
 QUICK_TEST_TIMEOUT_S = 120
 
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "COMFY_DYNAMICCOMBO_V3"}
 
 GRAPH = {
     "1": {"class_type": "FlashVideoVAELoader", "inputs": {"vae_name": TINY_VAE, "dtype": "auto"}},
@@ -73,10 +83,10 @@ def graph(frames: int = 17, seed: int = 1, prefix: str = "fv_test") -> dict:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def quick_test(tmp_path_factory):
+def quick_test(comfyui_host, tmp_path_factory):
     """``main.py --quick-test-for-ci`` (COMFYUI.md 12.8), started first so it overlaps the server start-up."""
     base = make_base_dir(tmp_path_factory.mktemp("comfyui-quick"), REPO, PACK_FOLDER)
-    proc = HostProcess(LOCATION, [
+    proc = HostProcess(comfyui_host.location, [
         "--cpu", "--quick-test-for-ci", "--base-directory", str(base), "--database-url", "sqlite:///:memory:",
     ], base / "quick-test.log").start()
     yield proc
@@ -84,22 +94,20 @@ def quick_test(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(comfyui_host, tmp_path_factory):
     import torch
 
     from flashvideo_core.text_embeddings import save_prompt_embedding
     from flashvideo_core.tiny import write_tiny_dit, write_tiny_vae
-    from flashvideo_core.tiny_install import make_tiny
 
     base = make_base_dir(tmp_path_factory.mktemp("comfyui-server"), REPO, PACK_FOLDER)
     write_tiny_vae(str(base / "models" / "vae" / TINY_VAE))
     write_tiny_dit(str(base / "models" / "diffusion_models" / TINY_STAGE1))
     write_tiny_dit(str(base / "models" / "diffusion_models" / TINY_STAGE2), "stage2")
-    make_tiny(str(base / "models"))  # the example workflows' file names
-    write_input_video(base / "input" / INPUT_VIDEO)
+    install_models(base)  # the example workflows' file names
     context = torch.randn(1, 226, 32, generator=torch.Generator().manual_seed(0))
     save_prompt_embedding(str(base / "models" / "flashvideo_embeddings" / TINY_PROMPT), context, "a tiny test prompt")
-    host = ComfyUIServer(LOCATION, base, base / "server.log").start()
+    host = ComfyUIServer(comfyui_host.location, base, base / "server.log").start()
     try:
         try:
             host.wait_ready(STARTUP_TIMEOUT_S)
@@ -132,36 +140,78 @@ def test_object_info_schema(object_info, node_id):
     assert info["category"] == "FlashVideo"
     assert info.get("description")
 
-    inputs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
-    order = info["input_order"].get("required", []) + info["input_order"].get("optional", [])
-    assert sorted(order) == sorted(inputs)
+    widgets, sockets = widgets_and_sockets(info, f"{node_id}.")
+    assert widgets == FROZEN_WIDGETS[node_id], "widget order changed: saved workflows would load wrong values"
+    assert sockets == FROZEN_SOCKETS[node_id]
+    assert info["output"] == FROZEN_OUTPUTS[node_id]
 
+
+def visible_inputs(info: dict) -> dict:
+    """{name: spec} of a node's required and optional inputs, in order, without the hidden ones."""
+    order = info["input_order"].get("required", []) + info["input_order"].get("optional", [])
+    inputs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+    assert sorted(order) == sorted(inputs)
+    return {name: inputs[name] for name in order if not (len(inputs[name]) > 1 and inputs[name][1].get("hidden"))}
+
+
+def widgets_and_sockets(info: dict, need_tooltips: str = "") -> tuple:
+    """(widget names with the frontend's seed-control slot, [(socket name, type)]) as /object_info shows them;
+    with ``need_tooltips`` (a label), every input must have a tooltip."""
     widgets, sockets = [], []
-    for name in order:
-        spec = inputs[name]
+    for name, spec in visible_inputs(info).items():
         kind, options = spec[0], (spec[1] if len(spec) > 1 else {})
-        assert str(options.get("tooltip", "")).strip(), f"{node_id}.{name} has no tooltip"
+        if need_tooltips:
+            assert str(options.get("tooltip", "")).strip(), f"{need_tooltips}{name} has no tooltip"
         if (isinstance(kind, list) or kind in WIDGET_TYPES) and not options.get("forceInput"):
             widgets.append(name)
             if options.get("control_after_generate"):
                 widgets.append(CONTROL)
         else:
             sockets.append((name, kind))
-    assert widgets == FROZEN_WIDGETS[node_id], "widget order changed: saved workflows would load wrong values"
-    assert sockets == FROZEN_SOCKETS[node_id]
-    assert info["output"] == FROZEN_OUTPUTS[node_id]
+    return widgets, sockets
+
+
+def accepts(spec: list, path: list, value) -> bool:
+    """Whether an input spec from /object_info takes ``value`` at ``path`` (names inside dynamic combos)."""
+    kind, options = spec[0], (spec[1] if len(spec) > 1 else {})
+    if kind == "COMFY_DYNAMICCOMBO_V3":
+        choices = {option["key"]: option["inputs"] for option in options["options"]}
+        if not path:
+            return value in choices
+        return any(accepts(nested[path[0]], path[1:], value)
+                   for inputs in choices.values()
+                   for nested in (inputs.get("required", {}), inputs.get("optional", {})) if path[0] in nested)
+    if isinstance(kind, list):
+        return value in kind
+    if kind == "COMBO":
+        return value in options.get("options", [])
+    if kind in ("INT", "FLOAT"):
+        return options.get("min", float("-inf")) <= value <= options.get("max", float("inf"))
+    return kind in ("STRING", "BOOLEAN")
 
 
 @pytest.mark.parametrize("node_id", sorted(CORE_WIDGETS))
-def test_core_nodes_match_what_the_example_workflows_assume(object_info, node_id):
+def test_core_nodes_match_what_the_example_workflows_assume(comfyui_host, object_info, node_id):
+    """The host's form of each core node the templates use is the one recorded for it, and every value the
+    templates store for that node is valid there (so a template made for 0.3.64 validates on this host)."""
+    expected = core_nodes_for(comfyui_host.version)[node_id]
     info = object_info[node_id]
-    inputs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
-    order = info["input_order"].get("required", []) + info["input_order"].get("optional", [])
-    widgets = [name for name in order if (isinstance(inputs[name][0], list) or inputs[name][0] in WIDGET_TYPES)
-               and not (len(inputs[name]) > 1 and inputs[name][1].get("forceInput"))]
-    sockets = [(name, inputs[name][0]) for name in order if name not in widgets]
-    assert widgets == CORE_WIDGETS[node_id]
-    assert sockets == CORE_SOCKETS[node_id]
+    assert widgets_and_sockets(info) == (expected["widgets"], expected["sockets"]), (
+        f"core {node_id} changed on ComfyUI {comfyui_host.version}: record its form in support/node_schemas.py")
+    inputs = visible_inputs(info)
+    all_inputs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+    paths = expected.get("template_paths", CORE_WIDGETS[node_id])
+    for workflow in sorted(EXAMPLES.glob("*.json")):
+        for node in json.loads(workflow.read_text())["nodes"]:
+            if node["type"] != node_id:
+                continue
+            for path, value in zip(paths, node.get("widgets_values") or []):
+                if path in CORE_FILE_WIDGETS:
+                    continue
+                head, *rest = path.split(".")
+                spec = inputs.get(head, all_inputs.get(head))
+                assert spec is not None and accepts(spec, rest, value), (
+                    f"{workflow.name}: {node_id} {path}={value!r} is not valid on ComfyUI {comfyui_host.version}")
 
 
 def test_loader_lists_models_vae(object_info):
@@ -169,24 +219,12 @@ def test_loader_lists_models_vae(object_info):
     assert TINY_VAE in spec[1]["options"]
 
 
-def _check_video(path: Path, frames: int, width: int = 96, height: int = 64, fps: int = 8) -> None:
-    import av
-    assert path.is_file(), f"{path} was not written"
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        assert (stream.codec_context.width, stream.codec_context.height) == (width, height)
-        assert stream.average_rate == Fraction(fps)
-        decoded = list(container.decode(stream))
-    assert len(decoded) == frames
-    assert (decoded[0].width, decoded[0].height) == (width, height)
-
-
 def test_encode_decode_save_video(server):
     entry = server.run_prompt(graph(), PROMPT_TIMEOUT_S)
     assert entry["status"]["status_str"] == "success", history_messages(entry, "execution_error")
     files = output_files(entry, server.base)
     assert len(files) == 1 and files[0].suffix == ".mp4", entry["outputs"]
-    _check_video(files[0], frames=17)
+    check_video(files[0], frames=17)
 
 
 STAGE1_GRAPH = {
@@ -212,7 +250,7 @@ def test_stage1_preview_from_a_saved_prompt_embedding(server):
     assert entry["status"]["status_str"] == "success", history_messages(entry, "execution_error")
     files = output_files(entry, server.base)
     assert len(files) == 1 and files[0].suffix == ".mp4", entry["outputs"]
-    _check_video(files[0], frames=9, width=48, height=32)
+    check_video(files[0], frames=9, width=48, height=32)
 
 
 TWO_STAGE_GRAPH = {
@@ -241,72 +279,16 @@ def test_two_stage_graph_writes_preview_and_refined_videos(server):
     assert entry["status"]["status_str"] == "success", history_messages(entry, "execution_error")
     files = sorted(output_files(entry, server.base), key=lambda p: p.name)
     assert [f.name.split("_")[1] for f in files] == ["stage1", "stage2"], files
-    _check_video(files[0], frames=9, width=48, height=32)
-    _check_video(files[1], frames=9, width=96, height=64)
+    check_video(files[0], frames=9, width=48, height=32)
+    check_video(files[1], frames=9, width=96, height=64)
 
 
-INPUT_VIDEO = "flashvideo_input.mp4"
-WORKFLOWS = REPO / "example_workflows" / "api"
-
-
-def write_input_video(path: Path, frames: int = 10, width: int = 64, height: int = 48) -> None:
-    """A small clip for the enhance-a-video workflow (10 frames: the workflow trims to 4k+1 = 9)."""
-    import torch
-
-    from flashvideo_core.io.video import write_video
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    t = torch.linspace(0, 1, frames)[:, None, None]
-    x = torch.linspace(-1, 1, width)[None, None, :].expand(frames, height, width)
-    write_video(str(path), torch.stack([torch.sin(3 * x + 4 * t), torch.cos(2 * x - t), x * 0.5]), fps=8)
-
-
-def smoke_variant(api: dict) -> dict:
-    """An example workflow as a smoke install runs it: the saved prompt embedding instead of T5 (9.5 GB),
-    and CPU-sized stage I (9 frames, 48x32) and stage II (96x64, 3 steps). Wiring and node settings stay."""
-    graph = copy.deepcopy(api)
-    for node_id, node in list(graph.items()):
-        kind, inputs = node["class_type"], node["inputs"]
-        if kind == "CLIPLoader":
-            del graph[node_id]
-        elif kind == "FlashVideoTextEncode":
-            graph[node_id] = {"class_type": "FlashVideoLoadPromptEmbedding",
-                              "inputs": {"embedding": "flashvideo_example_prompt.safetensors"}}
-        elif kind == "FlashVideoStage1Sampler":
-            inputs.update(width=48, height=32, frames=9, steps=4)
-        elif kind == "FlashVideoStage2Upscale":
-            inputs.update(resolution="custom", width=96, height=64)
-        elif kind == "FlashVideoStage2Refiner":
-            inputs.update(steps=3)
-    return graph
-
-
-def saved_videos(entry: dict, base: Path) -> dict:
-    """{SaveVideo node id: path} of a finished prompt."""
-    out = {}
-    for node_id, node_output in entry.get("outputs", {}).items():
-        for item in node_output.get("images", []) + node_output.get("videos", []):
-            out[node_id] = Path(base) / "output" / item.get("subfolder", "") / item["filename"]
-    return out
-
-
-EXPECTED = {  # workflow -> {SaveVideo node id: (frames, width, height)}
-    "flashvideo_270p_preview": {"8": (9, 48, 32)},
-    "flashvideo_1080p": {"8": (9, 48, 32), "15": (9, 96, 64)},
-    "flashvideo_2k": {"8": (9, 48, 32), "15": (9, 96, 64)},
-    "flashvideo_enhance_video": {"15": (9, 96, 64)},
-}
-
-
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("name", sorted(EXPECTED_VIDEOS))
 def test_example_workflow_runs(server, name):
     api = json.loads((WORKFLOWS / f"{name}.json").read_text())
     entry = server.run_prompt(smoke_variant(api), PROMPT_TIMEOUT_S)
     assert entry["status"]["status_str"] == "success", history_messages(entry, "execution_error")
-    videos = saved_videos(entry, server.base)
-    assert sorted(videos) == sorted(EXPECTED[name]), entry["outputs"]
-    for node_id, (frames, width, height) in EXPECTED[name].items():
-        _check_video(videos[node_id], frames=frames, width=width, height=height)
+    check_smoke_run(entry, server.base, name)
 
 
 def test_stage1_is_cached_when_only_stage2_widgets_change(server):
@@ -322,7 +304,7 @@ def test_stage1_is_cached_when_only_stage2_widgets_change(server):
         cached = {n for msg in history_messages(entry, "execution_cached") for n in msg["nodes"]}
         assert {"3", "4", "6", "10"} <= cached, f"stage I or the bridge re-ran for {change}: cached {sorted(cached)}"
         assert "13" not in cached and "15" not in cached
-        _check_video(saved_videos(entry, server.base)["15"], frames=9, width=96, height=64)
+        check_video(saved_videos(entry, server.base)["15"], frames=9, width=96, height=64)
 
 
 def test_bad_frame_count_reports_our_error_and_server_recovers(server):
@@ -345,7 +327,7 @@ def test_bad_frame_count_reports_our_error_and_server_recovers(server):
     assert entry["status"]["status_str"] == "success", history_messages(entry, "execution_error")
     files = output_files(entry, server.base)
     assert len(files) == 1, entry["outputs"]
-    _check_video(files[0], frames=9)
+    check_video(files[0], frames=9)
 
 
 def test_quick_test_for_ci(quick_test):
@@ -378,7 +360,7 @@ def test_batch_queue_runs_an_example_workflow_and_resumes(server, tmp_path):
     for item in manifest["items"]:
         assert item["status"] == "done" and len(item["outputs"]) == 2, item
         refined = [tmp_path / "out" / name for name in item["outputs"] if "_15_" in name]
-        _check_video(refined[0], frames=9, width=96, height=64)
+        check_video(refined[0], frames=9, width=96, height=64)
     assert [item["seed"] for item in manifest["items"]] == [0, 1]  # seed = prompt index, as the reference
     again = flashvideo_queue.run(options, stream=text_io.StringIO(), tty=False)
     assert again.exit_code == 0 and again.skipped == 2, again.report()
@@ -427,4 +409,4 @@ def test_interrupt_during_stage1_stops_within_one_step_and_the_next_prompt_runs(
     next_graph["7"]["inputs"]["filename_prefix"] = "fv_after_interrupt"
     entry = server.run_prompt(next_graph, PROMPT_TIMEOUT_S)
     assert entry["status"]["status_str"] == "success", history_messages(entry, "execution_error")
-    _check_video(output_files(entry, server.base)[0], frames=9, width=48, height=32)
+    check_video(output_files(entry, server.base)[0], frames=9, width=48, height=32)

@@ -46,3 +46,18 @@ def test_requirements_are_runtime_only_and_never_torch():
     assert names == {"einops", "safetensors", "numpy", "av"}
     pyproject = open(os.path.join(REPO, "pyproject.toml")).read()
     assert '"torch' not in pyproject.split("[tool.comfy]")[0].split("dependencies")[1].split("]")[0]
+
+
+def test_requires_comfyui_names_the_oldest_tested_host():
+    import re
+
+    import pytest
+
+    from support.hosts import host_specs
+
+    specs = host_specs()
+    if isinstance(specs, str):
+        pytest.skip(specs)
+    pyproject = open(os.path.join(REPO, "pyproject.toml")).read()
+    declared = re.search(r'^requires-comfyui = ">=([\d.]+)"$', pyproject, re.M)
+    assert declared and declared.group(1) == specs[0].version, "pyproject's requires-comfyui != the oldest tested host"

@@ -3,15 +3,14 @@
 Static checks always run: the files parse (``node --check``, when node is installed), they name only node ids,
 widgets and combo options the pack really has, and the JS estimate (run in node) agrees with the Python core
 on token counts, FLOPs and memory. The browser check needs a ComfyUI checkout (as test_comfyui_real) and
-Playwright with a Chromium; it is skipped with one reason otherwise (ENABLE_BROWSER says how to enable it).
-Its screenshots land in test-artifacts/ (git-ignored).
+Playwright with a Chromium, both from the team's shared set-up scripts (support/hosts.py); without them it is
+skipped with one reason. It runs once per tested host; its screenshots land in test-artifacts/comfyui-VERSION/
+(git-ignored).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -21,7 +20,10 @@ from pathlib import Path
 import pytest
 
 from support import fake_comfy
-from support.comfyui_host import ComfyUIServer, locate_comfyui, make_base_dir
+from support.comfyui_host import ComfyUIServer, history_messages, make_base_dir
+from support.hosts import PREPARATIONS, HostSetupError, host_specs
+from support.node_schemas import core_nodes_for
+from support.workflow_runs import check_smoke_run, install_models, smoke_variant
 
 pack = fake_comfy.install()
 from flashvideo_pack_under_test.nodes import NODES  # noqa: E402
@@ -40,12 +42,6 @@ PAPER_STAGE2_S = {"1080p": 72.0, "2K": 209.8}  # the paper's stage-II time, 5 st
 PFLOP_PER_STEP = {"1080p": 5.61e15, "2K": 17.2e15}  # benchmarks/results/dit_cpu.md
 BUTTON = "Refine this preview"
 STAGE2_TYPES = {"FlashVideoStage2Upscale", "FlashVideoLatentDegrade", "FlashVideoStage2Refiner"}
-ENABLE_BROWSER = (
-    "to enable: python -m venv /tmp/pw-venv && PIP_CONSTRAINT=constraints.txt /tmp/pw-venv/bin/pip install playwright, "
-    "then a Chromium: /tmp/pw-venv/bin/python -m playwright install chromium (needs Playwright's CDN) or "
-    "apt-get install chromium-headless-shell (Debian/Ubuntu), and run with "
-    "FLASHVIDEO_PLAYWRIGHT_PYTHON=/tmp/pw-venv/bin/python [FLASHVIDEO_CHROMIUM=/path/to/chromium]"
-)
 needs_node = pytest.mark.skipif(NODE is None, reason="node (Node.js) not installed: JS syntax and estimate checks skipped")
 
 
@@ -155,74 +151,141 @@ def test_js_readout_text(js_estimates):
 
 
 # --------------------------------------------------------------------------------------------- browser
+# Per tested host (support/hosts.py): a server with every file the templates name, the frontend driven by
+# support/web_driver.py in headless Chromium (support/hosts.py sets it up from the shared script).
+
+TEMPLATES = sorted(path.stem for path in EXAMPLES.glob("*.json"))
+FRONTEND_RUNS: dict = {}  # host version -> the driver's report on the templates (what that frontend saved)
 
 
-def _browser_setup():
-    """(python with playwright, chromium path or None for Playwright's own build), or a skip reason."""
-    python = os.environ.get("FLASHVIDEO_PLAYWRIGHT_PYTHON")
-    if python:
-        if not Path(python).is_file():
-            return f"browser test skipped: FLASHVIDEO_PLAYWRIGHT_PYTHON={python} does not exist ({ENABLE_BROWSER})"
-    elif importlib.util.find_spec("playwright") is not None:
-        python = sys.executable
-    else:
-        return f"browser test skipped: Playwright is not installed for this Python ({ENABLE_BROWSER})"
-    chromium = os.environ.get("FLASHVIDEO_CHROMIUM")
-    if chromium and not Path(chromium).is_file():
-        return f"browser test skipped: FLASHVIDEO_CHROMIUM={chromium} does not exist ({ENABLE_BROWSER})"
-    if not chromium:
-        names = ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-        chromium = next(filter(None, map(shutil.which, names)), None)
-    return python, chromium
-
-
-@pytest.fixture(scope="module")
-def browser_setup():
-    setup = _browser_setup()
+@pytest.fixture(scope="session")
+def browser():
+    try:
+        setup = PREPARATIONS.browser().result()
+    except HostSetupError as err:
+        pytest.fail(str(err), pytrace=False)
     if isinstance(setup, str):
         print(setup, file=sys.stderr)
         pytest.skip(setup)
-    location = locate_comfyui()
-    if isinstance(location, str):
-        pytest.skip(location)
-    return setup, location
+    return setup
 
 
-@pytest.fixture(scope="module")
-def web_server(browser_setup, tmp_path_factory):
-    _, location = browser_setup
-    base = make_base_dir(tmp_path_factory.mktemp("comfyui-web"), REPO, PACK_FOLDER)
+def start_frontend_server(location, base: Path) -> ComfyUIServer:
+    """A server whose model folders hold every file the templates name, with no first-run dialogs."""
+    make_base_dir(base, REPO, PACK_FOLDER)
+    install_models(base, t5_listing=True)
     settings = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False,
-                "Comfy.Notification.ShowVersionUpdates": False}  # no first-run dialogs over the canvas
+                "Comfy.Notification.ShowVersionUpdates": False}
     (base / "user" / "default").mkdir(parents=True, exist_ok=True)
     (base / "user" / "default" / "comfy.settings.json").write_text(json.dumps(settings))
-    host = ComfyUIServer(location, base, base / "server.log").start()
+    server = ComfyUIServer(location, base, base / "server.log").start()
     try:
-        try:
-            host.wait_ready(90)
-        except RuntimeError as err:
-            pytest.fail(f"ComfyUI server did not start: {err}", pytrace=False)
-        yield host
-    finally:
-        host.stop()
+        server.wait_ready(90)
+    except RuntimeError as err:
+        server.stop()
+        pytest.fail(f"ComfyUI server did not start: {err}", pytrace=False)
+    return server
+
+
+def drive_frontend(browser, server: ComfyUIServer, workflows: dict, artifacts: Path, interact: bool = False) -> dict:
+    """Run support/web_driver.py against ``server`` on ``workflows`` ({name: file}); its JSON report."""
+    config = {"url": server.url, "chromium": browser.chromium, "artifacts": str(artifacts), "interact": interact,
+              "workflows": {name: str(path) for name, path in workflows.items()}}
+    config_path = artifacts / "driver-config.json"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(json.dumps(config))
+    driver = Path(__file__).parent / "support" / "web_driver.py"
+    proc = subprocess.run([browser.python, str(driver), str(config_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"web driver failed ({proc.returncode}):\n{proc.stderr[-6000:]}\n{server.log_tail()}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
-def browser_run(browser_setup, web_server, tmp_path_factory):
-    (python, chromium), _ = browser_setup
-    workflows = {"1080p": "flashvideo_1080p.json", "2k": "flashvideo_2k.json", "270p": "flashvideo_270p_preview.json"}
-    config = {"url": web_server.url, "chromium": chromium, "artifacts": str(ARTIFACTS),
-              "workflows": {name: str(EXAMPLES / file) for name, file in workflows.items()}}
-    config_path = tmp_path_factory.mktemp("web-driver") / "config.json"
-    config_path.write_text(json.dumps(config))
-    driver = Path(__file__).parent / "support" / "web_driver.py"
-    proc = subprocess.run([python, str(driver), str(config_path)], capture_output=True, text=True, timeout=300)
-    if proc.returncode == 3:
-        reason = f"browser test skipped: {proc.stderr.strip()} ({ENABLE_BROWSER})"
-        print(reason, file=sys.stderr)
-        pytest.skip(reason)
-    assert proc.returncode == 0, f"web driver failed ({proc.returncode}):\n{proc.stderr[-6000:]}\n{web_server.log_tail()}"
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def web_server(comfyui_host, browser, tmp_path_factory):
+    server = start_frontend_server(comfyui_host.location, tmp_path_factory.mktemp("comfyui-web"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser_run(comfyui_host, browser, web_server):
+    report = drive_frontend(browser, web_server, {name: EXAMPLES / f"{name}.json" for name in TEMPLATES},
+                            ARTIFACTS / comfyui_host.spec.test_id, interact=True)
+    FRONTEND_RUNS[comfyui_host.version] = report
+    return report
+
+
+def expected_widgets_values(template: str, version: str) -> dict:
+    """{node id: widgets_values} a host's frontend should save for a template: the template's own values, plus
+    the host's defaults for core widgets the template does not set (support/node_schemas.py). No widgets: None
+    (0.33 saves a widget-less node without the empty list)."""
+    core = core_nodes_for(version)
+    return {str(node["id"]): ((node.get("widgets_values") or []) + core.get(node["type"], {}).get("added", [])) or None
+            for node in json.loads((EXAMPLES / f"{template}.json").read_text())["nodes"]}
+
+
+def check_loaded_cleanly(loaded: dict, template: str, version: str) -> None:
+    assert not loaded["missing"], f"{template}: missing node types {loaded['missing']}"
+    assert not loaded["errors"], f"{template}: nodes outlined as errors {loaded['errors']}"
+    assert "alert" not in (loaded["run_icon"] or ""), f"{template}: the Run button shows a warning"
+    got = {str(k): v or None for k, v in loaded["widgets_values"].items()}
+    assert got == expected_widgets_values(template, version), f"{template}: widgets_values changed on load/save"
+
+
+@pytest.mark.comfyui
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_template_loads_cleanly_and_round_trips(comfyui_host, browser_run, template):
+    """No missing nodes, no error outlines, no warning on Run; saving gives back the template's values."""
+    check_loaded_cleanly(browser_run["loaded"][template], template, comfyui_host.version)
+    shot = ARTIFACTS / comfyui_host.spec.test_id / f"{template}.png"
+    assert shot.is_file() and shot.stat().st_size > 10_000
+    assert not browser_run["dialogs"], browser_run["dialogs"]
+    assert not browser_run["load_toasts"], browser_run["load_toasts"]
+
+
+@pytest.mark.comfyui
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_the_prompt_this_frontend_queues_for_a_template_runs(comfyui_host, browser_run, web_server, template):
+    """What Run sends (the host's own UI -> API conversion, e.g. 0.33's dotted SaveVideo keys) runs at CPU size."""
+    prompt = smoke_variant(browser_run["loaded"][template]["prompt"], output_folder="frontend")
+    entry = web_server.run_prompt(prompt, 60)
+    assert entry["status"]["status_str"] == "success", history_messages(entry, "execution_error")
+    check_smoke_run(entry, web_server.base, template)
+
+
+@pytest.mark.comfyui
+def test_workflows_saved_on_the_other_hosts_load_and_run_here(comfyui_host, browser, browser_run, web_server,
+                                                             tmp_path_factory):
+    """Each template as another tested host's frontend saved it (e.g. 0.33's extra CreateVideo/SaveVideo values)
+    loads cleanly in this host's frontend, keeps the template's values, and what Run sends here runs."""
+    others = [spec for spec in host_specs() if spec.version != comfyui_host.version]
+    if not others:
+        pytest.skip(f"only one host is tested ({comfyui_host.version})")
+    for other in others:
+        report = FRONTEND_RUNS.get(other.version)
+        if report is None:  # that host's browser test has not run in this session: drive its frontend now
+            server = start_frontend_server(PREPARATIONS.host(other).result(), tmp_path_factory.mktemp("comfyui-web"))
+            try:
+                report = drive_frontend(browser, server, {n: EXAMPLES / f"{n}.json" for n in TEMPLATES},
+                                        ARTIFACTS / other.test_id)
+            finally:
+                server.stop()
+            FRONTEND_RUNS[other.version] = report
+        folder = ARTIFACTS / other.test_id / "saved"  # as that frontend saved them (kept for a look)
+        folder.mkdir(parents=True, exist_ok=True)
+        saved = {}
+        for name in TEMPLATES:
+            saved[name] = folder / f"{name}.json"
+            saved[name].write_text(json.dumps(report["loaded"][name]["saved"]))
+        here = drive_frontend(browser, web_server, saved, ARTIFACTS / comfyui_host.spec.test_id / f"saved-on-{other.version}")
+        assert not here["dialogs"], here["dialogs"]
+        assert not here["load_toasts"], here["load_toasts"]
+        for name in TEMPLATES:
+            check_loaded_cleanly(here["loaded"][name], name, comfyui_host.version)
+            prompt = smoke_variant(here["loaded"][name]["prompt"], output_folder=f"saved-on-{other.version}")
+            entry = web_server.run_prompt(prompt, 60)
+            assert entry["status"]["status_str"] == "success", (name, history_messages(entry, "execution_error"))
+            check_smoke_run(entry, web_server.base, name)
 
 
 def _saved(file: str) -> dict:
@@ -236,11 +299,8 @@ def test_browser_extension_in_real_comfyui(browser_run):
     ours = [e for e in run["page_errors"] if "FlashVideo" in e]
     assert not ours, "the extension threw in the page:\n" + "\n".join(ours)
 
-    for name, file, label in (("1080p", "flashvideo_1080p.json", "1080p"), ("2k", "flashvideo_2k.json", "2K")):
-        loaded, saved = run["loaded"][name], _saved(file)
-        # Saved workflows load and save back with the very same widgets_values (the button is not serialized).
-        for node_id, node in saved.items():
-            assert loaded["widgets_values"][node_id] == node.get("widgets_values"), f"{file} node {node_id}"
+    for name, label in (("flashvideo_1080p", "1080p"), ("flashvideo_2k", "2K")):
+        loaded = run["loaded"][name]  # (its widgets_values round trip: test_template_loads_cleanly_and_round_trips)
         head = f"{label} · {expected_tokens(label):,} tokens"
         for node_id, lines in loaded["readouts"].items():
             assert lines[0] == head and "on an H100 at 5 steps" in lines[1] and "GB+" in lines[1], lines

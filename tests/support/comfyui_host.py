@@ -1,27 +1,26 @@
-"""Drive a real ComfyUI checkout from the tests: find it, lay out a base directory, run a server, talk HTTP.
+"""Drive a real ComfyUI checkout from the tests: lay out a base directory, run a server, talk HTTP.
 
 Standard library only (the pack's test venv need not have ComfyUI's dependencies: the server runs in the
-checkout's own Python). See COMFYUI.md sections 11 and 12 for the host facts this relies on.
+checkout's own Python). Which checkouts, and how they are made, is support/hosts.py. See COMFYUI.md sections 11
+and 12 for the host facts this relies on.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
 
-CONVENTIONAL_DIR = "/opt/ComfyUI"
-README_HINT = "see README 'Testing against a real ComfyUI'"
 BASE_SUBDIRS = ("custom_nodes", "models/vae", "input", "output", "temp", "user")
 IMPORT_TIMES_HEADER = "Import times for custom nodes:"
 IMPORT_FAILED = "(IMPORT FAILED)"
@@ -31,34 +30,6 @@ IMPORT_FAILED = "(IMPORT FAILED)"
 class ComfyUILocation:
     directory: Path
     python: str
-
-
-def locate_comfyui(environ=None) -> Union[ComfyUILocation, str]:
-    """The ComfyUI checkout to test against, or the reason (one line) why there is none.
-
-    ``COMFYUI_DIR`` wins; when it is set but wrong we say so instead of silently trying the conventional path.
-    The interpreter is the checkout's own ``.venv`` if it has one, else the one running the tests.
-    """
-    environ = os.environ if environ is None else environ
-    configured = environ.get("COMFYUI_DIR")
-    if configured:
-        directory = Path(configured).expanduser()
-        if not (directory / "main.py").is_file():
-            return (
-                f"real-ComfyUI tests skipped: COMFYUI_DIR={configured} is not a ComfyUI checkout (no main.py there); "
-                f"fix or unset it ({README_HINT})"
-            )
-    else:
-        directory = Path(CONVENTIONAL_DIR)
-        if not (directory / "main.py").is_file():
-            return (
-                f"real-ComfyUI tests skipped: no ComfyUI checkout (set COMFYUI_DIR=/path/to/ComfyUI or install it "
-                f"at {CONVENTIONAL_DIR}, {README_HINT})"
-            )
-    for candidate in (directory / ".venv" / "bin" / "python", directory / ".venv" / "Scripts" / "python.exe"):
-        if candidate.is_file():
-            return ComfyUILocation(directory.resolve(), str(candidate))
-    return ComfyUILocation(directory.resolve(), sys.executable)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -97,6 +68,17 @@ def tail(text: str, lines: int = 60) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+_RUNNING: set = set()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    """A test run that dies without tearing down its fixtures must not leave servers behind (0.33's main.py
+    outlives its parent): stop every process group still registered."""
+    for proc in list(_RUNNING):
+        proc.stop(grace=2.0)
+
+
 class HostProcess:
     """A ComfyUI ``main.py`` run in its own process group, stdout and stderr going to a log file."""
 
@@ -117,6 +99,7 @@ class HostProcess:
                 self.command, cwd=self.location.directory, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, env=env, start_new_session=True,
             )
+        _RUNNING.add(self)
         return self
 
     def log(self) -> str:
@@ -147,6 +130,7 @@ class HostProcess:
             self.proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             pass
+        _RUNNING.discard(self)
 
     def _signal_group(self, sig) -> None:
         try:

@@ -55,18 +55,50 @@ FROZEN_OUTPUTS = {
     "FlashVideoSavePromptEmbedding": [],
 }
 
-#: core ComfyUI nodes used by the example workflows (0.3.64)
-CORE_WIDGETS = {
-    "CLIPLoader": ["clip_name", "type", "device"],
-    "CreateVideo": ["fps"],
-    "SaveVideo": ["filename_prefix", "format", "codec"],
-    "LoadVideo": ["file"],
-    "GetVideoComponents": [],
+#: The host the example workflows are written for: its core-node forms run on every tested host
+#: (NATIVE.md section 5), the newer forms do not run on 0.3.64.
+TEMPLATE_HOST = "0.3.64"
+
+#: Core ComfyUI nodes used by the example workflows, as each tested host defines them. ``widgets``: the host's
+#: widget order; ``sockets``: its link inputs; ``template_paths``: where each value a template stores (in the
+#: 0.3.64 order) lands on that host (dotted = inside a dynamic combo); ``added``: widgets_values the host's frontend
+#: appends when it loads a template (its defaults for widgets the template does not set).
+CORE_NODES = {
+    "0.3.64": {
+        "CLIPLoader": {"widgets": ["clip_name", "type", "device"], "sockets": []},
+        "CreateVideo": {"widgets": ["fps"], "sockets": [("images", "IMAGE"), ("audio", "AUDIO")]},
+        "SaveVideo": {"widgets": ["filename_prefix", "format", "codec"], "sockets": [("video", "VIDEO")]},
+        # the frontend appends its upload button's value
+        "LoadVideo": {"widgets": ["file"], "sockets": [], "added": ["image"]},
+        "GetVideoComponents": {"widgets": [], "sockets": [("video", "VIDEO")]},
+    },
+    "0.33.0": {
+        "CLIPLoader": {"widgets": ["clip_name", "type", "device"], "sockets": []},
+        # bit_depth (8 or 10, default 8) is new and optional: 0.3.64 ignores it in a prompt
+        "CreateVideo": {"widgets": ["fps", "bit_depth"], "sockets": [("images", "IMAGE"), ("audio", "AUDIO")],
+                        "added": [8]},
+        # format became a dynamic combo holding codec (and codec an 'encoding' choice); a hidden top-level codec
+        # keeps 0.3.64-form prompts valid. Its frontend appends encoding and the hidden codec ("auto" both).
+        "SaveVideo": {"widgets": ["filename_prefix", "format"], "sockets": [("video", "VIDEO")],
+                      "template_paths": ["filename_prefix", "format", "format.codec"], "added": ["auto", "auto"]},
+        "LoadVideo": {"widgets": ["file"], "sockets": [], "added": ["image"]},
+        "GetVideoComponents": {"widgets": [], "sockets": [("video", "VIDEO")]},
+    },
 }
-CORE_SOCKETS = {
-    "CLIPLoader": [],
-    "CreateVideo": [("images", "IMAGE"), ("audio", "AUDIO")],
-    "SaveVideo": [("video", "VIDEO")],
-    "LoadVideo": [],
-    "GetVideoComponents": [("video", "VIDEO")],
-}
+
+#: core widgets whose options are the user's files (models, inputs): not checked against a host's listing
+CORE_FILE_WIDGETS = {"clip_name", "file"}
+
+
+def core_nodes_for(version: str) -> dict:
+    """The core-node forms of the newest known host not newer than ``version`` (unknown newer hosts are
+    compared with the newest form we know, and a change shows up as a failing check)."""
+    key = lambda v: tuple(int(p) for p in v.split(".") if p.isdigit())  # noqa: E731
+    known = sorted(CORE_NODES, key=key)
+    older = [v for v in known if key(v) <= key(version)]
+    return CORE_NODES[(older or known)[-1]]
+
+
+#: what the UI -> API conversion of the shipped templates assumes (the template host's forms)
+CORE_WIDGETS = {name: node["widgets"] for name, node in CORE_NODES[TEMPLATE_HOST].items()}
+CORE_SOCKETS = {name: node["sockets"] for name, node in CORE_NODES[TEMPLATE_HOST].items()}

@@ -5,8 +5,11 @@ Run by tests/test_web_extension.py in a Python that has ``playwright`` (not nece
     python tests/support/web_driver.py CONFIG.json   ->   one JSON object on stdout
 
 CONFIG: ``url`` (a running ComfyUI), ``chromium`` (executable path, or null for Playwright's own build),
-``workflows`` ({name: UI-format workflow file}), ``artifacts`` (folder for screenshots). The test makes the
-assertions; this script only acts and observes. Exit code 3 (message on stderr): no browser could be launched.
+``workflows`` ({name: UI-format workflow file}), ``artifacts`` (folder for screenshots), ``interact`` (also
+exercise the extension's readouts and button; needs the 1080p and 270p templates). Each workflow is loaded,
+inspected (missing node types, nodes flagged with errors, the Run button's icon, widgets_values and the whole
+graph as the frontend saves it, the prompt it would queue) and photographed. The test makes the assertions; this
+script only acts and observes. Exit code 3 (message on stderr): no browser could be launched.
 """
 
 from __future__ import annotations
@@ -18,17 +21,25 @@ from pathlib import Path
 EXTENSION = "FlashVideo.Stage2Helpers"
 MODULE = "/extensions/ComfyUI-FlashVideo/flashvideo.js"
 STAGE2_TYPES = ("FlashVideoStage2Upscale", "FlashVideoLatentDegrade", "FlashVideoStage2Refiner")
+TEXT_TO_VIDEO, PREVIEW_ONLY = "flashvideo_1080p", "flashvideo_270p_preview"  # the templates interact() uses
 
 # Widgets values as saved, readouts (computed and as last drawn), and the sampler's widgets.
 SNAPSHOT_JS = """async () => {
   const m = await import('%s');
   app.canvas.draw(true, true);
-  const saved = app.graph.serialize();
-  const prompt = (await app.graphToPrompt()).output;
+  // through JSON, as a saved file or a queued prompt is (undefined fields vanish, as they do on disk)
+  const saved = JSON.parse(JSON.stringify(app.graph.serialize()));
+  const prompt = JSON.parse(JSON.stringify((await app.graphToPrompt()).output));
   const nodes = app.graph.nodes;
   const readoutNodes = nodes.filter((n) => ['FlashVideoStage2Upscale', 'FlashVideoStage2Refiner'].includes(n.comfyClass));
   const sampler = nodes.find((n) => n.comfyClass === 'FlashVideoStage1Sampler');
+  const icon = document.querySelector('[data-testid="queue-button-icon"]');
   return {
+    saved,
+    prompt,
+    missing: nodes.filter((n) => !LiteGraph.registered_node_types[n.type]).map((n) => n.type),
+    errors: nodes.filter((n) => n.has_errors).map((n) => `${n.id} ${n.type}`),
+    run_icon: icon ? icon.className : null,
     widgets_values: Object.fromEntries(saved.nodes.map((n) => [n.id, n.widgets_values ?? null])),
     readouts: Object.fromEntries(readoutNodes.map((n) => [n.id, m.readout(n)])),
     drawn: Object.fromEntries(readoutNodes.map((n) => [n.id, n.flashvideoReadout ?? null])),
@@ -37,6 +48,25 @@ SNAPSHOT_JS = """async () => {
     sampler_prompt_inputs: sampler ? Object.keys(prompt[String(sampler.id)]?.inputs ?? {}) : null,
   };
 }""" % MODULE
+
+
+class Page:
+    """The ComfyUI page: load a workflow, photograph it, read toasts; queued prompts are captured, not run."""
+
+    def __init__(self, page, workflows: dict, artifacts: Path, result: dict):
+        self.page, self.workflows, self.artifacts, self.result = page, workflows, artifacts, result
+
+    def load(self, name: str) -> None:
+        self.page.evaluate("async (wf) => { await app.loadGraphData(wf) }", self.workflows[name])
+        self.page.wait_for_timeout(300)
+
+    def screenshot(self, name: str) -> None:
+        path = self.artifacts / f"{name}.png"
+        self.page.screenshot(path=str(path))
+        self.result["screenshots"].append(str(path))
+
+    def toasts(self) -> list:
+        return self.page.locator(".p-toast-message").all_inner_texts()
 
 
 def main(config_path: str) -> int:
@@ -60,7 +90,7 @@ def main(config_path: str) -> int:
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
             page.on("pageerror", lambda e: result["page_errors"].append(f"{e}\n{e.stack or ''}"))
 
-            def on_prompt(route):  # capture queued prompts instead of running them (no model files here)
+            def on_prompt(route):  # capture queued prompts instead of running them
                 if route.request.method != "POST":
                     return route.continue_()
                 result["prompts"].append(route.request.post_data_json)
@@ -72,96 +102,95 @@ def main(config_path: str) -> int:
             page.wait_for_function(
                 f"() => window.app?.graph && app.extensions?.some((e) => e.name === '{EXTENSION}')", timeout=90_000)
             result["extension_loaded"] = True
+            comfy = Page(page, workflows, artifacts, result)
 
-            def load(name):
-                page.evaluate("async (wf) => { await app.loadGraphData(wf) }", workflows[name])
-                page.wait_for_timeout(300)
-
-            def screenshot(name):
-                path = artifacts / f"{name}.png"
-                page.screenshot(path=str(path))
-                result["screenshots"].append(str(path))
-
-            def toasts():
-                return page.locator(".p-toast-message").all_inner_texts()
-
-            # 1. Each workflow as loaded: widgets_values round trip, readouts, the button.
+            # 1. Each workflow as loaded: what the frontend flags, saves and would queue; a screenshot.
             result["loaded"] = {}
             for name in workflows:
-                load(name)
+                comfy.load(name)
                 result["loaded"][name] = page.evaluate(SNAPSHOT_JS)
-
-            # 2. The readouts follow widget changes (Upscale -> 2K, Refiner -> 10 steps, window attention).
-            load("1080p")
-            result["changed"] = page.evaluate("""async () => {
-              const byClass = (c) => app.graph.nodes.find((n) => n.comfyClass === c);
-              const set = (node, name, value) => { const w = node.widgets.find((w) => w.name === name);
-                                                   w.value = value; w.callback?.(value); };
-              const upscale = byClass('FlashVideoStage2Upscale'), refiner = byClass('FlashVideoStage2Refiner');
-              set(upscale, 'resolution', '2K (1440x2560)');
-              set(refiner, 'steps', 10);
-              set(refiner, 'attention', 'window 7x11x11 (experimental)');
-              app.canvas.draw(true, true);
-              return {upscale: upscale.flashvideoReadout, refiner: refiner.flashvideoReadout};
-            }""")
-
-            # 3. The artist previews with stage II bypassed (loader muted); one click on the real button.
-            load("1080p")
-            result["preview_modes"] = page.evaluate("""async (types) => {
-              const m = await import('%s');
-              const core = app.graph.nodes.filter((n) => types.includes(n.comfyClass));
-              for (const n of core) for (const d of [n, ...m.linked(n, 'down')]) d.mode = 4;
-              for (const n of core) for (const u of m.linked(n, 'up'))
-                if (u.comfyClass === 'FlashVideoModelLoader' && u.widgets[0].value.includes('stage2')) u.mode = 2;
-              app.canvas.draw(true, true);
-              return Object.fromEntries(app.graph.nodes.map((n) => [n.id, n.mode]));
-            }""" % MODULE, list(STAGE2_TYPES))
-            screenshot("flashvideo_web_preview_mode")
-            x, y = page.evaluate("""() => {
-              const n = app.graph.nodes.find((n) => n.comfyClass === 'FlashVideoStage1Sampler');
-              const w = n.widgets.find((w) => w.type === 'button');
-              const [x, y] = app.canvas.ds.convertOffsetToCanvas([n.pos[0] + n.size[0] / 2, n.pos[1] + w.y + 10]);
-              const r = app.canvas.canvas.getBoundingClientRect();
-              return [r.left + x, r.top + y];
-            }""")
-            prompts_before = len(result["prompts"])
-            page.mouse.click(x, y)
-            for _ in range(50):
-                if len(result["prompts"]) > prompts_before:
-                    break
-                page.wait_for_timeout(100)
-            result["click_queued"] = len(result["prompts"]) - prompts_before
-            result["modes_after_click"] = page.evaluate(
-                "() => Object.fromEntries(app.graph.nodes.map((n) => [n.id, n.mode]))")
-            page.wait_for_timeout(300)
-            screenshot("flashvideo_web_extension")
-
-            # 4. A randomized stage-I seed would not refine *this* preview: refused with a message.
-            result["randomize"] = page.evaluate("""async () => {
-              const m = await import('%s');
-              const sampler = app.graph.nodes.find((n) => n.comfyClass === 'FlashVideoStage1Sampler');
-              sampler.widgets.find((w) => w.name === 'control_after_generate').value = 'randomize';
-              app.graph.nodes.find((n) => n.comfyClass === 'FlashVideoStage2Refiner').mode = 4;
-              return (await m.refinePreview(sampler)).length;
-            }""" % MODULE)
-            page.wait_for_timeout(500)
-            result["randomize_toasts"] = toasts()
-
-            # 5. A preview-only graph: the button explains that there is no stage II.
-            if "270p" in workflows:
-                load("270p")
-                result["no_stage2"] = page.evaluate("""async () => {
-                  const m = await import('%s');
-                  const sampler = app.graph.nodes.find((n) => n.comfyClass === 'FlashVideoStage1Sampler');
-                  return (await m.refinePreview(sampler)).length;
-                }""" % MODULE)
-                page.wait_for_timeout(500)
-                result["no_stage2_toasts"] = toasts()
+                comfy.screenshot(name)
+            result["dialogs"] = page.locator(".p-dialog").all_inner_texts()
+            result["load_toasts"] = comfy.toasts()  # e.g. schema alerts for a workflow the frontend rejects
+            if config.get("interact"):
+                interact(page, comfy, result, workflows)
             result["prompts_total"] = len(result["prompts"])
         finally:
             browser.close()
     print(json.dumps(result))
     return 0
+
+
+def interact(page, comfy: Page, result: dict, workflows: dict) -> None:
+    """The extension at work on the text-to-video templates: readouts follow widget changes, and the
+    'Refine this preview' button (clicked for real) un-bypasses stage II and queues, or explains why not."""
+    load, screenshot, toasts = comfy.load, comfy.screenshot, comfy.toasts
+    # 2. The readouts follow widget changes (Upscale -> 2K, Refiner -> 10 steps, window attention).
+    load(TEXT_TO_VIDEO)
+    result["changed"] = page.evaluate("""async () => {
+      const byClass = (c) => app.graph.nodes.find((n) => n.comfyClass === c);
+      const set = (node, name, value) => { const w = node.widgets.find((w) => w.name === name);
+                                           w.value = value; w.callback?.(value); };
+      const upscale = byClass('FlashVideoStage2Upscale'), refiner = byClass('FlashVideoStage2Refiner');
+      set(upscale, 'resolution', '2K (1440x2560)');
+      set(refiner, 'steps', 10);
+      set(refiner, 'attention', 'window 7x11x11 (experimental)');
+      app.canvas.draw(true, true);
+      return {upscale: upscale.flashvideoReadout, refiner: refiner.flashvideoReadout};
+    }""")
+
+    # 3. The artist previews with stage II bypassed (loader muted); one click on the real button.
+    load(TEXT_TO_VIDEO)
+    result["preview_modes"] = page.evaluate("""async (types) => {
+      const m = await import('%s');
+      const core = app.graph.nodes.filter((n) => types.includes(n.comfyClass));
+      for (const n of core) for (const d of [n, ...m.linked(n, 'down')]) d.mode = 4;
+      for (const n of core) for (const u of m.linked(n, 'up'))
+        if (u.comfyClass === 'FlashVideoModelLoader' && u.widgets[0].value.includes('stage2')) u.mode = 2;
+      app.canvas.draw(true, true);
+      return Object.fromEntries(app.graph.nodes.map((n) => [n.id, n.mode]));
+    }""" % MODULE, list(STAGE2_TYPES))
+    screenshot("flashvideo_web_preview_mode")
+    x, y = page.evaluate("""() => {
+      const n = app.graph.nodes.find((n) => n.comfyClass === 'FlashVideoStage1Sampler');
+      const w = n.widgets.find((w) => w.type === 'button');
+      const [x, y] = app.canvas.ds.convertOffsetToCanvas([n.pos[0] + n.size[0] / 2, n.pos[1] + w.y + 10]);
+      const r = app.canvas.canvas.getBoundingClientRect();
+      return [r.left + x, r.top + y];
+    }""")
+    prompts_before = len(result["prompts"])
+    page.mouse.click(x, y)
+    for _ in range(50):
+        if len(result["prompts"]) > prompts_before:
+            break
+        page.wait_for_timeout(100)
+    result["click_queued"] = len(result["prompts"]) - prompts_before
+    result["modes_after_click"] = page.evaluate(
+        "() => Object.fromEntries(app.graph.nodes.map((n) => [n.id, n.mode]))")
+    page.wait_for_timeout(300)
+    screenshot("flashvideo_web_extension")
+
+    # 4. A randomized stage-I seed would not refine *this* preview: refused with a message.
+    result["randomize"] = page.evaluate("""async () => {
+      const m = await import('%s');
+      const sampler = app.graph.nodes.find((n) => n.comfyClass === 'FlashVideoStage1Sampler');
+      sampler.widgets.find((w) => w.name === 'control_after_generate').value = 'randomize';
+      app.graph.nodes.find((n) => n.comfyClass === 'FlashVideoStage2Refiner').mode = 4;
+      return (await m.refinePreview(sampler)).length;
+    }""" % MODULE)
+    page.wait_for_timeout(500)
+    result["randomize_toasts"] = toasts()
+
+    # 5. A preview-only graph: the button explains that there is no stage II.
+    if PREVIEW_ONLY in workflows:
+        load(PREVIEW_ONLY)
+        result["no_stage2"] = page.evaluate("""async () => {
+          const m = await import('%s');
+          const sampler = app.graph.nodes.find((n) => n.comfyClass === 'FlashVideoStage1Sampler');
+          return (await m.refinePreview(sampler)).length;
+        }""" % MODULE)
+        page.wait_for_timeout(500)
+        result["no_stage2_toasts"] = toasts()
 
 
 if __name__ == "__main__":
