@@ -58,6 +58,22 @@ def test_stage1_schedule_matches_spec_data_exactly():
     assert s.cfg_scales == pytest.approx(data["stage1_dynamic_cfg_scale_per_step(scale=8)"], abs=1e-12)
 
 
+@pytest.mark.parametrize("steps", [51, 50, 6, 4])
+def test_dynamic_cfg_uses_the_runs_step_count(steps):
+    """SPEC §6.4: at N steps the reference configures sampler and guider with N, so each scale is
+    1 + s (1 - cos(pi ((N - t) / N)^5)) / 2 over the N-step timesteps; written out here from the formula."""
+    import numpy as np
+
+    cfg = 7.0
+    ts = np.linspace(999, 0, steps, endpoint=False).astype(int).tolist()  # sampling order: 999 first
+    want = [1.0 + cfg * (1.0 - math.cos(math.pi * (((steps - t) / steps) ** 5))) / 2.0 for t in ts]
+    got = stage1_schedule(steps, cfg).cfg_scales
+    assert got == want  # exact: the same float64 operations
+    if steps != 51:
+        hard_coded_51 = [1.0 + cfg * (1.0 - math.cos(math.pi * (((51 - t) / 51) ** 5))) / 2.0 for t in ts]
+        assert max(abs(a - b) for a, b in zip(got, hard_coded_51)) > 0.1  # the old behaviour differs visibly
+
+
 class ExactModel(torch.nn.Module):
     """Predicts the exact v for a fixed clean latent, using the spec's snapped alphas (SPEC Appendix A)."""
 

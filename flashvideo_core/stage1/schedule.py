@@ -15,8 +15,6 @@ import torch
 from ..schedules import NUM_TIMESTEPS, full_sqrt_alpha_table, sqrt_alpha
 
 DEFAULT_STEPS = 51
-#: DynamicCFG keeps the yaml's num_steps (51) whatever the step count (SPEC §1.3.6).
-DYNAMIC_CFG_STEPS = 51
 DYNAMIC_CFG_EXP = 5.0
 DEFAULT_CFG = 8.0
 
@@ -38,14 +36,16 @@ def sampler_timesteps(steps: int) -> list:
     return np.linspace(NUM_TIMESTEPS - 1, 0, steps, endpoint=False).astype(int)[::-1].tolist()
 
 
-def dynamic_cfg_scale(timestep: int, scale: float) -> float:
-    """1 + scale (1 - cos(pi ((51 - t) / 51)^5)) / 2 with the actual timestep t, in float64.
+def dynamic_cfg_scale(timestep: int, scale: float, steps: int = DEFAULT_STEPS) -> float:
+    """1 + scale (1 - cos(pi ((N - t) / N)^5)) / 2 with the actual timestep t and the run's step count N,
+    in float64.
 
-    (51 - t) is mostly large and negative, so the cosine argument is huge and the
-    scale is a deterministic pseudo-random sequence in [1, 1 + scale]: the reference's
-    behaviour, kept because it shapes every stage-I picture.
+    (N - t) is mostly large and negative, so the cosine argument is huge and the scale is a
+    deterministic pseudo-random sequence in [1, 1 + scale]: the reference's behaviour, kept because it
+    shapes every stage-I picture. The reference only runs N != 51 with sampler and guider both set to N
+    (SPEC §6.4), so N is the run's step count, not the yaml's 51.
     """
-    x = ((DYNAMIC_CFG_STEPS - timestep) / DYNAMIC_CFG_STEPS) ** DYNAMIC_CFG_EXP
+    x = ((steps - timestep) / steps) ** DYNAMIC_CFG_EXP
     return 1.0 + scale * (1.0 - math.cos(math.pi * x)) / 2.0
 
 
@@ -63,5 +63,5 @@ def stage1_schedule(steps: int = DEFAULT_STEPS, cfg: float = DEFAULT_CFG) -> Sta
         alphas=alphas,
         snapped_alphas=[float(table[i]) for i in snapped_idx],
         snapped_indices=snapped_idx,
-        cfg_scales=[dynamic_cfg_scale(t, cfg) for t in timesteps],
+        cfg_scales=[dynamic_cfg_scale(t, cfg, steps) for t in timesteps],
     )
