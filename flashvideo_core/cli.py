@@ -107,7 +107,8 @@ def _run_pipeline(args, contexts: list, names: list) -> int:
     stage1, stage2, vae = _load_models(args, dtype)
     load_seconds = time.perf_counter() - t0
     stage1_settings, stage2_settings = _settings(args)
-    slicing = SlicingOptions(mode=args.slicing, memory_budget_mib=args.vae_memory_mb)
+    # the pipeline sets the stage per decode (stage-II latents get the official 1x2 tiles in reference mode)
+    slicing = SlicingOptions(mode=args.slicing, memory_budget_mib=args.vae_memory_mb, hard_seams=args.hard_seams)
     print(f"device {device}, dtype {dtype}; models loaded in {load_seconds:.2f} s")
     for (context1, context2), name in zip(contexts, names):
         result = generate_two_stage(stage1, stage2, vae, context1, context2, stage1_settings, stage2_settings,
@@ -169,6 +170,9 @@ def _add_pipeline_args(p: argparse.ArgumentParser, stage1_size: tuple, resolutio
     p.add_argument("--dtype", default="auto", choices=["auto", *sorted(DTYPES)], help="auto: bf16 on GPU, fp32 on CPU")
     p.add_argument("--slicing", default="reference", choices=["reference", "auto", "whole"], help="VAE slicing mode")
     p.add_argument("--vae-memory-mb", type=int, default=None, help="VAE memory cap in MiB (default: free memory)")
+    p.add_argument("--hard-seams", action="store_true",
+                   help="cut the VAE tiles at their boundary as the official code does (with --slicing reference: "
+                   "its exact stage-II decode) instead of blending them")
     p.add_argument("--fps", type=int, default=8)
 
 

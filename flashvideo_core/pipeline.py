@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 import torch
@@ -90,9 +90,12 @@ def generate_two_stage(
     """Run stage I, and stage II unless ``stage2_model`` is None.
 
     ``context2`` is the stage-II prompt embedding (the reference script prefixes the prompt
-    with "medium motion,"); it defaults to ``context1``. Outputs are on the CPU.
+    with "medium motion,"); it defaults to ``context1``. ``slicing.stage`` is set per pass
+    (1 for the preview and the bridge, 2 for the final decode). Outputs are on the CPU.
     """
     device = torch.device(device or next(stage1_model.parameters()).device)
+    # the stage is data for the slicer: reference mode decodes stage-II latents in the official 1x2 tiles
+    slicing1, slicing2 = replace(slicing, stage=1), replace(slicing, stage=2)
     timings: dict = {}
     cpu = torch.device("cpu")
     shape = latent_shape(stage1.frames, stage1.height, stage1.width, batch=context1.shape[0],
@@ -102,10 +105,10 @@ def generate_two_stage(
     z1 = z1.permute(0, 2, 1, 3, 4).to(cpu) * LATENT_SCALE_STAGE1
     if stage2_model is None:
         with _phase(timings, "decode preview"), resident(vae, device):
-            preview = decode_sliced(vae, z1 / LATENT_SCALE_STAGE1, slicing, progress, output_device=cpu).clamp(-1, 1)
+            preview = decode_sliced(vae, z1 / LATENT_SCALE_STAGE1, slicing1, progress, output_device=cpu).clamp(-1, 1)
         return PipelineResult(preview, None, z1, None, timings)
     with _phase(timings, "bridge"), resident(vae, device):
-        z2, preview = stage1_to_stage2(vae, z1, (stage2.height, stage2.width), stage2.seed, slicing, progress)
+        z2, preview = stage1_to_stage2(vae, z1, (stage2.height, stage2.width), stage2.seed, slicing1, progress)
     with _phase(timings, "degrade"):
         x0 = degrade_latent(z2, stage2.noise_step, stage2.seed)
     context2 = context1 if context2 is None else context2
@@ -113,5 +116,5 @@ def generate_two_stage(
         z2_refined = refine_stage2(stage2_model, context2, x0, stage2.noise_step, stage2.steps, stage2.cfg,
                                    stage2.shift, progress).to(cpu)
     with _phase(timings, "decode"), resident(vae, device):
-        refined = decode_sliced(vae, z2_refined / LATENT_SCALE_STAGE2, slicing, progress, output_device=cpu)
+        refined = decode_sliced(vae, z2_refined / LATENT_SCALE_STAGE2, slicing2, progress, output_device=cpu)
     return PipelineResult(preview.to(cpu), refined.clamp(-1, 1), z1, z2_refined, timings)

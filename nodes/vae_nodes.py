@@ -27,6 +27,7 @@ FlashVideoVAE = io.Custom("FLASHVIDEO_VAE")
 
 CATEGORY = "FlashVideo"
 STAGES = ["stage1", "stage2"]
+STAGE_NUMBERS = {"stage1": 1, "stage2": 2}
 FRAME_RULES = ["error", "trim", "pad"]
 SPATIAL = 8
 
@@ -37,7 +38,9 @@ SCALE_TOOLTIP = (
 )
 SLICING_TOOLTIP = (
     "reference: the official chunk boundaries (decode: latent frames 0-2 then pairs; encode: 17 frames then 16s), "
-    "so official weights give the official look; tiles only when memory needs them. "
+    "so official weights give the official look. Decoding a stage2 latent also uses the official split into a left "
+    "and a right tile (128 px overlap), blended across the seam (the official code cuts hard); more tiles only when "
+    "memory needs them. Other passes: tiles only when memory needs them. "
     "auto: the largest chunks and fewest tiles that fit the memory budget (GroupNorm statistics are per chunk, "
     "so the look differs slightly from reference). manual: the chunk and tile sizes below. "
     "whole: one pass, most memory."
@@ -70,7 +73,9 @@ def _slicing_inputs() -> list:
     ]
 
 
-def _slicing_options(slicing, memory_budget_mb, chunk_latents, tile_size, tile_overlap) -> SlicingOptions:
+def _slicing_options(slicing, memory_budget_mb, chunk_latents, tile_size, tile_overlap,
+                     stage: int = 1) -> SlicingOptions:
+    """``stage``: the FlashVideo stage of the decoded latent (2: the official stage-II tiles in reference mode)."""
     if slicing not in MODES:  # ComfyUI 0.3.64 does not check V3 combo values
         raise InputError(f"slicing must be one of {list(MODES)}, got {slicing!r}")
     return SlicingOptions(
@@ -79,6 +84,7 @@ def _slicing_options(slicing, memory_budget_mb, chunk_latents, tile_size, tile_o
         chunk_latents=chunk_latents,
         tile_latents=tile_size // SPATIAL or None,
         tile_overlap=tile_overlap // SPATIAL,
+        stage=stage,
     )
 
 
@@ -154,7 +160,8 @@ class FlashVideoVAEDecode(io.ComfyNode):
         if carried is not None and f"stage{carried}" != latent_scale:
             raise InputError(f"this latent comes from FlashVideo stage {carried} but latent_scale is {latent_scale}: "
                              f"set latent_scale to stage{carried}, or the colours come out wrong")
-        options = _slicing_options(slicing, memory_budget_mb, chunk_latents, tile_size, tile_overlap)
+        options = _slicing_options(slicing, memory_budget_mb, chunk_latents, tile_size, tile_overlap,
+                                   stage=STAGE_NUMBERS[latent_scale])
         budget = _prepare(vae, "decode", tuple(z.shape), options)
         video = decode_sliced(vae.model, z, options, ComfyProgress(), output_device=mm.intermediate_device(), budget_bytes=budget)
         if not torch.isfinite(video).all():

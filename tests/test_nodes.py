@@ -89,9 +89,10 @@ def test_encode_then_decode_match_the_core(vae):
     frames = vae_nodes.FlashVideoVAEDecode.execute(vae, latent, "stage2").result[0]
     assert frames.shape == (17, 64, 96, 3) and frames.dtype == torch.float32
     assert 0.0 <= frames.min() and frames.max() <= 1.0
-    decoded = decode_sliced(vae.model, latent["samples"] / 1.15258426, SlicingOptions())
+    # latent_scale stage2 tells the slicer it is a stage-II latent: the official 1x2 width tiles in reference mode
+    decoded = decode_sliced(vae.model, latent["samples"] / 1.15258426, SlicingOptions(stage=2))
     torch.testing.assert_close(frames, ((decoded.clamp(-1, 1) + 1) / 2)[0].permute(1, 2, 3, 0))
-    assert host.progress[-1][:2] == (2, 2) and host.progress[-1][2]  # per chunk, with a preview frame
+    assert host.progress[-1][:2] == (4, 4) and host.progress[-1][2]  # per chunk and tile, with a preview frame
 
 
 def test_stage_scale_changes_the_decode(vae):

@@ -7,12 +7,13 @@ import pytest
 import torch
 
 from flashvideo_core.cli import main
+from flashvideo_core.constants import LATENT_SCALE_STAGE2
 from flashvideo_core.dit.loader import load_dit
 from flashvideo_core.pipeline import Stage1Settings, Stage2Settings, generate_two_stage
 from flashvideo_core.text_embeddings import load_prompt_embedding
 from flashvideo_core.tiny_install import TINY_FILES, make_tiny
 from flashvideo_core.vae.loader import load_vae
-from flashvideo_core.vae.slicing import SlicingOptions
+from flashvideo_core.vae.slicing import SlicingOptions, decode_sliced
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,9 @@ def test_two_stage_pipeline_gives_frames_of_the_right_count_and_size(tiny_models
     assert result.stage1_latent.shape == (1, 16, 5, 4, 6) and result.stage2_latent.shape == (1, 16, 5, 8, 12)
     assert torch.isfinite(result.refined).all() and result.refined.abs().max() <= 1
     assert list(result.timings) == ["stage I", "bridge", "degrade", "stage II", "decode"]
+    # the final decode is told it is a stage-II latent (reference mode: the official 1x2 width tiles)
+    stage2_decode = decode_sliced(vae, result.stage2_latent / LATENT_SCALE_STAGE2, SlicingOptions(stage=2))
+    torch.testing.assert_close(result.refined, stage2_decode.clamp(-1, 1))
     again = generate_two_stage(stage1, stage2, vae, context, None, s1, s2, SlicingOptions())
     torch.testing.assert_close(again.refined, result.refined)  # seeded end to end
     preview_only = generate_two_stage(stage1, None, vae, context, None, s1, s2)
@@ -63,7 +67,7 @@ def test_generate_writes_three_mp4s_at_8_fps(tiny_models, tmp_path):
     code = main(["generate", "--stage1", tiny_models["stage1"], "--stage2", tiny_models["stage2"], "--vae",
                  tiny_models["vae"], "--embedding", tiny_models["embedding"], "--output-dir", str(out),
                  "--height", "32", "--width", "48", "--frames", "9", "--steps1", "3", "--steps2", "2",
-                 "--resolution", "96x64", "--seed", "3"])
+                 "--resolution", "96x64", "--seed", "3", "--hard-seams"])
     assert code == 0
     stem = "flashvideo_example_prompt_seed3"
     assert _probe(str(out / f"{stem}_stage1.mp4")) == (9, 48, 32, 8.0)

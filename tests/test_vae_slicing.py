@@ -5,15 +5,18 @@ import torch
 
 from flashvideo_core.errors import Cancelled, InputError
 from flashvideo_core.progress import CallbackProgress
+from flashvideo_core.tiny import TINY_VAE_CONFIG
 from flashvideo_core.vae.config import OFFICIAL_VAE_CONFIG
 from flashvideo_core.vae.slicing import (
     SlicingOptions,
+    Tile,
     axis_tiles,
     axis_weights,
     causal_time_chunks,
     decode_sliced,
     encode_sliced,
     plan_slicing,
+    reference_axis_tiles,
 )
 from support.vae_helpers import without_groupnorm_statistics
 
@@ -161,3 +164,117 @@ def test_bad_inputs_raise_clear_errors(tiny_vae):
         decode_sliced(tiny_vae, torch.zeros(1, 16, 5, 4, 4), SlicingOptions("manual", chunk_latents=3))
     with pytest.raises(InputError, match="slicing mode"):
         SlicingOptions("fast")
+    with pytest.raises(InputError, match="stage"):
+        SlicingOptions(stage=3)
+
+
+# ----------------------------------------------------------------------------- stage-II reference tiles (SPEC 1.9)
+
+#: The smallest handy stage-II width: W // 2 = 18 >= 16, so both official tiles get the full
+#: 16-latent overlap (A reads [0, 34), B reads [2, 36)) and the two tiles read different columns.
+STAGE2_SHAPE = (1, 16, 5, 2, 36)  # 5 latent frames: time chunks [0:3], [3:5] in every tile
+OFFICIAL_OVERLAP = 16
+
+
+def _official_stage2_decode(vae, z):
+    """Written from SPEC 1.9, not from the pack's planner: two width tiles with nominal boundary
+    W // 2, each read 16 latents past the boundary where that many exist, each decoded alone with
+    the official time chunks, the 128 px margins cropped, the rest pasted side by side."""
+    width = z.shape[-1]
+    mid = width // 2
+    a_end = mid + OFFICIAL_OVERLAP if mid + OFFICIAL_OVERLAP <= width else mid
+    b_start = mid - OFFICIAL_OVERLAP if mid - OFFICIAL_OVERLAP >= 0 else mid
+    # per tile: the pack's whole-width reference decode (time chunks [0:3] then pairs, checked against diffusers)
+    left = decode_sliced(vae, z[..., :a_end].contiguous(), SlicingOptions("reference", stage=1))
+    right = decode_sliced(vae, z[..., b_start:].contiguous(), SlicingOptions("reference", stage=1))
+    return torch.cat([left[..., : mid * 8], right[..., (mid - b_start) * 8 :]], dim=-1)
+
+
+@pytest.fixture(scope="module")
+def stage2_decodes(tiny_vae):
+    z = torch.randn(*STAGE2_SHAPE, generator=torch.Generator().manual_seed(21))
+    return {
+        "z": z,
+        "hard": decode_sliced(tiny_vae, z, SlicingOptions("reference", stage=2, hard_seams=True)),
+        "blended": decode_sliced(tiny_vae, z, SlicingOptions("reference", stage=2)),
+        "stage1": decode_sliced(tiny_vae, z, SlicingOptions("reference")),
+    }
+
+
+def test_stage2_reference_plan_is_the_official_1x2_split():
+    # SPEC 1.9, 1080p: tile A reads [0, 136) and keeps [0, 120); tile B reads [104, 240) and keeps [120, 240)
+    shape = (1, 16, 13, 134, 240)
+    spec_tiles = [Tile(0, 136, 0, 120), Tile(104, 240, 120, 240)]
+    assert axis_tiles(240, 2, 16) == reference_axis_tiles(240, 2, 16) == spec_tiles
+    for budget in (None, 1 << 50):  # unbounded, or roomy: never fewer tiles than the official ones
+        plan = plan_slicing(OFFICIAL_VAE_CONFIG, "decode", shape, torch.bfloat16, SlicingOptions(stage=2), budget)
+        assert plan.tiles_w == spec_tiles and plan.tiles_h == [Tile(0, 134, 0, 134)]  # height not split
+        assert plan.time_chunks == causal_time_chunks(13, 2)
+        assert plan.blend_band == 16 and not plan.notes
+        assert "1x2 tile(s)" in plan.describe()
+    hard = plan_slicing(OFFICIAL_VAE_CONFIG, "decode", shape, torch.bfloat16, SlicingOptions(stage=2, hard_seams=True))
+    assert hard.tiles_w == spec_tiles and hard.blend_band == 0
+    # the tiny test size
+    tiny = plan_slicing(TINY_VAE_CONFIG, "decode", STAGE2_SHAPE, torch.float32, SlicingOptions(stage=2))
+    assert tiny.tiles_w == [Tile(0, 34, 0, 18), Tile(2, 36, 18, 36)] and len(tiny.tiles_h) == 1
+    assert tiny.time_chunks == [(0, 3), (3, 5)]
+
+
+def test_stage2_reference_plan_adds_tiles_only_for_memory_and_keeps_the_official_rule():
+    shape = (1, 16, 13, 134, 240)
+    plan = plan_slicing(OFFICIAL_VAE_CONFIG, "decode", shape, torch.bfloat16, SlicingOptions(stage=2),
+                        budget_bytes=22 * 2**30)
+    assert plan.estimated_bytes <= 22 * 2**30
+    assert len(plan.tiles_w) >= 2 and len(plan.tiles_h) * len(plan.tiles_w) > 2
+    assert "instead of the official stage-II 1x2" in plan.describe()  # logged (as a warning) by the decode
+    for tiles, length in ((plan.tiles_h, 134), (plan.tiles_w, 240)):
+        assert tiles == reference_axis_tiles(length, len(tiles), 16)
+        assert all(t.start - t.read_start == 16 for t in tiles[1:])
+        assert all(t.read_end - t.end == 16 for t in tiles[:-1])
+    # the official extents: floor bounds, overlap only where all of it exists (no clamping)
+    assert reference_axis_tiles(35, 2, 16) == [Tile(0, 33, 0, 17), Tile(1, 35, 17, 35)]
+    assert reference_axis_tiles(12, 2, 16) == [Tile(0, 6, 0, 6), Tile(6, 12, 6, 12)]
+    narrow = plan_slicing(TINY_VAE_CONFIG, "decode", (1, 16, 5, 8, 12), torch.float32, SlicingOptions(stage=2))
+    assert narrow.blend_band == 0 and "cut hard" in narrow.describe()  # no context to blend over
+
+
+def test_stage1_decodes_and_encodes_get_no_stage2_tiles():
+    for stage in (1, 2):
+        enc = plan_slicing(OFFICIAL_VAE_CONFIG, "encode", (1, 3, 49, 1072, 1920), torch.bfloat16,
+                           SlicingOptions(stage=stage))
+        assert len(enc.tiles_h) == len(enc.tiles_w) == 1 and [e - s for s, e in enc.time_chunks] == [17, 16, 16]
+    stage1 = plan_slicing(OFFICIAL_VAE_CONFIG, "decode", (1, 16, 13, 32, 60), torch.bfloat16, SlicingOptions(stage=1))
+    assert len(stage1.tiles_h) == len(stage1.tiles_w) == 1
+    for mode in ("auto", "whole"):  # only reference mode follows the official split
+        plan = plan_slicing(OFFICIAL_VAE_CONFIG, "decode", (1, 16, 13, 134, 240), torch.bfloat16,
+                            SlicingOptions(mode, stage=2), budget_bytes=1 << 50)
+        assert len(plan.tiles_h) == len(plan.tiles_w) == 1
+
+
+def test_stage2_reference_hard_seams_equal_the_official_crop_and_cut(tiny_vae, stage2_decodes):
+    official = _official_stage2_decode(tiny_vae, stage2_decodes["z"])
+    assert stage2_decodes["hard"].shape == official.shape == (1, 3, 17, 16, 288)
+    torch.testing.assert_close(stage2_decodes["hard"], official, atol=1e-5, rtol=0)
+    # per-tile GroupNorm statistics do change the picture: the tiles are not a no-op
+    assert (stage2_decodes["hard"] - stage2_decodes["stage1"]).abs().max() > 1e-3
+
+
+def test_stage2_blending_changes_only_the_band_around_the_seam(stage2_decodes):
+    hard, blended = stage2_decodes["hard"], stage2_decodes["blended"]
+    seam, half_band = 18 * 8, OFFICIAL_OVERLAP // 2 * 8  # blended over 16 latents centred on the boundary
+    outside = torch.ones(hard.shape[-1], dtype=torch.bool)
+    outside[seam - half_band : seam + half_band] = False
+    assert torch.equal(blended[..., outside], hard[..., outside])
+    band = blended[..., ~outside] - hard[..., ~outside]
+    assert band.abs().max() > 1e-4  # the blend does something there
+
+    def step_at_seam(out):  # jump across the boundary relative to the untiled decode
+        e = out - stage2_decodes["stage1"]
+        return (e[..., seam] - e[..., seam - 1]).abs().mean()
+
+    assert step_at_seam(blended) < step_at_seam(hard)
+
+
+def test_stage1_reference_decode_is_untiled(tiny_vae, stage2_decodes):
+    untiled = decode_sliced(tiny_vae, stage2_decodes["z"], SlicingOptions("manual", chunk_latents=2))
+    assert torch.equal(stage2_decodes["stage1"], untiled)

@@ -8,6 +8,7 @@ Every VAE pass goes through the memory-bounded slicer.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Optional
 
 import torch
@@ -88,7 +89,9 @@ def stage1_to_stage2(
     budget_bytes: Optional[int] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Stage-I latent (B, 16, T', h, w), scaled by 0.7 -> (stage-II latent, decoded stage-I video in [-1, 1])."""
-    preview = decode_sliced(vae, stage1_latent.float() / LATENT_SCALE_STAGE1, options, progress, budget_bytes=budget_bytes)
+    stage1_options = replace(options, stage=1)  # a stage-I latent, whatever stage the caller's options name
+    preview = decode_sliced(vae, stage1_latent.float() / LATENT_SCALE_STAGE1, stage1_options, progress,
+                            budget_bytes=budget_bytes)
     preview = preview.clamp(-1, 1)  # the reference clamps to [0, 255] before re-normalising
     frames = preview.shape[2]
     if (frames - 1) % 4:

@@ -6,7 +6,12 @@ taken per chunk (and per tile), exactly as in the official code. Hence the modes
 
 * ``reference`` (default): the official temporal boundaries (decode: latent frames
   [0:3] then pairs; encode: 17 pixel frames then 16s, i.e. [17, 16, 16] for 49), so
-  official weights give the official look. Spatial tiles only if the budget needs them.
+  official weights give the official look. A decode of a stage-II latent
+  (``SlicingOptions.stage == 2``) also uses the official spatial split (SPEC 1.9):
+  1 x 2 width tiles, nominal boundaries ``idx * L // n``, each read ``tile_overlap``
+  (16) latents beyond its inner sides where that much exists. More tiles only if the
+  budget needs them (noted in the log), never fewer. Stage-I decodes and all encodes
+  get spatial tiles only if the budget needs them.
 * ``auto``: the largest chunks, then the fewest tiles, that fit the memory budget.
   Fewer chunk edges means GroupNorm statistics closer to a whole-clip pass.
 * ``manual``: chunk and tile sizes as given.
@@ -16,7 +21,12 @@ Spatial tiles overlap by ``tile_overlap`` latents on each inner side and are ble
 with linear ramps over a band of the same width centred on the nominal boundary, so
 each blended value still has ``tile_overlap / 2`` latents of context. The reference
 used the same 16-latent overlap but cut hard at the boundary, leaving a visible seam
-when tile statistics differ; blending removes it.
+when tile statistics differ; blending removes it. ``hard_seams=True`` cuts at the
+boundary instead, which with the stage-II reference tiles reproduces the official
+crop-and-paste exactly.
+
+The stage is data, never guessed from shapes: callers that decode a stage-II latent
+pass ``stage=2``.
 """
 
 from __future__ import annotations
@@ -37,6 +47,9 @@ from .model import CogVideoXVAE
 log = logging.getLogger("flashvideo")
 
 MODES = ("reference", "auto", "manual", "whole")
+STAGES = (1, 2)
+#: the official stage-II decode split (utils.save_mem_decode): (height tiles, width tiles).
+REFERENCE_STAGE2_TILES = (1, 2)
 #: the official decode chunk (latent frames after the first 1 + 2) and encode chunk (16 pixel frames = 4 latents).
 REFERENCE_CHUNK_LATENTS = {"decode": 2, "encode": 4}
 DEFAULT_TILE_OVERLAP = 16
@@ -59,10 +72,15 @@ class SlicingOptions:
     tile_overlap: int = DEFAULT_TILE_OVERLAP
     #: cut tiles at the nominal boundary like the reference instead of blending (shows seams).
     hard_seams: bool = False
+    #: the FlashVideo stage whose latent is decoded (1: the 270p preview, 2: the 1080p refiner).
+    #: In ``reference`` mode a stage-2 decode uses the official 1x2 width tiles; encodes ignore it.
+    stage: int = 1
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise InputError(f"slicing mode {self.mode!r} is not one of {MODES}")
+        if self.stage not in STAGES:
+            raise InputError(f"slicing stage must be one of {STAGES}, got {self.stage!r}")
         if self.tile_overlap < 0:
             raise InputError("tile_overlap must be >= 0")
 
@@ -140,6 +158,8 @@ def _chunk_in_frames(direction: str, config: VAEConfig, latents: int) -> int:
 
 
 def axis_tiles(length: int, count: int, overlap: int) -> list:
+    """``count`` tiles over ``length``: nominal bounds round(i * length / count), each read
+    ``overlap`` beyond its inner sides, clamped to [0, length)."""
     bounds = [round(i * length / count) for i in range(count + 1)]
     tiles = []
     for i in range(count):
@@ -148,6 +168,32 @@ def axis_tiles(length: int, count: int, overlap: int) -> list:
         read_end = min(length, end + overlap) if i < count - 1 else length
         tiles.append(Tile(read_start, read_end, start, end))
     return tiles
+
+
+def reference_axis_tiles(length: int, count: int, overlap: int) -> list:
+    """Tiles as the official stage-II decode cuts them (SPEC 1.9).
+
+    Nominal bounds are ``i * length // count`` (floor). An inner side reads ``overlap``
+    more latents only if all of them exist (no clamping: a tile too close to the edge
+    gets no overlap on that side). ``reference_axis_tiles(240, 2, 16)`` reads [0, 136)
+    and [104, 240) and owns [0, 120) and [120, 240).
+    """
+    tiles = []
+    for i in range(count):
+        start, end = i * length // count, (i + 1) * length // count
+        read_start, read_end = start, end
+        if count > 1 and start - overlap >= 0:
+            read_start = start - overlap
+        if count > 1 and end + overlap <= length:
+            read_end = end + overlap
+        tiles.append(Tile(read_start, read_end, start, end))
+    return tiles
+
+
+def seam_context(tiles: list) -> Optional[int]:
+    """The fewest latents any tile reads beyond an inner boundary (None for one tile)."""
+    sides = [t.start - t.read_start for t in tiles[1:]] + [t.read_end - t.end for t in tiles[:-1]]
+    return min(sides) if sides else None
 
 
 def axis_weights(tile: Tile, length: int, band: int, scale: int) -> torch.Tensor:
@@ -257,14 +303,16 @@ def plan_slicing(
     overlap = options.tile_overlap
     step = _time_step(direction, config)
 
-    def build(chunk_frames: int, nh: int, nw: int) -> SlicePlan:
+    def build(chunk_frames: int, nh: int, nw: int, tiler=axis_tiles) -> SlicePlan:
         chunks = causal_time_chunks(frames, chunk_frames) if chunk_frames else [(0, frames)]
-        tiles_h, tiles_w = axis_tiles(lat_h, nh, overlap), axis_tiles(lat_w, nw, overlap)
+        tiles_h, tiles_w = tiler(lat_h, nh, overlap), tiler(lat_w, nw, overlap)
         biggest_t = max(e - s for s, e in chunks)
         th = max(t.read_end - t.read_start for t in tiles_h) * f
         tw = max(t.read_end - t.read_start for t in tiles_w) * f
         est = estimate_peak_bytes(config, direction, biggest_t, th, tw, dtype_bytes, batch)
-        band = 0 if options.hard_seams else overlap
+        # blend only over context every tile actually decoded (the reference tiles may have none)
+        contexts = [c for c in (seam_context(tiles_h), seam_context(tiles_w)) if c is not None]
+        band = 0 if options.hard_seams else min([overlap, *contexts])
         return SlicePlan(direction, chunks, tiles_h, tiles_w, overlap, band, est, budget_bytes)
 
     if options.mode == "whole":
@@ -287,6 +335,14 @@ def plan_slicing(
 
     fits = lambda p: budget_bytes is None or p.estimated_bytes <= budget_bytes  # noqa: E731
     reference_chunk = _chunk_in_frames(direction, config, REFERENCE_CHUNK_LATENTS[direction])
+    min_tile = max(overlap, 8)
+    max_tiles = max(1, (lat_h // min_tile + 1) * (lat_w // min_tile + 1))
+
+    def too_small(nh: int, nw: int) -> bool:
+        return (nh > 1 and lat_h / nh < min_tile) or (nw > 1 and lat_w / nw < min_tile)
+
+    if options.mode == "reference" and direction == "decode" and options.stage == 2:
+        return _plan_reference_stage2(build, fits, reference_chunk, lat_h, lat_w, overlap, max_tiles, too_small)
     if options.mode == "reference":
         chunk_choices = [reference_chunk]
     else:
@@ -297,16 +353,46 @@ def plan_slicing(
         if fits(plan):
             return plan
     smallest_chunk = chunk_choices[-1]
-    min_tile = max(overlap, 8)
-    max_tiles = max(1, (lat_h // min_tile + 1) * (lat_w // min_tile + 1))
     plan = None
     for nh, nw in _tile_layouts(lat_h, lat_w, max_tiles):
-        if (nh > 1 and lat_h / nh < min_tile) or (nw > 1 and lat_w / nw < min_tile):
+        if too_small(nh, nw):
             continue
         plan = build(smallest_chunk, nh, nw)
         if fits(plan):
             return plan
     plan = plan or build(smallest_chunk, 1, 1)
+    plan.notes.append("no plan fits the budget; using the smallest tiles (may run out of memory)")
+    return plan
+
+
+def _plan_reference_stage2(build, fits, chunk, lat_h, lat_w, overlap, max_tiles, too_small) -> SlicePlan:
+    """The official stage-II decode split: 1x2 width tiles with the official extents, the official
+    time chunks; more tiles (same extent rule) only if the budget needs them, never fewer."""
+    want_h, want_w = REFERENCE_STAGE2_TILES
+    nh, nw = min(want_h, max(lat_h, 1)), min(want_w, max(lat_w, 1))
+    official = build(chunk, nh, nw, reference_axis_tiles)
+    if (nh, nw) != (want_h, want_w):
+        official.notes.append(f"a latent {lat_w} wide cannot be split into the official {want_h}x{want_w} tiles")
+    context = seam_context(official.tiles_w)
+    if context is not None and context < overlap:
+        official.notes.append(
+            f"stage-II latent only {lat_w} wide: an official tile gets no {overlap}-latent overlap, "
+            "so the seam is cut hard"
+        )
+    if fits(official):
+        return official
+    plan = None
+    for th, tw in _tile_layouts(lat_h, lat_w, max_tiles):
+        if th < want_h or tw < want_w or th * tw <= nh * nw or too_small(th, tw):
+            continue
+        plan = build(chunk, th, tw, reference_axis_tiles)
+        if fits(plan):
+            plan.notes.append(
+                f"the memory budget needs {th}x{tw} tiles instead of the official stage-II {want_h}x{want_w}; "
+                "the picture differs slightly from the reference"
+            )
+            return plan
+    plan = plan or official
     plan.notes.append("no plan fits the budget; using the smallest tiles (may run out of memory)")
     return plan
 
@@ -400,7 +486,7 @@ def _sliced_pass(vae, direction, x, options, progress, output_device, budget_byt
     if budget_bytes is None and options.memory_budget_mib is None:
         budget_bytes = free_memory_bytes(param.device)
     plan = plan_slicing(config, direction, tuple(x.shape), param.dtype, options, budget_bytes)
-    log.info(plan.describe())
+    (log.warning if plan.notes else log.info)(plan.describe())
     f = config.spatial_compression
     if direction == "decode":
         fn, in_scale, out_scale, channels, count = vae.decode, 1, f, config.out_channels, decoded_frame_count
