@@ -2,6 +2,7 @@
 
 from comfy_api.latest import ComfyExtension, io
 
+from .sampling_nodes import SAMPLING_NODES
 from .stage1_nodes import FlashVideoModelLoader, FlashVideoStage1Sampler
 from .stage2_nodes import FlashVideoLatentDegrade, FlashVideoStage2Refiner, FlashVideoStage2Upscale
 from .text_nodes import (
@@ -26,6 +27,7 @@ NODES = [
     FlashVideoStage2Upscale,
     FlashVideoLatentDegrade,
     FlashVideoStage2Refiner,
+    *SAMPLING_NODES,
 ]
 
 

@@ -1,7 +1,9 @@
 """Model loader and the stage-I sampler (the cheap 270p preview).
 
-The sampler returns a standard LATENT, so core SaveLatent/LoadLatent can keep the
-preview and a failed decode never costs a resample.
+The loader returns a core MODEL (a native ComfyUI model: partial loading, Dynamic VRAM, the host's attention
+and quantised weights apply). The sampler is a convenience wrapper over FlashVideo's sampling parts
+(nodes/sampling_nodes.py) run through ``comfy.samplers``; it returns a standard LATENT, so core
+SaveLatent/LoadLatent can keep the preview and a failed decode never costs a resample.
 """
 
 from __future__ import annotations
@@ -14,21 +16,17 @@ from comfy_api.latest import io
 import comfy.model_management as mm
 import folder_paths
 
-from ..flashvideo_core.dit.attention import BACKENDS
-from ..flashvideo_core.dit.fp8 import store_blocks_in_fp8
-from ..flashvideo_core.dit.loader import load_dit
-from ..flashvideo_core.dit.memory import forward_bytes
-from ..flashvideo_core.errors import InputError
-from ..flashvideo_core.stage1.sampler import TRAINED_FRAMES, TRAINED_SIZE, latent_shape, sample_stage1
+from ..flashvideo_core.stage1.sampler import TRAINED_FRAMES, TRAINED_SIZE, latent_shape
 from ..flashvideo_core.stage1.schedule import DEFAULT_CFG, DEFAULT_STEPS
 from ..flashvideo_core.text_embeddings import check_context
-from .comfy_bridge import DTYPE_CHOICES, ComfyProgress, ManagedModel, resolve_dtype
+from .sampling_nodes import STAGE_KEY, native, require_stage
 
 log = logging.getLogger("flashvideo")
 
-FlashVideoModel = io.Custom("FLASHVIDEO_MODEL")
 CATEGORY = "FlashVideo"
-FP8_CHOICE = "fp8_e4m3fn"
+#: the loader's choices (nodes/native/loader.py has the same lists; kept here so schemas load without the host)
+WEIGHT_DTYPE_CHOICES = ["auto", "bf16", "fp16", "fp32", "fp8_e4m3fn"]
+ATTENTION_CHOICES = ["comfy", "sdpa", "flash", "sage"]
 
 
 class FlashVideoModelLoader(io.ComfyNode):
@@ -39,40 +37,33 @@ class FlashVideoModelLoader(io.ComfyNode):
             display_name="FlashVideo Model Loader",
             category=CATEGORY,
             description="Loads a FlashVideo DiT (stage1.pt or stage2.pt, or converted safetensors) from "
-            "models/diffusion_models. The stage is detected from the weights and logged; LoRA is merged at load.",
+            "models/diffusion_models as a native ComfyUI MODEL: the host loads it partially when memory is short "
+            "(Dynamic VRAM on 0.33), and core nodes (TorchCompileModel, ModelSamplingSD3, samplers) accept it. "
+            "The stage is detected from the weights and logged; LoRA is merged at load.",
             inputs=[
                 io.Combo.Input("model_name", options=folder_paths.get_filename_list("diffusion_models"),
-                               tooltip="stage1.pt (270p preview) or stage2.pt (1080p refiner), any accepted layout."),
-                io.Combo.Input("weight_dtype", options=DTYPE_CHOICES + [FP8_CHOICE], default="auto",
-                               tooltip="auto: bf16 on GPUs that support it, fp32 on CPU. Stage I overflows in fp16 "
-                               "(NaN, black video), so fp16 is replaced by bf16 for it. fp8_e4m3fn stores the "
-                               "transformer blocks in fp8 (about half the memory of bf16) and computes in bf16/fp32; "
-                               "slightly less faithful."),
-                io.Combo.Input("attention", options=list(BACKENDS), default="sdpa",
-                               tooltip="sdpa: PyTorch's memory-efficient attention (always available). flash / sage: "
-                               "flash-attn or SageAttention if installed, else sdpa with a log line."),
+                               tooltip="stage1.pt (270p preview) or stage2.pt (1080p refiner), any accepted layout. "
+                               "Converted final-layout safetensors (python -m flashvideo_core convert) load fastest "
+                               "and stream under Dynamic VRAM."),
+                io.Combo.Input("weight_dtype", options=WEIGHT_DTYPE_CHOICES, default="auto",
+                               tooltip="How the weights are stored; the host computes in bf16 (GPU) or fp32 (CPU). "
+                               "auto: the host's choice for this device. fp16 overflows in CogVideoX-class models "
+                               "(NaN, black video) and is replaced by bf16. fp8_e4m3fn: the host's fp8 storage "
+                               "(about half the memory of bf16), cast per layer; slightly less faithful."),
+                io.Combo.Input("attention", options=ATTENTION_CHOICES, default="comfy",
+                               tooltip="comfy: the host's attention (as ComfyUI was started: --use-sage-attention, "
+                               "--use-flash-attention, xformers or PyTorch SDPA). sdpa / flash / sage: override with "
+                               "FlashVideo's own call (flash-attn / SageAttention if installed, else SDPA)."),
             ],
-            outputs=[FlashVideoModel.Output(display_name="model")],
+            outputs=[io.Model.Output(display_name="model")],
         )
 
     @classmethod
-    def execute(cls, model_name: str, weight_dtype: str = "auto", attention: str = "sdpa") -> io.NodeOutput:
+    def execute(cls, model_name: str, weight_dtype: str = "auto", attention: str = "comfy") -> io.NodeOutput:
+        from .native.loader import load_flashvideo_model
+
         path = folder_paths.get_full_path_or_raise("diffusion_models", model_name)
-        load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
-        fp8 = weight_dtype == FP8_CHOICE
-        dtype = resolve_dtype("auto" if fp8 else weight_dtype, torch.device(load_device))
-        model = load_dit(path, device=offload_device, dtype=dtype)
-        if attention not in BACKENDS:
-            raise InputError(f"attention must be one of {list(BACKENDS)}, got {attention!r}")
-        log.info("FlashVideo: attention backend %s", model.set_attention_backend(attention))
-        if model.config.stage == "stage1" and dtype == torch.float16:
-            log.warning("FlashVideo: stage I gives NaNs in fp16 (as CogVideoX-5B); using bf16 instead")
-            dtype = torch.bfloat16
-            model = model.to(dtype)
-        if fp8:
-            store_blocks_in_fp8(model, dtype)
-        log.info("FlashVideo: %s detected in %s", model.config.stage, model_name)
-        return io.NodeOutput(ManagedModel(model, load_device, offload_device, dtype, path))
+        return io.NodeOutput(load_flashvideo_model(path, weight_dtype, attention))
 
 
 def _snap(value: int, multiple: int, name: str) -> int:
@@ -80,12 +71,6 @@ def _snap(value: int, multiple: int, name: str) -> int:
     if snapped != value:
         log.warning("FlashVideo: %s %d is not a multiple of %d; using %d", name, value, multiple, snapped)
     return snapped
-
-
-def latent_preview(denoised: torch.Tensor) -> torch.Tensor:
-    """A rough look at the x0 prediction: middle frame, first three latent channels."""
-    frame = denoised[0, denoised.shape[1] // 2, :3].float()
-    return torch.tanh(frame / (frame.std() + 1e-6))
 
 
 class FlashVideoStage1Sampler(io.ComfyNode):
@@ -99,7 +84,7 @@ class FlashVideoStage1Sampler(io.ComfyNode):
             "SDE DPM-Solver++(2M), DynamicCFG and a zero unconditional context. Decode it with FlashVideo VAE Decode "
             "(latent_scale stage1), or pass it to stage II.",
             inputs=[
-                FlashVideoModel.Input("model", tooltip="A stage-I model from FlashVideo Model Loader."),
+                io.Model.Input("model", tooltip="A stage-I model from FlashVideo Model Loader."),
                 io.Conditioning.Input("positive", tooltip="From FlashVideo Text Encode or Load Prompt Embedding. "
                                       "No negative: the reference's unconditional context is all zeros."),
                 io.Int.Input("width", default=TRAINED_SIZE[1], min=16, max=2048, step=16,
@@ -119,10 +104,9 @@ class FlashVideoStage1Sampler(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model: ManagedModel, positive, width: int = 480, height: int = 256, frames: int = 49,
+    def execute(cls, model, positive, width: int = 480, height: int = 256, frames: int = 49,
                 steps: int = DEFAULT_STEPS, cfg: float = DEFAULT_CFG, seed: int = 0) -> io.NodeOutput:
-        if model.model.config.stage != "stage1":
-            raise InputError("this is the stage-II model; the stage-I sampler needs stage1.pt")
+        require_stage(model, 1, "FlashVideo Stage I Sampler")
         context = check_context(positive[0][0], "positive conditioning")
         width, height = _snap(width, 16, "width"), _snap(height, 16, "height")
         if (frames - 1) % 4:
@@ -132,9 +116,23 @@ class FlashVideoStage1Sampler(io.ComfyNode):
         if (height, width) != TRAINED_SIZE or frames != TRAINED_FRAMES:
             log.warning("FlashVideo: stage I was trained at %dx%d, %d frames; %dx%d, %d frames is off-distribution",
                         TRAINED_SIZE[1], TRAINED_SIZE[0], TRAINED_FRAMES, width, height, frames)
-        shape = latent_shape(frames, height, width, batch=context.shape[0], channels=model.model.config.in_channels)
-        dit = model.load(memory_required=forward_bytes(model.model.config, (shape[0], shape[2], shape[1], *shape[3:]), model.dtype))
-        progress = ComfyProgress(to_frame=latent_preview)
-        sample = sample_stage1(dit, context, shape, steps=steps, cfg=cfg, seed=seed, progress=progress)
-        latent = sample.permute(0, 2, 1, 3, 4).to(mm.intermediate_device()).contiguous()
-        return io.NodeOutput({"samples": latent, "flashvideo_stage": 1})
+        batch, latent_frames, channels, latent_h, latent_w = latent_shape(frames, height, width, batch=context.shape[0])
+        latent = {"samples": torch.zeros((batch, channels, latent_frames, latent_h, latent_w))}
+        sampling = native()
+        guider = sampling.DynamicCFGGuider(model)
+        guider.set_conds(positive, sampling.zero_conditioning(positive))
+        guider.set_cfg(cfg)
+        samples = sample_with(guider, sampling.Stage1ReferenceNoise(seed), sampling.stage1_sampler(),
+                              sampling.stage1_sigmas(model, steps), latent, model)
+        return io.NodeOutput({"samples": samples, STAGE_KEY: 1})
+
+
+def sample_with(guider, noise, sampler, sigmas, latent: dict, model) -> torch.Tensor:
+    """Run a guider as core SamplerCustomAdvanced does: host progress bar, latent previews, interrupt."""
+    import comfy.utils
+    import latent_preview
+
+    callback = latent_preview.prepare_callback(model, sigmas.shape[-1] - 1)
+    samples = guider.sample(noise.generate_noise(latent), latent["samples"], sampler, sigmas, callback=callback,
+                            disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=noise.seed)
+    return samples.to(mm.intermediate_device())

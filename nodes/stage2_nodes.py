@@ -8,29 +8,25 @@ from __future__ import annotations
 
 import logging
 
-import torch
 from comfy_api.latest import io
 
 import comfy.model_management as mm
 
-from ..flashvideo_core.constants import LATENT_SCALE_STAGE2
-from ..flashvideo_core.dit.memory import forward_bytes
+from ..flashvideo_core.constants import LATENT_SCALE_STAGE1, LATENT_SCALE_STAGE2
 from ..flashvideo_core.dit.window_attention import DEFAULT_WINDOW
 from ..flashvideo_core.errors import InputError
 from ..flashvideo_core.stage2.bridge import RESOLUTIONS, encode_for_stage2, stage1_to_stage2
 from ..flashvideo_core.stage2.degrade import degrade_latent
-from ..flashvideo_core.stage2.refiner import refine_stage2
 from ..flashvideo_core.stage2.schedule import DEFAULT_CFG, DEFAULT_NOISE_STEP, DEFAULT_SHIFT, DEFAULT_STEPS, MAX_STEPS
 from ..flashvideo_core.text_embeddings import check_context
 from .comfy_bridge import ComfyProgress, ManagedModel
-from .stage1_nodes import FlashVideoModel, latent_preview
+from .sampling_nodes import NOISE_STEP_KEY, SEED_KEY, STAGE_KEY, degraded_step, native, require_stage
+from .stage1_nodes import sample_with
 from .vae_nodes import FRAME_RULES, FlashVideoVAE, _fit_frame_count, _prepare, _slicing_inputs, _slicing_options
 
 log = logging.getLogger("flashvideo")
 
 CATEGORY = "FlashVideo"
-#: metadata riding on the LATENT dict: which scale it carries and the degradation step
-STAGE_KEY, NOISE_STEP_KEY = "flashvideo_stage", "flashvideo_noise_step"
 RESOLUTION_CHOICES = ["1080p (1072x1920)", "2K (1440x2560)", "custom"]
 ATTENTION_CHOICES = ["full", "window 7x11x11 (experimental)"]
 
@@ -88,7 +84,7 @@ class FlashVideoStage2Upscale(io.ComfyNode):
         options = _slicing_options(slicing, memory_budget_mb, chunk_latents, tile_size, tile_overlap)
         progress = ComfyProgress(preview=False)
         if samples is not None:
-            z1 = samples["samples"].float()
+            z1 = samples["samples"].float() * LATENT_SCALE_STAGE1  # LATENTs are unscaled; the core takes model space
             if samples.get(STAGE_KEY, 1) != 1:
                 raise InputError("this latent is already a stage-II latent; connect the stage-I sampler's latent")
             budget = _prepare(vae, "decode", tuple(z1.shape), options)
@@ -98,7 +94,7 @@ class FlashVideoStage2Upscale(io.ComfyNode):
             video = frames.movedim(-1, 0).unsqueeze(0).float() * 2 - 1  # [1, 3, T, H, W] in [-1, 1]
             budget = _prepare(vae, "encode", (1, 3, video.shape[2], *size), options)
             z2 = encode_for_stage2(vae.model, video, size, seed, options, progress, budget)
-        return io.NodeOutput({"samples": z2.to(mm.intermediate_device()), STAGE_KEY: 2})
+        return io.NodeOutput({"samples": (z2 / LATENT_SCALE_STAGE2).to(mm.intermediate_device()), STAGE_KEY: 2})
 
 
 class FlashVideoLatentDegrade(io.ComfyNode):
@@ -127,8 +123,9 @@ class FlashVideoLatentDegrade(io.ComfyNode):
             raise InputError("this is a stage-I latent; pass it through FlashVideo Stage II Upscale first")
         if NOISE_STEP_KEY in samples:
             raise InputError("this latent is already degraded; connect the upscaler's output instead")
-        x0 = degrade_latent(samples["samples"], noise_step, seed)
-        return io.NodeOutput({"samples": x0, STAGE_KEY: 2, NOISE_STEP_KEY: noise_step})
+        x0 = degrade_latent(samples["samples"].float() * LATENT_SCALE_STAGE2, noise_step, seed)
+        return io.NodeOutput({"samples": x0 / LATENT_SCALE_STAGE2, STAGE_KEY: 2, NOISE_STEP_KEY: noise_step,
+                              SEED_KEY: seed})
 
 
 class FlashVideoStage2Refiner(io.ComfyNode):
@@ -141,7 +138,7 @@ class FlashVideoStage2Refiner(io.ComfyNode):
             description="Refines the degraded latent to 1080p/2K detail in a few Euler steps of the flow-matching "
             "ODE, with CFG against a zero context. Decode with FlashVideo VAE Decode, latent_scale stage2.",
             inputs=[
-                FlashVideoModel.Input("model", tooltip="The stage-II model (stage2.pt) from FlashVideo Model Loader."),
+                io.Model.Input("model", tooltip="The stage-II model (stage2.pt) from FlashVideo Model Loader."),
                 io.Conditioning.Input("positive", tooltip="T5 prompt embedding (FlashVideo Text Encode or Load Prompt "
                                       "Embedding); the reference script prefixes stage II's prompt with 'medium motion,'."),
                 io.Latent.Input("samples", tooltip="The degraded latent from FlashVideo Latent Degrade."),
@@ -162,22 +159,30 @@ class FlashVideoStage2Refiner(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model: ManagedModel, positive, samples: dict, steps: int = DEFAULT_STEPS, cfg: float = DEFAULT_CFG,
+    def execute(cls, model, positive, samples: dict, steps: int = DEFAULT_STEPS, cfg: float = DEFAULT_CFG,
                 shift: float = DEFAULT_SHIFT, attention: str = ATTENTION_CHOICES[0]) -> io.NodeOutput:
-        if model.model.config.stage != "stage2":
-            raise InputError("this is the stage-I model; the refiner needs stage2.pt (FlashVideo Model Loader)")
-        if NOISE_STEP_KEY not in samples:
-            raise InputError("the latent has not been degraded: connect FlashVideo Latent Degrade before the refiner "
-                             "(the refiner must know the noise step to embed it)")
+        require_stage(model, 2, "FlashVideo Stage II Refiner")
+        noise_step = degraded_step(samples, "FlashVideo Stage II Refiner")
         if attention not in ATTENTION_CHOICES:
             raise InputError(f"attention must be one of {ATTENTION_CHOICES}, got {attention!r}")
-        context = check_context(positive[0][0], "positive conditioning")
-        x0 = samples["samples"]
-        dit = model.load(memory_required=forward_bytes(model.model.config, tuple(x0.shape), model.dtype))
-        dit.set_attention_window(DEFAULT_WINDOW if attention != ATTENTION_CHOICES[0] else None)
-        try:
-            z = refine_stage2(dit, context, x0, samples[NOISE_STEP_KEY], steps, cfg, shift,
-                              ComfyProgress(to_frame=latent_preview))
-        finally:
-            dit.set_attention_window(None)
-        return io.NodeOutput({"samples": z.to(mm.intermediate_device()), STAGE_KEY: 2})
+        if not 1 <= steps <= MAX_STEPS:
+            raise InputError(f"stage II takes 1-{MAX_STEPS} Euler steps (4-6 recommended), got {steps}")
+        check_context(positive[0][0], "positive conditioning")
+        from .native.dit import WINDOW_OPTION
+        from .native.model_base import FlashVideoFlowSampling
+
+        sampling = native()
+        model = model.clone()
+        flow = FlashVideoFlowSampling(model.model.model_config)
+        flow.set_parameters(shift=shift, multiplier=1000)
+        flow.timestep_dtype = sampling.compute_dtype(model.model)
+        model.add_object_patch("model_sampling", flow)
+        if attention != ATTENTION_CHOICES[0]:
+            options = dict(model.model_options.get("transformer_options", {}), **{WINDOW_OPTION: DEFAULT_WINDOW})
+            model.model_options["transformer_options"] = options
+        guider = sampling.Stage2Guider(model)
+        guider.set_flashvideo_conds(positive, noise_step)
+        guider.set_cfg(cfg)
+        z = sample_with(guider, sampling.DegradedLatentNoise(samples, samples.get(SEED_KEY, 0)),
+                        sampling.stage2_sampler(), sampling.stage2_sigmas(model, steps), samples, model)
+        return io.NodeOutput({"samples": z, STAGE_KEY: 2})

@@ -14,7 +14,6 @@ from comfy_api.latest import io
 import comfy.model_management as mm
 import folder_paths
 
-from ..flashvideo_core.constants import latent_scale
 from ..flashvideo_core.errors import InputError
 from ..flashvideo_core.vae.loader import load_vae
 from ..flashvideo_core.vae.model import DiagonalGaussian
@@ -32,9 +31,10 @@ FRAME_RULES = ["error", "trim", "pad"]
 SPATIAL = 8
 
 SCALE_TOOLTIP = (
-    "Which stage's latent scale factor to use: stage1 = x0.7 (the 270p preview, CogVideoX-5B convention), "
-    "stage2 = x1.15258426 (the 1080p refiner, CogVideoX-2B convention). Same VAE weights, different scale: "
-    "the wrong choice gives washed-out or over-saturated video."
+    "Which FlashVideo stage this latent belongs to: stage1 (the 270p preview) or stage2 (the 1080p/2K refiner). "
+    "LATENTs are unscaled, as everywhere in ComfyUI; the models apply their scale (stage1 x0.7, stage2 x1.15258426) "
+    "when sampling. Decoding a stage2 latent in reference slicing uses the official left/right tiles; a latent "
+    "that carries its stage is refused under the other one."
 )
 SLICING_TOOLTIP = (
     "reference: the official chunk boundaries (decode: latent frames 0-2 then pairs; encode: 17 frames then 16s), "
@@ -88,10 +88,10 @@ def _slicing_options(slicing, memory_budget_mb, chunk_latents, tile_size, tile_o
     )
 
 
-def _scale(stage: str) -> float:
+def _check_stage(stage: str) -> str:
     if stage not in STAGES:
         raise InputError(f"latent_scale must be one of {STAGES}, got {stage!r}")
-    return latent_scale(stage)
+    return stage
 
 
 def _prepare(vae: ManagedModel, direction: str, shape: tuple, options: SlicingOptions) -> int:
@@ -155,7 +155,8 @@ class FlashVideoVAEDecode(io.ComfyNode):
     @classmethod
     def execute(cls, vae: ManagedModel, samples: dict, latent_scale: str = "stage1", slicing: str = "reference",
                 memory_budget_mb: int = 0, chunk_latents: int = 2, tile_size: int = 0, tile_overlap: int = 128) -> io.NodeOutput:
-        z = _latent_tensor(samples) / _scale(latent_scale)
+        z = _latent_tensor(samples)  # unscaled: the VAE's own latent space
+        _check_stage(latent_scale)
         carried = samples.get("flashvideo_stage")
         if carried is not None and f"stage{carried}" != latent_scale:
             raise InputError(f"this latent comes from FlashVideo stage {carried} but latent_scale is {latent_scale}: "
@@ -209,7 +210,7 @@ class FlashVideoVAEEncode(io.ComfyNode):
     def execute(cls, vae: ManagedModel, images: torch.Tensor, latent_scale: str = "stage2", posterior: str = "sample",
                 seed: int = 0, frame_rule: str = "error", slicing: str = "reference", memory_budget_mb: int = 0,
                 chunk_latents: int = 2, tile_size: int = 0, tile_overlap: int = 128) -> io.NodeOutput:
-        scale = _scale(latent_scale)
+        stage = _check_stage(latent_scale)
         frames = _fit_frame_count(images, frame_rule)
         _check_size(frames)
         video = (frames.movedim(-1, 0).unsqueeze(0) * 2 - 1).float()  # [1, 3, T, H, W] in [-1, 1]
@@ -224,7 +225,7 @@ class FlashVideoVAEEncode(io.ComfyNode):
             z = gaussian.mode()
         else:
             raise InputError(f"posterior must be 'sample' or 'mode', got {posterior!r}")
-        return io.NodeOutput({"samples": z * scale})
+        return io.NodeOutput({"samples": z, "flashvideo_stage": STAGE_NUMBERS[stage]})
 
 
 def _latent_tensor(samples) -> torch.Tensor:

@@ -30,9 +30,9 @@ FIXED = "fixed"  # control_after_generate: keep seeds, so re-queuing with new st
 NODE_TYPES = {
     "CLIPLoader": (["clip_name", "type", "device"], [], [("CLIP", "CLIP")]),
     "FlashVideoTextEncode": (["prompt"], [("clip", "CLIP")], [("conditioning", "CONDITIONING")]),
-    "FlashVideoModelLoader": (["model_name", "weight_dtype", "attention"], [], [("model", "FLASHVIDEO_MODEL")]),
+    "FlashVideoModelLoader": (["model_name", "weight_dtype", "attention"], [], [("model", "MODEL")]),
     "FlashVideoStage1Sampler": (["width", "height", "frames", "steps", "cfg", "seed", "<control>"],
-                                [("model", "FLASHVIDEO_MODEL"), ("positive", "CONDITIONING")], [("latent", "LATENT")]),
+                                [("model", "MODEL"), ("positive", "CONDITIONING")], [("latent", "LATENT")]),
     "FlashVideoVAELoader": (["vae_name", "dtype"], [], [("vae", "FLASHVIDEO_VAE")]),
     "FlashVideoVAEDecode": (["latent_scale", "slicing", "memory_budget_mb", "chunk_latents", "tile_size", "tile_overlap"],
                             [("vae", "FLASHVIDEO_VAE"), ("samples", "LATENT")], [("frames", "IMAGE")]),
@@ -42,7 +42,7 @@ NODE_TYPES = {
                                 [("latent", "LATENT")]),
     "FlashVideoLatentDegrade": (["noise_step", "seed", "<control>"], [("samples", "LATENT")], [("latent", "LATENT")]),
     "FlashVideoStage2Refiner": (["steps", "cfg", "shift", "attention"],
-                                [("model", "FLASHVIDEO_MODEL"), ("positive", "CONDITIONING"), ("samples", "LATENT")],
+                                [("model", "MODEL"), ("positive", "CONDITIONING"), ("samples", "LATENT")],
                                 [("latent", "LATENT")]),
     "CreateVideo": (["fps"], [("images", "IMAGE"), ("audio", "AUDIO")], [("VIDEO", "VIDEO")]),
     "SaveVideo": (["filename_prefix", "format", "codec"], [("video", "VIDEO")], []),
@@ -74,7 +74,7 @@ def clip_and_text(x: int, y: int) -> list:
 
 def stage1(x: int, y: int) -> list:
     return [
-        Node(3, "FlashVideoModelLoader", {"model_name": STAGE1_FILE, "weight_dtype": "auto", "attention": "sdpa"},
+        Node(3, "FlashVideoModelLoader", {"model_name": STAGE1_FILE, "weight_dtype": "auto", "attention": "comfy"},
              title="Stage I model", pos=(x, y)),
         Node(4, "FlashVideoStage1Sampler", {"width": 480, "height": 256, "frames": 49, "steps": 51, "cfg": 8.0,
                                             "seed": 0, "<control>": FIXED}, {"model": (3, 0), "positive": (2, 0)},
@@ -91,7 +91,7 @@ def stage1(x: int, y: int) -> list:
 def stage2(x: int, y: int, resolution: str, frames_from: tuple, prefix: str, first_id: int = 9) -> list:
     i = first_id
     return [
-        Node(i, "FlashVideoModelLoader", {"model_name": STAGE2_FILE, "weight_dtype": "auto", "attention": "sdpa"},
+        Node(i, "FlashVideoModelLoader", {"model_name": STAGE2_FILE, "weight_dtype": "auto", "attention": "comfy"},
              title="Stage II model", pos=(x, y)),
         Node(i + 1, "FlashVideoStage2Upscale", {"resolution": resolution, "width": 1920, "height": 1072, "seed": 0,
                                                 "<control>": FIXED, "frame_rule": "trim", **SLICING},

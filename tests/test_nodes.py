@@ -29,6 +29,14 @@ FROZEN_INPUTS = {
                                 "memory_budget_mb", "chunk_latents", "tile_size", "tile_overlap", "images", "samples"],
     "FlashVideoLatentDegrade": ["samples", "noise_step", "seed"],
     "FlashVideoStage2Refiner": ["model", "positive", "samples", "steps", "cfg", "shift", "attention"],
+    "FlashVideoStage1Sigmas": ["model", "steps"],
+    "FlashVideoStage1Noise": ["seed"],
+    "FlashVideoDynamicCFGGuider": ["model", "positive", "cfg", "negative"],
+    "FlashVideoStage1SamplerSelect": [],
+    "FlashVideoStage2Sigmas": ["model", "steps"],
+    "FlashVideoStage2Noise": ["samples"],
+    "FlashVideoStage2Guider": ["model", "positive", "samples", "cfg", "negative"],
+    "FlashVideoStage2SamplerSelect": [],
 }
 
 
@@ -83,23 +91,29 @@ def test_encode_then_decode_match_the_core(vae):
     assert host.loads and host.loads[0] > 0  # asked ComfyUI for room before encoding
     video = images.movedim(-1, 0).unsqueeze(0) * 2 - 1
     moments = encode_sliced(vae.model, video, SlicingOptions())
-    expected = DiagonalGaussian(moments).sample(torch.Generator().manual_seed(5)) * 1.15258426
+    expected = DiagonalGaussian(moments).sample(torch.Generator().manual_seed(5))  # LATENTs are unscaled
     torch.testing.assert_close(latent["samples"], expected)
+    assert latent["flashvideo_stage"] == 2
 
     frames = vae_nodes.FlashVideoVAEDecode.execute(vae, latent, "stage2").result[0]
     assert frames.shape == (17, 64, 96, 3) and frames.dtype == torch.float32
     assert 0.0 <= frames.min() and frames.max() <= 1.0
     # latent_scale stage2 tells the slicer it is a stage-II latent: the official 1x2 width tiles in reference mode
-    decoded = decode_sliced(vae.model, latent["samples"] / 1.15258426, SlicingOptions(stage=2))
+    decoded = decode_sliced(vae.model, latent["samples"], SlicingOptions(stage=2))
     torch.testing.assert_close(frames, ((decoded.clamp(-1, 1) + 1) / 2)[0].permute(1, 2, 3, 0))
     assert host.progress[-1][:2] == (4, 4) and host.progress[-1][2]  # per chunk and tile, with a preview frame
 
 
-def test_stage_scale_changes_the_decode(vae):
+def test_decode_takes_unscaled_latents_whatever_the_stage(vae):
+    """LATENTs are unscaled (the models scale them while sampling): both stages decode the VAE latent as it is;
+    only the slicing differs (stage2: the official 1x2 tiles in reference mode)."""
     latent = {"samples": torch.randn(1, 16, 2, 2, 3, generator=torch.Generator().manual_seed(0))}
     one = vae_nodes.FlashVideoVAEDecode.execute(vae, latent, "stage1").result[0]
     two = vae_nodes.FlashVideoVAEDecode.execute(vae, latent, "stage2").result[0]
-    assert not torch.allclose(one, two)
+    whole = decode_sliced(vae.model, latent["samples"], SlicingOptions())
+    torch.testing.assert_close(one, ((whole.clamp(-1, 1) + 1) / 2)[0].permute(1, 2, 3, 0))
+    tiled = decode_sliced(vae.model, latent["samples"], SlicingOptions(stage=2))
+    torch.testing.assert_close(two, ((tiled.clamp(-1, 1) + 1) / 2)[0].permute(1, 2, 3, 0))
 
 
 def test_mode_posterior_is_deterministic(vae):

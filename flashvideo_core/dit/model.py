@@ -5,12 +5,17 @@ with their own adaLN shift/scale/gate (the "expert" adaLN), applies qk-LayerNorm
 3D RoPE on the video tokens only, then a GELU-tanh MLP (SPEC §1.3.2). Parameter names
 follow diffusers' ``CogVideoXTransformer3DModel``, so its weights load as they are;
 the official SAT layout is converted on load (:mod:`flashvideo_core.checkpoints.dit_keys`).
+
+The layer classes and the attention function are injectable: the defaults are ``torch.nn`` and the
+pack's SDPA dispatch (the CLI), while ComfyUI builds the same model with its own operations (manual
+cast, fp8 storage, partial loading) and its attention dispatch (``nodes/native``).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Optional
+from functools import partial
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +31,14 @@ BLOCK_NORM_EPS = 1e-5
 QK_NORM_EPS = 1e-6
 OUT_NORM_EPS = 1e-6
 
+#: attention_fn(q, k, v, **attention_options) over (B, heads, S, head_dim) -> the same layout
+AttentionFn = Callable[..., torch.Tensor]
+
+
+def sdpa_attention(q, k, v, backend: str = "sdpa", **_options) -> torch.Tensor:
+    """The default attention function: the pack's dispatch (SDPA, or flash-attn / SageAttention)."""
+    return attention(q, k, v, backend)
+
 
 def timestep_sinusoid(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """[cos(t f) | sin(t f)], f_k = exp(-ln(max_period) k / (dim/2)), computed in fp32."""
@@ -36,21 +49,21 @@ def timestep_sinusoid(t: torch.Tensor, dim: int, max_period: float = 10000.0) ->
 
 
 class TimestepEmbedding(nn.Module):
-    def __init__(self, in_dim: int, dim: int):
+    def __init__(self, in_dim: int, dim: int, layers=nn, **factory):
         super().__init__()
-        self.linear_1 = nn.Linear(in_dim, dim)
-        self.linear_2 = nn.Linear(dim, dim)
+        self.linear_1 = layers.Linear(in_dim, dim, **factory)
+        self.linear_2 = layers.Linear(dim, dim, **factory)
 
     def forward(self, x):
         return self.linear_2(F.silu(self.linear_1(x)))
 
 
 class PatchEmbed(nn.Module):
-    def __init__(self, config: DiTConfig):
+    def __init__(self, config: DiTConfig, layers=nn, **factory):
         super().__init__()
         p = config.patch_size
-        self.proj = nn.Conv2d(config.in_channels, config.hidden_size, kernel_size=p, stride=p)
-        self.text_proj = nn.Linear(config.text_hidden_size, config.hidden_size)
+        self.proj = layers.Conv2d(config.in_channels, config.hidden_size, kernel_size=p, stride=p, **factory)
+        self.text_proj = layers.Linear(config.text_hidden_size, config.hidden_size, **factory)
 
     def forward(self, text: torch.Tensor, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch, frames = video.shape[:2]
@@ -62,10 +75,10 @@ class PatchEmbed(nn.Module):
 class AdaLayerNormZero(nn.Module):
     """LayerNorm + (shift, scale, gate) for video and for text from the time embedding."""
 
-    def __init__(self, time_dim: int, dim: int):
+    def __init__(self, time_dim: int, dim: int, layers=nn, **factory):
         super().__init__()
-        self.linear = nn.Linear(time_dim, 6 * dim)
-        self.norm = nn.LayerNorm(dim, eps=BLOCK_NORM_EPS)
+        self.linear = layers.Linear(time_dim, 6 * dim, **factory)
+        self.norm = layers.LayerNorm(dim, eps=BLOCK_NORM_EPS, **factory)
 
     def forward(self, video, text, temb):
         shift, scale, gate, t_shift, t_scale, t_gate = self.linear(F.silu(temb)).chunk(6, dim=1)
@@ -75,19 +88,20 @@ class AdaLayerNormZero(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, dim: int, head_dim: int):
+    def __init__(self, dim: int, head_dim: int, layers=nn, attention_fn: Optional[AttentionFn] = None, **factory):
         super().__init__()
         self.head_dim = head_dim
-        self.backend = "sdpa"
+        self.attention_fn = attention_fn or sdpa_attention
         self.window = None  # (frames, height, width) in latent patches: experimental local attention
-        self.to_q = nn.Linear(dim, dim)
-        self.to_k = nn.Linear(dim, dim)
-        self.to_v = nn.Linear(dim, dim)
-        self.norm_q = nn.LayerNorm(head_dim, eps=QK_NORM_EPS)
-        self.norm_k = nn.LayerNorm(head_dim, eps=QK_NORM_EPS)
-        self.to_out = nn.ModuleList([nn.Linear(dim, dim)])
+        self.to_q = layers.Linear(dim, dim, **factory)
+        self.to_k = layers.Linear(dim, dim, **factory)
+        self.to_v = layers.Linear(dim, dim, **factory)
+        self.norm_q = layers.LayerNorm(head_dim, eps=QK_NORM_EPS, **factory)
+        self.norm_k = layers.LayerNorm(head_dim, eps=QK_NORM_EPS, **factory)
+        self.to_out = nn.ModuleList([layers.Linear(dim, dim, **factory)])
 
-    def forward(self, tokens: torch.Tensor, text_len: int, rope: tuple, grid: tuple) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, text_len: int, rope: tuple, grid: tuple,
+                window: Optional[tuple] = None, attention_options: Optional[dict] = None) -> torch.Tensor:
         heads = lambda x: x.unflatten(-1, (-1, self.head_dim)).transpose(1, 2)  # noqa: E731  (B, h, S, d)
         q = self.norm_q(heads(self.to_q(tokens)))
         k = self.norm_k(heads(self.to_k(tokens)))
@@ -95,42 +109,43 @@ class Attention(nn.Module):
         cos, sin = rope
         q = torch.cat([q[:, :, :text_len], apply_rope(q[:, :, text_len:], cos, sin)], dim=2)
         k = torch.cat([k[:, :, :text_len], apply_rope(k[:, :, text_len:], cos, sin)], dim=2)
-        if self.window is None:
-            out = attention(q, k, v, self.backend)
+        window = window or self.window
+        if window is None:
+            out = self.attention_fn(q, k, v, **(attention_options or {}))
         else:
-            out = window_attention(q, k, v, text_len, grid, self.window)
+            out = window_attention(q, k, v, text_len, grid, window)
         out = out.transpose(1, 2).flatten(2)
         return self.to_out[0](out)
 
 
 class FeedForward(nn.Module):
-    def __init__(self, dim: int, inner: int):
+    def __init__(self, dim: int, inner: int, layers=nn, **factory):
         super().__init__()
-        self.net = nn.ModuleList([_Proj(dim, inner), nn.Identity(), nn.Linear(inner, dim)])
+        self.net = nn.ModuleList([_Proj(dim, inner, layers, **factory), nn.Identity(), layers.Linear(inner, dim, **factory)])
 
     def forward(self, x):
         return self.net[2](F.gelu(self.net[0].proj(x), approximate="tanh"))
 
 
 class _Proj(nn.Module):
-    def __init__(self, dim: int, inner: int):
+    def __init__(self, dim: int, inner: int, layers=nn, **factory):
         super().__init__()
-        self.proj = nn.Linear(dim, inner)
+        self.proj = layers.Linear(dim, inner, **factory)
 
 
 class TransformerBlock(nn.Module):
-    def __init__(self, config: DiTConfig):
+    def __init__(self, config: DiTConfig, layers=nn, attention_fn: Optional[AttentionFn] = None, **factory):
         super().__init__()
         dim = config.hidden_size
-        self.norm1 = AdaLayerNormZero(config.time_embed_dim, dim)
-        self.attn1 = Attention(dim, config.head_dim)
-        self.norm2 = AdaLayerNormZero(config.time_embed_dim, dim)
-        self.ff = FeedForward(dim, config.mlp_ratio * dim)
+        self.norm1 = AdaLayerNormZero(config.time_embed_dim, dim, layers, **factory)
+        self.attn1 = Attention(dim, config.head_dim, layers, attention_fn, **factory)
+        self.norm2 = AdaLayerNormZero(config.time_embed_dim, dim, layers, **factory)
+        self.ff = FeedForward(dim, config.mlp_ratio * dim, layers, **factory)
 
-    def forward(self, video, text, temb, rope, grid):
+    def forward(self, video, text, temb, rope, grid, window=None, attention_options=None):
         text_len = text.shape[1]
         n_video, n_text, gate, t_gate = self.norm1(video, text, temb)
-        out = self.attn1(torch.cat([n_text, n_video], dim=1), text_len, rope, grid)
+        out = self.attn1(torch.cat([n_text, n_video], dim=1), text_len, rope, grid, window, attention_options)
         video = video + gate * out[:, text_len:]
         text = text + t_gate * out[:, :text_len]
         del out, n_video, n_text  # free the attention activations before the 4x-wide MLP
@@ -142,10 +157,10 @@ class TransformerBlock(nn.Module):
 
 
 class AdaLayerNormOut(nn.Module):
-    def __init__(self, time_dim: int, dim: int):
+    def __init__(self, time_dim: int, dim: int, layers=nn, **factory):
         super().__init__()
-        self.linear = nn.Linear(time_dim, 2 * dim)
-        self.norm = nn.LayerNorm(dim, eps=OUT_NORM_EPS)
+        self.linear = layers.Linear(time_dim, 2 * dim, **factory)
+        self.norm = layers.LayerNorm(dim, eps=OUT_NORM_EPS, **factory)
 
     def forward(self, x, temb):
         shift, scale = self.linear(F.silu(temb)).chunk(2, dim=1)
@@ -157,28 +172,37 @@ class FlashVideoDiT(nn.Module):
 
     Stage II also takes ``latent_frames`` and ``ref_step`` (the degradation noise step),
     embedded like the timestep and added to the time embedding in that order.
+
+    ``layers`` provides ``Linear``, ``Conv2d`` and ``LayerNorm`` (default ``torch.nn``); ``attention_fn``
+    replaces the pack's SDPA dispatch; ``device``/``dtype`` are passed to every layer.
     """
 
-    def __init__(self, config: DiTConfig):
+    def __init__(self, config: DiTConfig, layers=nn, attention_fn: Optional[AttentionFn] = None, device=None,
+                 dtype=None):
         super().__init__()
         self.config = config
         dim = config.hidden_size
-        self.patch_embed = PatchEmbed(config)
-        self.time_embedding = TimestepEmbedding(dim, config.time_embed_dim)
+        factory = {"device": device, "dtype": dtype}
+        self.patch_embed = PatchEmbed(config, layers, **factory)
+        self.time_embedding = TimestepEmbedding(dim, config.time_embed_dim, layers, **factory)
         if config.stage2_embeddings:
-            self.time_size_embedding = TimestepEmbedding(dim, config.time_embed_dim)
-            self.ref_step_time_embedding = TimestepEmbedding(dim, config.time_embed_dim)
-        self.transformer_blocks = nn.ModuleList(TransformerBlock(config) for _ in range(config.num_layers))
-        self.norm_final = nn.LayerNorm(dim, eps=BLOCK_NORM_EPS)
-        self.norm_out = AdaLayerNormOut(config.time_embed_dim, dim)
-        self.proj_out = nn.Linear(dim, config.patch_size**2 * config.out_channels)
+            self.time_size_embedding = TimestepEmbedding(dim, config.time_embed_dim, layers, **factory)
+            self.ref_step_time_embedding = TimestepEmbedding(dim, config.time_embed_dim, layers, **factory)
+        self.transformer_blocks = nn.ModuleList(
+            TransformerBlock(config, layers, attention_fn, **factory) for _ in range(config.num_layers))
+        self.norm_final = layers.LayerNorm(dim, eps=BLOCK_NORM_EPS, **factory)
+        self.norm_out = AdaLayerNormOut(config.time_embed_dim, dim, layers, **factory)
+        self.proj_out = layers.Linear(dim, config.patch_size**2 * config.out_channels, **factory)
 
     def set_attention_backend(self, name: str) -> str:
         """Use ``name`` ("sdpa", "flash", "sage") if importable, else SDPA; returns the one in use."""
         backend = resolve_backend(name)
-        for block in self.transformer_blocks:
-            block.attn1.backend = backend
+        self.set_attention_fn(partial(sdpa_attention, backend=backend))
         return backend
+
+    def set_attention_fn(self, attention_fn: AttentionFn) -> None:
+        for block in self.transformer_blocks:
+            block.attn1.attention_fn = attention_fn
 
     def set_attention_window(self, window) -> None:
         """Limit video queries to a (frames, height, width) latent-patch window, or None for full attention."""
@@ -187,9 +211,9 @@ class FlashVideoDiT(nn.Module):
         for block in self.transformer_blocks:
             block.attn1.window = tuple(window) if window is not None else None
 
-    def time_embed(self, timesteps, latent_frames=None, ref_step=None) -> torch.Tensor:
+    def time_embed(self, timesteps, latent_frames=None, ref_step=None, dtype=None) -> torch.Tensor:
         dim = self.config.hidden_size
-        dtype = self.time_embedding.linear_1.weight.dtype
+        dtype = dtype or self.time_embedding.linear_1.weight.dtype
         temb = self.time_embedding(timestep_sinusoid(timesteps, dim).to(dtype))
         if self.config.stage2_embeddings:
             if latent_frames is None or ref_step is None:
@@ -205,16 +229,22 @@ class FlashVideoDiT(nn.Module):
         context: torch.Tensor,
         latent_frames: Optional[torch.Tensor] = None,
         ref_step: Optional[torch.Tensor] = None,
+        dtype: Optional[torch.dtype] = None,
+        window: Optional[tuple] = None,
+        attention_options: Optional[dict] = None,
     ) -> torch.Tensor:
+        """``dtype``: compute dtype (default: the weights'; a host that stores weights in another dtype, e.g.
+        fp8, passes its compute dtype). ``window``: experimental local attention for this call.
+        ``attention_options``: keyword arguments for ``attention_fn`` (e.g. the host's transformer options)."""
         batch, frames, channels, height, width = x.shape
         p = self.config.patch_size
-        dtype = self.proj_out.weight.dtype
-        temb = self.time_embed(timesteps, latent_frames, ref_step)
+        dtype = dtype or self.proj_out.weight.dtype
+        temb = self.time_embed(timesteps, latent_frames, ref_step, dtype)
         text, video = self.patch_embed(context.to(dtype), x.to(dtype))
         grid = (frames, height // p, width // p)
         rope = rope_table(*grid, self.config.head_dim, x.device)
         for block in self.transformer_blocks:
-            video, text = block(video, text, temb, rope, grid)
+            video, text = block(video, text, temb, rope, grid, window, attention_options)
         video = self.norm_final(video)  # per-token LayerNorm: same as normalising [text | video]
         video = self.proj_out(self.norm_out(video, temb))
         out = video.reshape(batch, frames, height // p, width // p, channels, p, p)

@@ -59,7 +59,8 @@ def _io_module():
 
     for name, io_type in [("Int", "INT"), ("Float", "FLOAT"), ("String", "STRING"), ("Boolean", "BOOLEAN"),
                           ("Combo", "COMBO"), ("Image", "IMAGE"), ("Latent", "LATENT"), ("Conditioning", "CONDITIONING"),
-                          ("Clip", "CLIP"), ("Video", "VIDEO"), ("Mask", "MASK")]:
+                          ("Clip", "CLIP"), ("Video", "VIDEO"), ("Mask", "MASK"), ("Model", "MODEL"),
+                          ("Sigmas", "SIGMAS"), ("Sampler", "SAMPLER"), ("Noise", "NOISE"), ("Guider", "GUIDER")]:
         setattr(io, name, comfy_type(io_type))
     io.Custom = comfy_type
 

@@ -1,0 +1,83 @@
+"""Loading a FlashVideo DiT file as a core MODEL (as ``comfy.sd.load_diffusion_model`` does for core models).
+
+The file is read and checked strictly by the core (any published layout; LoRA merged), the model is built by
+its model config with the host's operations, and wrapped in the host's model patcher: the dynamic kind on
+0.33 (Dynamic VRAM streams the weights; final-layout safetensors from ``python -m flashvideo_core convert``
+avoid a RAM copy at load), the partial-loading ``ModelPatcher`` on 0.3.64.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+import comfy.model_management as mm
+import comfy.model_patcher
+
+from ...flashvideo_core.checkpoints.io import read_checkpoint
+from ...flashvideo_core.checkpoints.strict import check_state_dict
+from ...flashvideo_core.dit.attention import BACKENDS
+from ...flashvideo_core.dit.loader import canonical_dit_state_dict
+from ...flashvideo_core.dit.model import FlashVideoDiT, sdpa_attention
+from ...flashvideo_core.dit.attention import resolve_backend
+from ...flashvideo_core.errors import InputError
+from .model_base import model_config_for
+
+log = logging.getLogger("flashvideo")
+
+HOST_ATTENTION = "comfy"
+ATTENTION_CHOICES = [HOST_ATTENTION, *BACKENDS]
+WEIGHT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32,
+                 "fp8_e4m3fn": torch.float8_e4m3fn}
+WEIGHT_DTYPE_CHOICES = ["auto", "bf16", "fp16", "fp32", "fp8_e4m3fn"]
+
+
+def _patcher_class():
+    """The host's default patcher, looked up at call time (0.33's main.py may swap it after import)."""
+    return getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
+
+
+def load_flashvideo_model(path: str, weight_dtype: str = "auto", attention: str = HOST_ATTENTION,
+                          disable_dynamic: bool = False):
+    """A core MODEL (model patcher) for the DiT in ``path``."""
+    if weight_dtype not in WEIGHT_DTYPE_CHOICES:
+        raise InputError(f"weight_dtype must be one of {WEIGHT_DTYPE_CHOICES}, got {weight_dtype!r}")
+    if attention not in ATTENTION_CHOICES:
+        raise InputError(f"attention must be one of {ATTENTION_CHOICES}, got {attention!r}")
+    raw = read_checkpoint(path)
+    dit_config, tensors, layout = canonical_dit_state_dict(raw)
+    with torch.device("meta"):
+        check_state_dict(FlashVideoDiT(dit_config), tensors, f"{path}", layout)
+    model_config = model_config_for(dit_config)
+    params = sum(t.numel() for t in tensors.values())
+    load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
+    supported = model_config.supported_inference_dtypes
+    if weight_dtype == "auto":
+        dtype = mm.unet_dtype(model_params=params, supported_dtypes=supported)
+    else:
+        dtype = WEIGHT_DTYPES[weight_dtype]
+    if dtype == torch.float16:
+        log.warning("FlashVideo: CogVideoX-class DiTs overflow in fp16 (NaN, black video); using bf16 instead")
+        dtype = torch.bfloat16
+    manual_cast = mm.unet_manual_cast(dtype, load_device, supported)
+    model_config.set_inference_dtype(dtype, manual_cast)
+    model = model_config.get_model(tensors, "", device=mm.unet_inital_load_device(params, dtype))
+    if attention != HOST_ATTENTION:
+        backend = resolve_backend(attention)
+        model.diffusion_model.set_attention_fn(lambda q, k, v, **_: sdpa_attention(q, k, v, backend))
+    patcher_class = comfy.model_patcher.ModelPatcher if disable_dynamic else _patcher_class()
+    patcher = patcher_class(model, load_device=load_device, offload_device=offload_device)
+    dynamic = bool(getattr(patcher, "is_dynamic", lambda: False)())
+    weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+    if dynamic:
+        model.load_model_weights(weights, "", assign=True)
+    else:
+        if not mm.is_device_cpu(offload_device):
+            model.to(offload_device)
+        model.load_model_weights(weights, "")
+    if hasattr(patcher, "cached_patcher_init"):  # 0.33: lets TorchCompile, hooks and multi-GPU rebuild the model
+        patcher.cached_patcher_init = (load_flashvideo_model, (path, weight_dtype, attention))
+    log.info("FlashVideo: %s from %s (layout %s) as a native %s model, weights %s, compute %s, attention %s",
+             dit_config.stage, path, layout, type(model).__name__, dtype, manual_cast or dtype, attention)
+    return patcher

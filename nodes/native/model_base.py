@@ -1,0 +1,114 @@
+"""FlashVideo's BaseModel subclasses and model configs (the roles of ``comfy/model_base.py`` and
+``comfy/supported_models.py``).
+
+Stage I is zero-terminal-SNR v-prediction on the scaled-linear DDPM schedule; stage II is a flow model
+(shift 2.5, timestep multiplier 1000) with two extra embeddings that arrive as conditioning. LATENTs between
+nodes are unscaled, as everywhere in ComfyUI; the latent formats scale them by 0.7 (stage I, the 5B
+convention) and 1.15258426 (stage II, the 2B convention) on the way in and out of sampling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+import comfy.conds
+import comfy.latent_formats
+import comfy.model_base
+import comfy.model_sampling
+import comfy.supported_models_base
+
+from ...flashvideo_core.constants import LATENT_SCALE_STAGE1, LATENT_SCALE_STAGE2
+from ...flashvideo_core.dit.config import DiTConfig
+from .dit import ComfyFlashVideoDiT
+
+#: conditioning key (on positive and negative) carrying the stage-II degradation step
+REF_STEP_KEY = "flashvideo_ref_step"
+#: bytes of activation per token and hidden unit behind ComfyUI's memory estimate (NATIVE.md §4:
+#: the pack's 12 widths per token correspond to memory_usage_factor = 3 * hidden / 10486)
+MEMORY_FACTOR_PER_HIDDEN = 3 / 10486
+
+
+class FlashVideoStage1Latent(comfy.latent_formats.LatentFormat):
+    latent_channels = 16
+    latent_dimensions = 3
+    temporal_downscale_ratio = 4
+    scale_factor = LATENT_SCALE_STAGE1
+
+
+class FlashVideoStage2Latent(FlashVideoStage1Latent):
+    scale_factor = LATENT_SCALE_STAGE2
+
+
+class FlashVideoFlowSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.model_sampling.CONST):
+    """The host's flow sampling, with the network timestep computed as the reference does: 1000 - 1000 t in
+    the model's compute dtype (bf16 on GPUs: 1000, 904, 784, 624, 384 at 5 steps, where fp32 gives
+    1000, 909.1, 789.5, 625, 384.6)."""
+
+    timestep_dtype = torch.float32
+
+    def timestep(self, sigma):
+        t = (1.0 - sigma.float()).to(self.timestep_dtype)
+        return (self.multiplier - self.multiplier * t).float()
+
+
+class FlashVideoModel(comfy.model_base.BaseModel):
+    def __init__(self, model_config, model_type, device=None):
+        super().__init__(model_config, model_type, device=device, unet_model=ComfyFlashVideoDiT)
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        return self.manual_cast_dtype or self.get_dtype()
+
+
+class FlashVideoStage1Model(FlashVideoModel):
+    def __init__(self, model_config, device=None):
+        super().__init__(model_config, comfy.model_base.ModelType.V_PREDICTION, device=device)
+
+
+class FlashVideoStage2Model(FlashVideoModel):
+    def __init__(self, model_config, device=None):
+        super().__init__(model_config, comfy.model_base.ModelType.FLOW, device=device)
+        sampling = FlashVideoFlowSampling(model_config)
+        sampling.timestep_dtype = self.compute_dtype
+        self.model_sampling = sampling
+
+    def extra_conds(self, **kwargs):
+        out = super().extra_conds(**kwargs)
+        noise = kwargs["noise"]
+        batch = noise.shape[0]
+        step = kwargs.get(REF_STEP_KEY)
+        if step is not None:  # float: the host rounds it to the compute dtype (bf16: 675 -> 676, the reference)
+            out["ref_step"] = comfy.conds.CONDRegular(torch.full((batch,), float(step)))
+        out["latent_frames"] = comfy.conds.CONDRegular(torch.full((batch,), float(noise.shape[2])))
+        return out
+
+
+class FlashVideoConfig(comfy.supported_models_base.BASE):
+    unet_extra_config = {}
+    supported_inference_dtypes = [torch.bfloat16, torch.float32]  # fp16 overflows (NaN) in CogVideoX DiTs
+    model_class = None
+
+    def __init__(self, dit_config: DiTConfig):
+        super().__init__(dataclasses.asdict(dit_config))
+        self.memory_usage_factor = MEMORY_FACTOR_PER_HIDDEN * dit_config.hidden_size
+
+    def get_model(self, state_dict, prefix="", device=None):
+        return self.model_class(self, device=device)
+
+
+class FlashVideoStage1Config(FlashVideoConfig):
+    sampling_settings = {"beta_schedule": "linear", "linear_start": 0.00085, "linear_end": 0.012, "zsnr": True}
+    latent_format = FlashVideoStage1Latent
+    model_class = FlashVideoStage1Model
+
+
+class FlashVideoStage2Config(FlashVideoConfig):
+    sampling_settings = {"shift": 2.5, "multiplier": 1000}
+    latent_format = FlashVideoStage2Latent
+    model_class = FlashVideoStage2Model
+
+
+def model_config_for(dit_config: DiTConfig) -> FlashVideoConfig:
+    return (FlashVideoStage2Config if dit_config.stage2_embeddings else FlashVideoStage1Config)(dit_config)

@@ -1,0 +1,205 @@
+"""FlashVideo's parts for core custom sampling (SamplerCustomAdvanced): SIGMAS, NOISE, GUIDER and SAMPLER per
+stage. Together they reproduce the reference; each also works with the host's own parts (core schedulers,
+RandomNoise, CFGGuider, KSampler samplers), approximately. Node ids are frozen.
+"""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..flashvideo_core.errors import InputError
+from ..flashvideo_core.stage1.schedule import DEFAULT_CFG as STAGE1_CFG
+from ..flashvideo_core.stage1.schedule import DEFAULT_STEPS as STAGE1_STEPS
+from ..flashvideo_core.stage2.schedule import DEFAULT_CFG as STAGE2_CFG
+from ..flashvideo_core.stage2.schedule import DEFAULT_STEPS as STAGE2_STEPS
+from ..flashvideo_core.stage2.schedule import MAX_STEPS as STAGE2_MAX_STEPS
+
+CATEGORY = "FlashVideo/sampling"
+#: metadata riding on LATENT dicts: the stage whose latent it is, the degradation step and its seed
+STAGE_KEY, NOISE_STEP_KEY, SEED_KEY = "flashvideo_stage", "flashvideo_noise_step", "flashvideo_seed"
+
+
+def native():
+    """The ComfyUI-bound sampling module, imported when a node runs (it needs the host's model code)."""
+    from .native import sampling
+
+    return sampling
+
+
+def require_stage(model, stage: int, node: str) -> None:
+    from .native.model_base import FlashVideoStage1Model, FlashVideoStage2Model
+
+    expected = FlashVideoStage1Model if stage == 1 else FlashVideoStage2Model
+    if not isinstance(model.model, expected):
+        found = "a non-FlashVideo model" if "FlashVideo" not in type(model.model).__name__ else "the other FlashVideo stage"
+        raise InputError(f"{node} needs the FlashVideo stage-{'I' if stage == 1 else 'II'} model "
+                         f"({'stage1.pt' if stage == 1 else 'stage2.pt'} from FlashVideo Model Loader), got {found}")
+
+
+def degraded_step(samples: dict, node: str) -> int:
+    if NOISE_STEP_KEY not in samples:
+        raise InputError(f"{node}: the latent has not been degraded; connect FlashVideo Latent Degrade's output "
+                         "(it carries the noise step the model embeds)")
+    return int(samples[NOISE_STEP_KEY])
+
+
+class FlashVideoStage1Sigmas(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FlashVideoStage1Sigmas", display_name="FlashVideo Stage I Sigmas", category=CATEGORY,
+            description="The reference's stage-I schedule: N timesteps linspace(999, 0, N) with zero-terminal-SNR "
+            "alphas rescaled over them, as SIGMAS (the first is the model's sigma_max, where the reference has a = 0).",
+            inputs=[io.Model.Input("model", tooltip="The stage-I model."),
+                    io.Int.Input("steps", default=STAGE1_STEPS, min=2, max=200, tooltip="Network calls; reference 51.")],
+            outputs=[io.Sigmas.Output()],
+        )
+
+    @classmethod
+    def execute(cls, model, steps: int = STAGE1_STEPS) -> io.NodeOutput:
+        require_stage(model, 1, "FlashVideo Stage I Sigmas")
+        return io.NodeOutput(native().stage1_sigmas(model, steps))
+
+
+class FlashVideoStage1Noise(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FlashVideoStage1Noise", display_name="FlashVideo Stage I Noise", category=CATEGORY,
+            description="The reference's initial noise: drawn on the CPU in the reference's layout, so a seed gives "
+            "the official preview on every device (core RandomNoise draws in another order).",
+            inputs=[io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                                 tooltip="The stage-I seed (FlashVideo's stage-I SAMPLER continues this stream).")],
+            outputs=[io.Noise.Output()],
+        )
+
+    @classmethod
+    def execute(cls, seed: int = 0) -> io.NodeOutput:
+        return io.NodeOutput(native().Stage1ReferenceNoise(seed))
+
+
+class FlashVideoDynamicCFGGuider(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FlashVideoDynamicCFGGuider", display_name="FlashVideo DynamicCFG Guider (stage I)",
+            category=CATEGORY,
+            description="Stage I's guidance: the reference's per-step DynamicCFG scale against an all-zero context, "
+            "with the reference's denoiser (integer timesteps, snapped alphas) for this run.",
+            inputs=[io.Model.Input("model", tooltip="The stage-I model."),
+                    io.Conditioning.Input("positive", tooltip="The prompt (FlashVideo Text Encode or Load Prompt Embedding)."),
+                    io.Float.Input("cfg", default=STAGE1_CFG, min=1.0, max=15.0, step=0.1, round=0.01,
+                                   tooltip="DynamicCFG base scale; 6-8 recommended (reference 8)."),
+                    io.Conditioning.Input("negative", optional=True,
+                                          tooltip="Leave empty for the reference (an all-zero context).")],
+            outputs=[io.Guider.Output()],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, cfg: float = STAGE1_CFG, negative=None) -> io.NodeOutput:
+        require_stage(model, 1, "FlashVideo DynamicCFG Guider")
+        sampling = native()
+        guider = sampling.DynamicCFGGuider(model)
+        guider.set_conds(positive, sampling.zero_conditioning(positive) if negative is None else negative)
+        guider.set_cfg(cfg)
+        return io.NodeOutput(guider)
+
+
+class FlashVideoStage1SamplerSelect(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FlashVideoStage1SamplerSelect", display_name="FlashVideo Stage I Sampler (SDE DPM++ 2M)",
+            category=CATEGORY,
+            description="The reference's stage-I sampler: SDE DPM-Solver++(2M) in VP form with its RNG order, "
+            "returning the x0 prediction at the last step. Seeded by the NOISE's seed.",
+            inputs=[], outputs=[io.Sampler.Output()],
+        )
+
+    @classmethod
+    def execute(cls) -> io.NodeOutput:
+        return io.NodeOutput(native().stage1_sampler())
+
+
+class FlashVideoStage2Sigmas(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FlashVideoStage2Sigmas", display_name="FlashVideo Stage II Sigmas", category=CATEGORY,
+            description="sigma = 1 - t on the shifted flow-matching grid, built in the model's dtype as the "
+            "reference (bf16 on GPUs). The shift is the model's (2.5; core ModelSamplingSD3 changes it).",
+            inputs=[io.Model.Input("model", tooltip="The stage-II model."),
+                    io.Int.Input("steps", default=STAGE2_STEPS, min=1, max=STAGE2_MAX_STEPS,
+                                 tooltip="Euler steps = NFE; 4-6 recommended (reference 5).")],
+            outputs=[io.Sigmas.Output()],
+        )
+
+    @classmethod
+    def execute(cls, model, steps: int = STAGE2_STEPS) -> io.NodeOutput:
+        require_stage(model, 2, "FlashVideo Stage II Sigmas")
+        return io.NodeOutput(native().stage2_sigmas(model, steps))
+
+
+class FlashVideoStage2Noise(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FlashVideoStage2Noise", display_name="FlashVideo Stage II Noise (degraded latent)",
+            category=CATEGORY,
+            description="Stage II starts at sigma 1 from the degraded latent: use FlashVideo Latent Degrade's output "
+            "here and as the sampler's latent.",
+            inputs=[io.Latent.Input("samples", tooltip="FlashVideo Latent Degrade's output.")],
+            outputs=[io.Noise.Output()],
+        )
+
+    @classmethod
+    def execute(cls, samples: dict) -> io.NodeOutput:
+        degraded_step(samples, "FlashVideo Stage II Noise")
+        return io.NodeOutput(native().DegradedLatentNoise(samples, samples.get(SEED_KEY, 0)))
+
+
+class FlashVideoStage2Guider(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FlashVideoStage2Guider", display_name="FlashVideo Stage II Guider", category=CATEGORY,
+            description="Stage II's guidance: constant CFG against an all-zero context, mixed in the model's dtype "
+            "as the reference, with the degradation step (from the degraded latent) as conditioning.",
+            inputs=[io.Model.Input("model", tooltip="The stage-II model."),
+                    io.Conditioning.Input("positive", tooltip="The prompt."),
+                    io.Latent.Input("samples", tooltip="FlashVideo Latent Degrade's output (for its noise step)."),
+                    io.Float.Input("cfg", default=STAGE2_CFG, min=1.0, max=20.0, step=0.5, round=0.01,
+                                   tooltip="10-13 recommended (reference 13)."),
+                    io.Conditioning.Input("negative", optional=True,
+                                          tooltip="Leave empty for the reference (an all-zero context).")],
+            outputs=[io.Guider.Output()],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, samples: dict, cfg: float = STAGE2_CFG, negative=None) -> io.NodeOutput:
+        require_stage(model, 2, "FlashVideo Stage II Guider")
+        guider = native().Stage2Guider(model)
+        guider.set_flashvideo_conds(positive, degraded_step(samples, "FlashVideo Stage II Guider"), negative)
+        guider.set_cfg(cfg)
+        return io.NodeOutput(guider)
+
+
+class FlashVideoStage2SamplerSelect(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FlashVideoStage2SamplerSelect", display_name="FlashVideo Stage II Sampler (Euler)",
+            category=CATEGORY,
+            description="The reference's Euler steps of the flow ODE, in the model's dtype (bf16 on GPUs).",
+            inputs=[], outputs=[io.Sampler.Output()],
+        )
+
+    @classmethod
+    def execute(cls) -> io.NodeOutput:
+        return io.NodeOutput(native().stage2_sampler())
+
+
+SAMPLING_NODES = [
+    FlashVideoStage1Sigmas, FlashVideoStage1Noise, FlashVideoDynamicCFGGuider, FlashVideoStage1SamplerSelect,
+    FlashVideoStage2Sigmas, FlashVideoStage2Noise, FlashVideoStage2Guider, FlashVideoStage2SamplerSelect,
+]

@@ -1,0 +1,95 @@
+"""Run by tests/test_comfyui_native.py with a real ComfyUI's python (in-process, CPU): the native FlashVideo
+models against the pack's core models on the same tiny weights.
+
+usage: python native_checks.py COMFYUI_DIR PACK_DIR WORK_DIR  ->  one JSON object on the last stdout line
+
+Checks: one forward of each stage (native diffusion model == core DiT, stage II negated), the loader's model
+type/sampling/latent format, and a partial load (only part of the weights "on the device", the rest cast per
+layer by the host's lowvram path) giving the fully loaded result.
+"""
+
+import importlib.util
+import json
+import os
+import sys
+
+comfy_dir, pack_dir, work_dir = sys.argv[1], sys.argv[2], sys.argv[3]
+sys.argv = [sys.argv[0], "--cpu"]
+sys.path.insert(0, comfy_dir)
+os.chdir(comfy_dir)
+
+import torch  # noqa: E402
+
+import comfy.options  # noqa: E402
+
+comfy.options.enable_args_parsing()
+
+import comfy.model_management as mm  # noqa: E402
+
+spec = importlib.util.spec_from_file_location("flashvideo_pack", os.path.join(pack_dir, "__init__.py"),
+                                              submodule_search_locations=[pack_dir])
+pack = importlib.util.module_from_spec(spec)
+sys.modules["flashvideo_pack"] = pack
+spec.loader.exec_module(pack)
+
+from flashvideo_pack.flashvideo_core.dit.loader import load_dit  # noqa: E402
+from flashvideo_pack.flashvideo_core.tiny import write_tiny_dit  # noqa: E402
+from flashvideo_pack.nodes.native.loader import load_flashvideo_model  # noqa: E402
+
+results = {}
+gen = torch.Generator().manual_seed(0)
+paths = {stage: os.path.join(work_dir, f"{stage}.pt") for stage in ("stage1", "stage2")}
+write_tiny_dit(paths["stage1"], "stage1", lora=True)
+write_tiny_dit(paths["stage2"], "stage2")
+
+
+def max_diff(a, b):
+    return float((a.float() - b.float()).abs().max())
+
+
+for stage, path in paths.items():
+    patcher = load_flashvideo_model(path, "fp32")
+    core = load_dit(path, dtype=torch.float32)
+    model = patcher.model
+    cfg = core.config
+    x = torch.randn(2, cfg.in_channels, 3, 8, 12, generator=gen)  # (B, C, T, H, W)
+    t = torch.tensor([999.0, 500.0])
+    context = torch.randn(2, 226, cfg.text_hidden_size, generator=gen)
+    extra = {}
+    if stage == "stage2":
+        extra = {"ref_step": torch.tensor([675.0, 675.0]), "latent_frames": torch.tensor([3.0, 3.0])}
+    mm.load_models_gpu([patcher])
+    with torch.no_grad():
+        native = model.diffusion_model(x, t, context, transformer_options={}, **extra)
+        reference = core(x.movedim(1, 2), t, context, **extra).movedim(2, 1)
+        if stage == "stage2":
+            reference = -reference  # the host's flow convention: out = -v
+        results[f"{stage}_forward_max_diff"] = max_diff(native, reference)
+        results[f"{stage}_forward_scale"] = float(reference.abs().max())
+        results[f"{stage}_model_class"] = type(model).__name__
+        results[f"{stage}_model_type"] = model.model_type.name
+        results[f"{stage}_latent_scale"] = float(model.latent_format.scale_factor)
+        results[f"{stage}_patcher"] = type(patcher).__name__
+        sampling = model.model_sampling
+        results[f"{stage}_sampling"] = type(sampling).__name__
+        if stage == "stage1":
+            results["stage1_zsnr_sigma_max"] = float(sampling.sigma_max)
+        else:
+            results["stage2_shift"] = float(sampling.shift)
+            results["stage2_multiplier"] = float(sampling.multiplier)
+
+        # Partial loading: the host keeps only part of the weights loaded and casts the rest per layer.
+        # On this CPU host "loaded" and "offloaded" are the same device; what is exercised is the lowvram path
+        # (modules flagged comfy_cast_weights, weights fetched at each forward), which must not change results.
+        full = model.diffusion_model(x, t, context, transformer_options={}, **extra)
+        patcher.unpatch_model(device_to=torch.device("cpu"))
+        budget = sum(p.numel() * p.element_size() for p in model.diffusion_model.parameters()) // 3
+        patcher.load(torch.device("cpu"), lowvram_model_memory=budget)
+        cast = [n for n, m in model.diffusion_model.named_modules() if getattr(m, "comfy_cast_weights", False)]
+        results[f"{stage}_partial_cast_modules"] = len(cast)
+        results[f"{stage}_partial_total_modules"] = sum(1 for m in model.diffusion_model.modules() if hasattr(m, "comfy_cast_weights"))
+        partial = model.diffusion_model(x, t, context, transformer_options={}, **extra)
+        results[f"{stage}_partial_max_diff"] = max_diff(partial, full)
+        patcher.unpatch_model(device_to=torch.device("cpu"))
+
+print(json.dumps(results))

@@ -1,0 +1,216 @@
+"""FlashVideo as native ComfyUI models, on every tested host (ids name the version).
+
+In-process (support/native_checks.py, the host's python): one forward of each stage equals the core DiT, the
+loader builds the host's model classes and sampling, and a partial load equals the full one. Through the real
+executor (a server with make-tiny files, results saved with core SaveLatent): the convenience nodes equal the
+pack's core samplers on the same weights and noise; a SamplerCustomAdvanced graph of FlashVideo's parts equals
+the convenience nodes; core KSampler runs on the stage-I MODEL; core ModelSamplingSD3 changes stage II's shift;
+core TorchCompileModel accepts the model.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from support.comfyui_host import ComfyUIServer, history_messages, make_base_dir
+from support.workflow_runs import install_models
+
+pytestmark = pytest.mark.comfyui
+REPO = Path(__file__).resolve().parents[1]
+PACK_FOLDER = "ComfyUI-FlashVideo"
+PROMPT = "flashvideo_example_prompt.safetensors"
+STAGE2_INPUT = "flashvideo_stage2_input.latent"
+WIDTH, HEIGHT, FRAMES, STEPS1, CFG1, SEED1 = 48, 32, 9, 6, 8.0, 3
+STEPS2, CFG2, NOISE_STEP, SEED2 = 5, 13.0, 675, 4
+TIMEOUT_S = 120
+
+
+def test_native_models_equal_the_core_models_in_process(comfyui_host, tmp_path):
+    location = comfyui_host.location
+    proc = subprocess.run([location.python, str(REPO / "tests" / "support" / "native_checks.py"),
+                           str(location.directory), str(REPO), str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    for stage, model_type, scale in (("stage1", "V_PREDICTION", 0.7), ("stage2", "FLOW", 1.15258426)):
+        assert r[f"{stage}_forward_max_diff"] <= 1e-5 * max(1.0, r[f"{stage}_forward_scale"]), r
+        assert r[f"{stage}_model_class"] == f"FlashVideo{stage.capitalize()}Model"
+        assert r[f"{stage}_model_type"] == model_type and r[f"{stage}_latent_scale"] == scale
+        assert 0 < r[f"{stage}_partial_cast_modules"] < r[f"{stage}_partial_total_modules"], r
+        assert r[f"{stage}_partial_max_diff"] <= 1e-6, r
+    assert r["stage1_zsnr_sigma_max"] == pytest.approx(4518.76, rel=1e-4)  # zero terminal SNR, host's clamp
+    assert (r["stage2_shift"], r["stage2_multiplier"]) == (2.5, 1000.0)
+
+
+# --------------------------------------------------------------------------------------------- executor
+
+@pytest.fixture(scope="module")
+def server(comfyui_host, tmp_path_factory):
+    from safetensors.torch import save_file
+
+    base = make_base_dir(tmp_path_factory.mktemp("comfyui-native"), REPO, PACK_FOLDER)
+    install_models(base)
+    z = torch.randn(1, 16, 3, HEIGHT // 4, WIDTH // 4, generator=torch.Generator().manual_seed(7))
+    save_file({"latent_tensor": z, "latent_format_version_0": torch.tensor([])}, str(base / "input" / STAGE2_INPUT))
+    host = ComfyUIServer(comfyui_host.location, base, base / "server.log").start()
+    try:
+        host.wait_ready(90)
+        yield host
+    finally:
+        host.stop()
+
+
+def run_for_latents(server, graph: dict) -> dict:
+    """Run ``graph`` (its SaveLatent nodes prefixed by node id) and return {SaveLatent node id: tensor}."""
+    from safetensors.torch import load_file
+
+    graph = copy.deepcopy(graph)
+    tag = f"native_{abs(hash(json.dumps(graph, sort_keys=True)))}"
+    for node_id, node in graph.items():
+        if node["class_type"] == "SaveLatent":
+            node["inputs"]["filename_prefix"] = f"{tag}/{node_id}"
+    entry = server.run_prompt(graph, TIMEOUT_S)
+    assert entry["status"]["status_str"] == "success", history_messages(entry, "execution_error")
+    out = {}
+    for node_id, node_output in entry["outputs"].items():
+        for item in node_output.get("latents", []):
+            path = server.base / "output" / item.get("subfolder", "") / item["filename"]
+            out[node_id] = load_file(str(path))["latent_tensor"]
+    return out
+
+
+def common(*, stage1_steps=STEPS1) -> dict:
+    return {
+        "emb": {"class_type": "FlashVideoLoadPromptEmbedding", "inputs": {"embedding": PROMPT}},
+        "m1": {"class_type": "FlashVideoModelLoader", "inputs": {"model_name": "stage1.pt", "weight_dtype": "auto",
+                                                                 "attention": "comfy"}},
+        "m2": {"class_type": "FlashVideoModelLoader", "inputs": {"model_name": "stage2.pt", "weight_dtype": "auto",
+                                                                 "attention": "comfy"}},
+        "z2": {"class_type": "LoadLatent", "inputs": {"latent": STAGE2_INPUT}},
+        "deg": {"class_type": "FlashVideoLatentDegrade", "inputs": {"samples": ["z2", 0], "noise_step": NOISE_STEP,
+                                                                    "seed": SEED2}},
+    }
+
+
+STAGE1_CONVENIENCE = {"s1": {"class_type": "FlashVideoStage1Sampler", "inputs": {
+    "model": ["m1", 0], "positive": ["emb", 0], "width": WIDTH, "height": HEIGHT, "frames": FRAMES, "steps": STEPS1,
+    "cfg": CFG1, "seed": SEED1}}, "save_s1": {"class_type": "SaveLatent", "inputs": {"samples": ["s1", 0]}}}
+STAGE1_PARTS = {
+    "empty": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": WIDTH, "height": HEIGHT, "length": FRAMES,
+                                                                 "batch_size": 1}},
+    "n1": {"class_type": "FlashVideoStage1Noise", "inputs": {"seed": SEED1}},
+    "g1": {"class_type": "FlashVideoDynamicCFGGuider", "inputs": {"model": ["m1", 0], "positive": ["emb", 0], "cfg": CFG1}},
+    "k1": {"class_type": "FlashVideoStage1SamplerSelect", "inputs": {}},
+    "sig1": {"class_type": "FlashVideoStage1Sigmas", "inputs": {"model": ["m1", 0], "steps": STEPS1}},
+    "adv1": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["n1", 0], "guider": ["g1", 0],
+                                                               "sampler": ["k1", 0], "sigmas": ["sig1", 0],
+                                                               "latent_image": ["empty", 0]}},
+    "save_adv1": {"class_type": "SaveLatent", "inputs": {"samples": ["adv1", 0]}},
+}
+STAGE2_CONVENIENCE = {"r2": {"class_type": "FlashVideoStage2Refiner", "inputs": {
+    "model": ["m2", 0], "positive": ["emb", 0], "samples": ["deg", 0], "steps": STEPS2, "cfg": CFG2, "shift": 2.5,
+    "attention": "full"}}, "save_r2": {"class_type": "SaveLatent", "inputs": {"samples": ["r2", 0]}}}
+
+
+def stage2_parts(model=("m2", 0), tag="adv2") -> dict:
+    model = list(model)
+    return {
+        f"n_{tag}": {"class_type": "FlashVideoStage2Noise", "inputs": {"samples": ["deg", 0]}},
+        f"g_{tag}": {"class_type": "FlashVideoStage2Guider", "inputs": {"model": model, "positive": ["emb", 0],
+                                                                        "samples": ["deg", 0], "cfg": CFG2}},
+        f"k_{tag}": {"class_type": "FlashVideoStage2SamplerSelect", "inputs": {}},
+        f"sig_{tag}": {"class_type": "FlashVideoStage2Sigmas", "inputs": {"model": model, "steps": STEPS2}},
+        tag: {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": [f"n_{tag}", 0], "guider": [f"g_{tag}", 0],
+                                                                "sampler": [f"k_{tag}", 0], "sigmas": [f"sig_{tag}", 0],
+                                                                "latent_image": ["deg", 0]}},
+        f"save_{tag}": {"class_type": "SaveLatent", "inputs": {"samples": [tag, 0]}},
+    }
+
+
+@pytest.fixture(scope="module")
+def core():
+    """The pack's core path on the same files and noise (what the native path must reproduce)."""
+    from flashvideo_core.tiny_install import tiny_prompt_embedding
+
+    return {"context": tiny_prompt_embedding()}
+
+
+def core_stage1(server, context) -> torch.Tensor:
+    from flashvideo_core.dit.loader import load_dit
+    from flashvideo_core.stage1.sampler import latent_shape, sample_stage1
+
+    model = load_dit(str(server.base / "models" / "diffusion_models" / "stage1.pt"), dtype=torch.float32)
+    shape = latent_shape(FRAMES, HEIGHT, WIDTH)
+    return sample_stage1(model, context, shape, steps=STEPS1, cfg=CFG1, seed=SEED1).permute(0, 2, 1, 3, 4)
+
+
+def core_stage2(server, context, shift=2.5) -> torch.Tensor:
+    from safetensors.torch import load_file
+
+    from flashvideo_core.constants import LATENT_SCALE_STAGE2
+    from flashvideo_core.dit.loader import load_dit
+    from flashvideo_core.stage2.degrade import degrade_latent
+    from flashvideo_core.stage2.refiner import refine_stage2
+
+    model = load_dit(str(server.base / "models" / "diffusion_models" / "stage2.pt"), dtype=torch.float32)
+    z = load_file(str(server.base / "input" / STAGE2_INPUT))["latent_tensor"] * LATENT_SCALE_STAGE2
+    x0 = degrade_latent(z, NOISE_STEP, SEED2)
+    return refine_stage2(model, context, x0, NOISE_STEP, STEPS2, CFG2, shift)
+
+
+def close(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-5) -> float:
+    diff = float((a.float() - b.float()).abs().max())
+    assert diff <= atol * max(1.0, float(b.abs().max())), f"max |diff| {diff}"
+    return diff
+
+
+def test_convenience_and_custom_sampling_equal_the_core_samplers(server, core):
+    graph = {**common(), **STAGE1_CONVENIENCE, **STAGE1_PARTS, **STAGE2_CONVENIENCE, **stage2_parts()}
+    latents = run_for_latents(server, graph)
+    # LATENTs are unscaled (ComfyUI's convention); the core works in model space.
+    close(latents["save_s1"] * 0.7, core_stage1(server, core["context"]))
+    close(latents["save_adv1"], latents["save_s1"], atol=1e-6)
+    close(latents["save_r2"] * 1.15258426, core_stage2(server, core["context"]))
+    close(latents["save_adv2"], latents["save_r2"], atol=1e-6)
+
+
+def test_core_model_sampling_sd3_changes_the_stage2_shift(server, core):
+    graph = {**common(), **stage2_parts(),
+             "sd3": {"class_type": "ModelSamplingSD3", "inputs": {"model": ["m2", 0], "shift": 3.5}},
+             **stage2_parts(model=("sd3", 0), tag="shifted")}
+    latents = run_for_latents(server, graph)
+    assert float((latents["save_shifted"] - latents["save_adv2"]).abs().max()) > 1e-3
+    # the host's stock flow sampling (fp32 timesteps 1000 sigma) on the shifted grid: the core at shift 3.5
+    close(latents["save_shifted"] * 1.15258426, core_stage2(server, core["context"], shift=3.5), atol=1e-4)
+
+
+def test_core_ksampler_runs_on_the_stage1_model(server):
+    graph = {**common(), "empty": STAGE1_PARTS["empty"],
+             "neg": {"class_type": "ConditioningZeroOut", "inputs": {"conditioning": ["emb", 0]}},
+             "ks": {"class_type": "KSampler", "inputs": {
+                 "model": ["m1", 0], "seed": 1, "steps": 4, "cfg": 5.0, "sampler_name": "euler", "scheduler": "simple",
+                 "positive": ["emb", 0], "negative": ["neg", 0], "latent_image": ["empty", 0], "denoise": 1.0}},
+             "save_ks": {"class_type": "SaveLatent", "inputs": {"samples": ["ks", 0]}}}
+    latent = run_for_latents(server, graph)["save_ks"]
+    assert latent.shape == (1, 16, 3, HEIGHT // 8, WIDTH // 8) and torch.isfinite(latent).all() and latent.abs().max() > 0
+
+
+def test_core_torch_compile_model_accepts_the_model(server):
+    small = {**STAGE1_CONVENIENCE}
+    small["s1"] = copy.deepcopy(small["s1"])
+    small["s1"]["inputs"].update(steps=2)
+    compiled = copy.deepcopy(small)
+    compiled["s1"]["inputs"]["model"] = ["tc", 0]
+    compiled["save_s1c"] = compiled.pop("save_s1")
+    compiled["s1c"] = compiled.pop("s1")
+    compiled["save_s1c"]["inputs"]["samples"] = ["s1c", 0]
+    graph = {**common(), **small, **compiled,
+             "tc": {"class_type": "TorchCompileModel", "inputs": {"model": ["m1", 0], "backend": "inductor"}}}
+    latents = run_for_latents(server, graph)
+    close(latents["save_s1c"], latents["save_s1"], atol=1e-4)
