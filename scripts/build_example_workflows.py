@@ -44,6 +44,14 @@ NODE_TYPES = {
     "FlashVideoStage2Refiner": (["steps", "cfg", "shift", "attention"],
                                 [("model", "MODEL"), ("positive", "CONDITIONING"), ("samples", "LATENT")],
                                 [("latent", "LATENT")]),
+    "FlashVideoStage2Noise": ([], [("samples", "LATENT")], [("NOISE", "NOISE")]),
+    "FlashVideoStage2Guider": (["cfg"], [("model", "MODEL"), ("positive", "CONDITIONING"), ("samples", "LATENT"),
+                                         ("negative", "CONDITIONING")], [("GUIDER", "GUIDER")]),
+    "FlashVideoStage2SamplerSelect": ([], [], [("SAMPLER", "SAMPLER")]),
+    "FlashVideoStage2Sigmas": (["steps"], [("model", "MODEL")], [("SIGMAS", "SIGMAS")]),
+    "SamplerCustomAdvanced": ([], [("noise", "NOISE"), ("guider", "GUIDER"), ("sampler", "SAMPLER"),
+                                   ("sigmas", "SIGMAS"), ("latent_image", "LATENT")],
+                              [("output", "LATENT"), ("denoised_output", "LATENT")]),
     "CreateVideo": (["fps"], [("images", "IMAGE"), ("audio", "AUDIO")], [("VIDEO", "VIDEO")]),
     "SaveVideo": (["filename_prefix", "format", "codec"], [("video", "VIDEO")], []),
     "LoadVideo": (["file"], [], [("VIDEO", "VIDEO")]),
@@ -108,6 +116,26 @@ def stage2(x: int, y: int, resolution: str, frames_from: tuple, prefix: str, fir
     ]
 
 
+def stage2_custom_sampling(nodes: list, first_id: int = 9) -> list:
+    """``stage2``'s nodes with the refiner replaced by core SamplerCustomAdvanced and FlashVideo's parts
+    (same node id, so the decoder's link and the batch client's node ids stay)."""
+    i = first_id
+    refiner = next(n for n in nodes if n.id == i + 3)
+    x, y = refiner.pos
+    degraded, model, positive = refiner.links["samples"], refiner.links["model"], refiner.links["positive"]
+    parts = [
+        Node(i + 20, "FlashVideoStage2Noise", {}, {"samples": degraded}, pos=(x, y), size=(320, 50)),
+        Node(i + 21, "FlashVideoStage2Guider", {"cfg": 13.0}, {"model": model, "positive": positive,
+                                                               "samples": degraded}, pos=(x, y + 90), size=(320, 120)),
+        Node(i + 22, "FlashVideoStage2SamplerSelect", {}, pos=(x + 360, y - 150), size=(320, 50)),
+        Node(i + 23, "FlashVideoStage2Sigmas", {"steps": 5}, {"model": model}, pos=(x + 360, y - 60), size=(320, 80)),
+        Node(i + 3, "SamplerCustomAdvanced", {}, {"noise": (i + 20, 0), "guider": (i + 21, 0), "sampler": (i + 22, 0),
+                                                  "sigmas": (i + 23, 0), "latent_image": degraded},
+             title="Stage II (SamplerCustomAdvanced)", pos=(x + 360, y + 60), size=(320, 130)),
+    ]
+    return [n for n in nodes if n.id != i + 3] + parts
+
+
 def note(node_id: int, text: str, pos: tuple, size=(420, 260)) -> Node:
     return Node(node_id, "Note", {"text": text}, title="Read me", pos=pos, size=size)
 
@@ -150,8 +178,15 @@ def workflows() -> dict:
              "noise_step (up to ~750) for heavier clean-up, lower it to stay closer to the input.\n\n" + FILES_NOTE,
              (0, 420), (360, 480)),
     ]
+    advanced = [*clip_and_text(0, 0), *stage1(380, 0),
+                *stage2_custom_sampling(stage2(380, 480, "1080p (1072x1920)", (6, 0), "flashvideo/1080p_advanced")),
+                note(30, "FlashVideo 1080p built from ComfyUI's own sampling: stage II is core SamplerCustomAdvanced "
+                     "with FlashVideo's NOISE (the degraded latent), GUIDER (CFG against a zero context, the noise step "
+                     "as conditioning), SAMPLER (the reference's Euler) and SIGMAS (the shifted grid). Same result as "
+                     "the Stage II Refiner; swap in core parts to experiment (e.g. ModelSamplingSD3 for the shift, "
+                     "another sampler).\n\n" + FILES_NOTE, (0, 420), (360, 520))]
     return {"flashvideo_270p_preview": preview, "flashvideo_1080p": full, "flashvideo_2k": two_k,
-            "flashvideo_enhance_video": enhance}
+            "flashvideo_enhance_video": enhance, "flashvideo_1080p_advanced": advanced}
 
 
 def to_api(nodes: list) -> dict:

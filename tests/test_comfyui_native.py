@@ -214,3 +214,28 @@ def test_core_torch_compile_model_accepts_the_model(server):
              "tc": {"class_type": "TorchCompileModel", "inputs": {"model": ["m1", 0], "backend": "inductor"}}}
     latents = run_for_latents(server, graph)
     close(latents["save_s1c"], latents["save_s1"], atol=1e-4)
+
+
+def test_fp8_weight_storage_runs_close_to_fp32(server):
+    """weight_dtype fp8_e4m3fn: the host stores the weights in fp8 and casts per layer (dequantised on CPU)."""
+    fp8 = copy.deepcopy(STAGE1_CONVENIENCE)
+    fp8["s1"]["inputs"]["model"] = ["m1fp8", 0]
+    fp8 = {"s1f": fp8["s1"], "save_s1f": {"class_type": "SaveLatent", "inputs": {"samples": ["s1f", 0]}}}
+    graph = {**common(), **STAGE1_CONVENIENCE, **fp8,
+             "m1fp8": {"class_type": "FlashVideoModelLoader", "inputs": {"model_name": "stage1.pt",
+                                                                     "weight_dtype": "fp8_e4m3fn", "attention": "comfy"}}}
+    latents = run_for_latents(server, graph)
+    full, quant = latents["save_s1"], latents["save_s1f"]
+    assert torch.isfinite(quant).all()
+    assert 0 < float((quant - full).norm() / full.norm()) < 0.1  # e4m3 keeps ~3 mantissa bits per weight
+
+
+def test_a_stage2_model_in_the_stage1_sampler_is_refused_with_the_fix(server):
+    graph = {**common(), **copy.deepcopy(STAGE1_CONVENIENCE)}
+    graph["s1"]["inputs"]["model"] = ["m2", 0]
+    graph["save_s1"]["inputs"]["filename_prefix"] = "native_refused/s1"
+    status, body = server.queue_prompt(graph)
+    assert status == 200 and not body.get("node_errors"), body
+    entry = server.wait_history(body["prompt_id"], TIMEOUT_S)
+    errors = history_messages(entry, "execution_error")
+    assert errors and "stage-I model" in errors[0]["exception_message"] and "stage1.pt" in errors[0]["exception_message"]

@@ -45,8 +45,9 @@ def ui_to_api(ui: dict) -> dict:
     return api
 
 
-def test_the_four_examples_exist_with_api_twins_outside_scanned_folders():
-    assert NAMES == ["flashvideo_1080p", "flashvideo_270p_preview", "flashvideo_2k", "flashvideo_enhance_video"]
+def test_the_examples_exist_with_api_twins_outside_scanned_folders():
+    assert NAMES == ["flashvideo_1080p", "flashvideo_1080p_advanced", "flashvideo_270p_preview", "flashvideo_2k",
+                     "flashvideo_enhance_video"]
     assert sorted(p.stem for p in API_DIR.glob("*.json")) == NAMES
     for scanned in ("example", "examples", "workflow", "workflows"):  # ComfyUI would list API files there as templates
         assert not (REPO / scanned).exists()

@@ -96,6 +96,9 @@ CORE_NODES = {
         # the frontend appends its upload button's value
         "LoadVideo": {"widgets": ["file"], "sockets": [], "added": ["image"]},
         "GetVideoComponents": {"widgets": [], "sockets": [("video", "VIDEO")]},
+        "SamplerCustomAdvanced": {"widgets": [], "sockets": [("noise", "NOISE"), ("guider", "GUIDER"),
+                                                            ("sampler", "SAMPLER"), ("sigmas", "SIGMAS"),
+                                                            ("latent_image", "LATENT")]},
     },
     "0.33.0": {
         "CLIPLoader": {"widgets": ["clip_name", "type", "device"], "sockets": []},
@@ -108,6 +111,9 @@ CORE_NODES = {
                       "template_paths": ["filename_prefix", "format", "format.codec"], "added": ["auto", "auto"]},
         "LoadVideo": {"widgets": ["file"], "sockets": [], "added": ["image"]},
         "GetVideoComponents": {"widgets": [], "sockets": [("video", "VIDEO")]},
+        "SamplerCustomAdvanced": {"widgets": [], "sockets": [("noise", "NOISE"), ("guider", "GUIDER"),
+                                                            ("sampler", "SAMPLER"), ("sigmas", "SIGMAS"),
+                                                            ("latent_image", "LATENT")]},
     },
 }
 

@@ -16,6 +16,7 @@ EXPECTED_VIDEOS = {
     "flashvideo_1080p": {"8": (9, 48, 32), "15": (9, 96, 64)},
     "flashvideo_2k": {"8": (9, 48, 32), "15": (9, 96, 64)},
     "flashvideo_enhance_video": {"15": (9, 96, 64)},
+    "flashvideo_1080p_advanced": {"8": (9, 48, 32), "15": (9, 96, 64)},
 }
 
 
@@ -62,7 +63,7 @@ def smoke_variant(api: dict, output_folder: str = "") -> dict:
             inputs.update(width=48, height=32, frames=9, steps=4)
         elif kind == "FlashVideoStage2Upscale":
             inputs.update(resolution="custom", width=96, height=64)
-        elif kind == "FlashVideoStage2Refiner":
+        elif kind in ("FlashVideoStage2Refiner", "FlashVideoStage2Sigmas"):
             inputs.update(steps=3)
     return graph
 
