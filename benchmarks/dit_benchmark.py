@@ -227,13 +227,12 @@ def _diffusers_stage2_embedding(base, width: int, time_dim: int):
     return Stage2TimeEmbedding()
 
 
-def _build(spec: dict):
-    """Model + a zero-argument forward callable, for ``spec['impl']`` in {pack, diffusers}."""
+def bench_inputs(spec: dict):
+    """(DiTConfig, random state dict, x[B, T, C, H, W], t, ctx, extra kwargs) of ``spec['config']``: the
+    weights and inputs every implementation of a benchmark case gets (also used by native_vs_core.py)."""
     import torch
 
     from flashvideo_core.dit.config import DiTConfig
-    from flashvideo_core.dit.model import FlashVideoDiT
-    from flashvideo_core.dit.rope import rope_table
     from flashvideo_core.tiny import random_dit_state_dict
 
     cfg = spec["config"]
@@ -252,7 +251,21 @@ def _build(spec: dict):
         t = torch.full((spec["batch"],), STAGE2_TIMESTEP)
         extra = dict(latent_frames=torch.full((spec["batch"],), float(frames)),
                      ref_step=torch.full((spec["batch"],), STAGE2_REF_STEP))
-    if spec["impl"] == "pack":
+    return config, state, x, t, ctx, extra
+
+
+def _build(spec: dict):
+    """Model + a zero-argument forward callable, for ``spec['impl']`` in {pack (alias core), diffusers}."""
+    import torch
+
+    from flashvideo_core.dit.model import FlashVideoDiT
+    from flashvideo_core.dit.rope import rope_table
+
+    cfg = spec["config"]
+    stage2 = cfg.get("stage2", False)
+    config, state, x, t, ctx, extra = bench_inputs(spec)
+    frames, channels, height, width = cfg["latent"]
+    if spec["impl"] in ("pack", "core"):
         with torch.device("meta"):
             model = FlashVideoDiT(config)
         model.load_state_dict(state, strict=True, assign=True)
@@ -282,9 +295,9 @@ def _build(spec: dict):
                                 return_dict=False)[0]
 
 
-def _worker(conn, spec: dict) -> None:
+def _worker(conn, spec: dict, build=None) -> None:
     try:
-        _worker_body(conn, spec)
+        _worker_body(conn, spec, build or _build)
     except (EOFError, BrokenPipeError):  # the parent went away: nothing to report to
         pass
     except BaseException:  # noqa: BLE001  (report anything to the parent)
@@ -296,12 +309,15 @@ def _worker(conn, spec: dict) -> None:
         conn.close()
 
 
-def _worker_body(conn, spec: dict) -> None:
+def _worker_body(conn, spec: dict, build=_build) -> None:
+    """``build(spec)`` -> (model, call) or (model, call, to_reference): the first call's output is saved
+    through ``to_reference`` (for the output comparison) when given."""
     import torch
 
     torch.set_num_threads(spec["threads"])
     torch.set_grad_enabled(False)
-    model, call = _build(spec)
+    model, call, *convert = build(spec)
+    torch.set_num_threads(spec["threads"])  # again, in case building imported something that changed it
     params = sum(p.numel() for p in model.parameters())
     conn.send(("ready", dict(params=params, rss_loaded=_rss_bytes(), torch=torch.__version__)))
     while True:
@@ -313,7 +329,7 @@ def _worker_body(conn, spec: dict) -> None:
             out = call()
             wall, cpu = time.perf_counter() - w0, time.process_time() - c0
             max1 = _maxrss_bytes()
-            torch.save(out.contiguous(), spec["out_path"])
+            torch.save((convert[0](out) if convert else out).contiguous(), spec["out_path"])
             conn.send(("ok", dict(wall=wall, cpu=cpu, rss_before=rss0, maxrss_before=max0, maxrss_after=max1,
                                   hwm_reset=reset, shape=list(out.shape))))
             del out
@@ -503,20 +519,23 @@ def run_once(ctx, target, *args):
         w.proc.join(timeout=30)
 
 
-def run_case(ctx, name: str, cfg: dict, args, tmp: str, log) -> dict:
+def run_case(ctx, name: str, cfg: dict, args, tmp: str, log, impls=("pack", "diffusers"), targets=None,
+             spec_extra=None) -> dict:
+    """One config, ``impls[0]`` against ``impls[1]`` (the reference of the output comparison), each in its
+    own worker (``targets[impl]``, default ``_worker``; ``spec_extra[impl]`` is added to its spec)."""
     frames, _, height, width = cfg["latent"]
     video = frames * (height // 2) * (width // 2)
     log(f"[{name}] {cfg['layers']} layers, width {cfg['width']}, latent {args.batch}x{frames}x16x{height}x{width}"
         f" = {video} video + {cfg['text_len']} text tokens")
     busy = wait_until_idle(args.wait_idle, log)
-    impls = ("pack", "diffusers")
     specs = {i: dict(impl=i, config=cfg, batch=args.batch, threads=args.threads,
-                     out_path=os.path.join(tmp, f"{name}_{i}.pt")) for i in impls}
+                     out_path=os.path.join(tmp, f"{name}_{i}.pt"), **(spec_extra or {}).get(i, {})) for i in impls}
+    targets = targets or {}
     workers = {}
     try:
         info = {}
         for impl in impls:  # load one after the other: the second load should not overlap the first call
-            workers[impl] = Worker(ctx, _worker, specs[impl])
+            workers[impl] = Worker(ctx, targets.get(impl, _worker), specs[impl])
             info[impl] = workers[impl].recv()
         first = {}
         for impl in impls:
@@ -551,7 +570,7 @@ def run_case(ctx, name: str, cfg: dict, args, tmp: str, log) -> dict:
     finally:
         for w in workers.values():
             w.close()
-    cmp = run_once(ctx, _compare, [specs["pack"]["out_path"], specs["diffusers"]["out_path"]])
+    cmp = run_once(ctx, _compare, [specs[impls[0]]["out_path"], specs[impls[1]]["out_path"]])
     sides = {}
     for impl in impls:
         f = first[impl]
