@@ -19,7 +19,8 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 def _convert(args) -> int:
     from .checkpoints.convert import convert_checkpoint
 
-    meta = convert_checkpoint(args.input, args.output, trust_pickle=args.trust_pickle, dtype=DTYPES.get(args.dtype))
+    meta = convert_checkpoint(args.input, args.output, trust_pickle=args.trust_pickle, dtype=DTYPES.get(args.dtype),
+                              quantize=args.quantize)
     print(f"wrote {args.output}: {meta['flashvideo.model']} from layout {meta['flashvideo.source_layout']}, "
           f"source sha256 {meta['flashvideo.source_sha256']}")
     return 0
@@ -184,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("output")
     c.add_argument("--dtype", choices=sorted(DTYPES), help="cast floating tensors (default: keep)")
     c.add_argument("--trust-pickle", action="store_true", help="allow a pickle that runs code (only for files you trust)")
+    c.add_argument("--quantize", choices=["scaled_fp8"],
+                   help="DiTs only: transformer-block weights in ComfyUI's scaled fp8 format (about half of bf16)")
     c.set_defaults(func=_convert)
     g = sub.add_parser("generate", help="prompt embedding(s) -> stage-I, stage-II and side-by-side mp4s")
     g.add_argument("--stage1", required=True, help="stage1.pt (or any accepted stage-I layout)")

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from support.comfyui_host import ComfyUIServer, history_messages, make_base_dir
+from support.hosts import version_key
 from support.workflow_runs import install_models
 
 pytestmark = pytest.mark.comfyui
@@ -44,7 +45,17 @@ def test_native_models_equal_the_core_models_in_process(comfyui_host, tmp_path):
         assert r[f"{stage}_model_type"] == model_type and r[f"{stage}_latent_scale"] == scale
         assert 0 < r[f"{stage}_partial_cast_modules"] < r[f"{stage}_partial_total_modules"], r
         assert r[f"{stage}_partial_max_diff"] <= 1e-6, r
+        assert r[f"{stage}_preview_size"] == [10, 6], r  # core Latent2RGB preview of the first latent frame
     assert r["stage1_zsnr_sigma_max"] == pytest.approx(4518.76, rel=1e-4)  # zero terminal SNR, host's clamp
+    # A scaled-fp8 file (convert --quantize scaled_fp8) through the host's fp8 layers vs the core's dequantised
+    # model: 0.33's quantised ops reproduce it; 0.3.64's scaled-fp8 layers also store the Linear biases in fp8.
+    scale = r["scaled_fp8_forward_scale"]
+    if version_key(comfyui_host.version) < (0, 33):
+        assert r["scaled_fp8_weight_dtype"] == "torch.float8_e4m3fn" and "scaled_fp8" in r["scaled_fp8_ops"]
+        assert r["scaled_fp8_forward_max_diff"] <= 1e-2 * scale, r
+    else:
+        assert "MixedPrecisionOps" in r["scaled_fp8_ops"], r
+        assert r["scaled_fp8_forward_max_diff"] <= 1e-5 * scale, r
     assert (r["stage2_shift"], r["stage2_multiplier"]) == (2.5, 1000.0)
 
 

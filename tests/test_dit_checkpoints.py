@@ -120,3 +120,30 @@ def test_bad_dit_files(files, tmp_path):
         from flashvideo_core.tiny import write_tiny_vae
 
         load_dit(write_tiny_vae(str(tmp_path / "vae.pt")))
+
+
+def test_scaled_fp8_conversion_halves_the_blocks_and_stays_close(files):
+    """`convert --quantize scaled_fp8`: Linear weights as e4m3 W/s with s = absmax/448 per tensor (the format
+    ComfyUI reads natively); the pack's own loader dequantises it to W ~ fp8 * s."""
+    from flashvideo_core.checkpoints.scaled_fp8 import FP8, FP8_MAX, MARKER
+
+    plain, quant = str(files["dir"] / "plain.safetensors"), str(files["dir"] / "fp8.safetensors")
+    convert_checkpoint(files["stage2"], plain)
+    convert_checkpoint(files["stage2"], quant, quantize="scaled_fp8")
+    full, q = read_checkpoint(plain).tensors, read_checkpoint(quant).tensors
+    key = "transformer_blocks.0.attn1.to_q.weight"
+    assert q[key].dtype == FP8 and q[MARKER].dtype == FP8
+    scale = q["transformer_blocks.0.attn1.to_q.scale_weight"]
+    assert float(scale) == pytest.approx(float(full[key].abs().max()) / FP8_MAX, rel=1e-6)
+    assert q["patch_embed.text_proj.weight"].dtype == FP8 and q["proj_out.weight"].dtype == FP8  # every Linear
+    assert q["patch_embed.proj.weight"].dtype == full["patch_embed.proj.weight"].dtype  # the Conv2d stays
+    assert q["transformer_blocks.0.norm1.norm.weight"].dtype == torch.float32  # norms and biases stay
+    block_bytes = lambda sd: sum(v.numel() * v.element_size() for k, v in sd.items() if k.startswith("transformer_blocks."))  # noqa: E731
+    assert block_bytes(q) < 0.3 * block_bytes(full)
+    x, t, ctx = _inputs()
+    extra = {"latent_frames": torch.tensor([2.0]), "ref_step": torch.tensor([675.0])}
+    with torch.no_grad():
+        ref, got = load_dit(plain)(x, t, ctx, **extra), load_dit(quant)(x, t, ctx, **extra)
+    assert 0 < float((got - ref).norm() / ref.norm()) < 0.05  # e4m3 keeps ~3 mantissa bits per weight
+    with pytest.raises(CheckpointError, match="scaled_fp8"):
+        convert_checkpoint(files["stage2"], str(files["dir"] / "x.safetensors"), quantize="int4")

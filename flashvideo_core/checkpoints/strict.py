@@ -36,9 +36,15 @@ def check_state_dict(model: nn.Module, state_dict: dict, source: str, layout: st
             + " | ".join(problems)
             + ". The file is probably incomplete, of another model, or a variant this pack does not know."
         )
-    bad = [k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    bad = [k for k, v in state_dict.items() if v.is_floating_point() and not _all_finite(v)]
     if bad:
         raise CheckpointError(f"{source}: {len(bad)} tensors hold NaN/Inf (e.g. {bad[0]}); the file is damaged")
+
+
+def _all_finite(tensor: torch.Tensor) -> bool:
+    if tensor.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):  # no isfinite kernel for fp8: widen one at a time
+        tensor = tensor.float()
+    return bool(torch.isfinite(tensor).all())
 
 
 def materialize(model_factory, state_dict: dict, source: str, layout: str, device=None, dtype=None) -> nn.Module:

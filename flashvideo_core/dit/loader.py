@@ -17,6 +17,7 @@ from typing import Optional
 
 import torch
 
+from ..checkpoints import scaled_fp8
 from ..checkpoints.dit_keys import has_unmerged_lora, is_sat_layout, sat_to_canonical
 from ..checkpoints.io import RawCheckpoint, read_checkpoint
 from ..checkpoints.metadata import MODEL_KEY, config_from_metadata, describe_foreign_checkpoint
@@ -44,9 +45,13 @@ def detect_dit_layout(raw: RawCheckpoint) -> str:
     )
 
 
-def canonical_dit_state_dict(raw: RawCheckpoint) -> tuple[DiTConfig, dict, str]:
+def canonical_dit_state_dict(raw: RawCheckpoint, dequantize: bool = True) -> tuple[DiTConfig, dict, str]:
+    """(config, state dict in canonical names, layout). Scaled-fp8 files are dequantised unless ``dequantize``
+    is False (ComfyUI keeps their fp8 weights)."""
     layout = detect_dit_layout(raw)
     tensors = raw.tensors
+    if scaled_fp8.is_scaled_fp8(tensors) and dequantize:
+        tensors = scaled_fp8.dequantize(tensors, raw.path)
     if layout == "sat":
         if has_unmerged_lora(tensors):
             log.info("FlashVideo DiT: merging LoRA (scale 1/128) from %s", raw.path)

@@ -15,6 +15,7 @@ import torch
 import comfy.model_management as mm
 import comfy.model_patcher
 
+from ...flashvideo_core.checkpoints import scaled_fp8
 from ...flashvideo_core.checkpoints.io import read_checkpoint
 from ...flashvideo_core.checkpoints.strict import check_state_dict
 from ...flashvideo_core.dit.attention import BACKENDS
@@ -33,6 +34,23 @@ WEIGHT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.fl
 WEIGHT_DTYPE_CHOICES = ["auto", "bf16", "fp16", "fp32", "fp8_e4m3fn"]
 
 
+FP8_STORAGE = (torch.float8_e4m3fn, torch.float8_e5m2)
+
+
+def _host_quantization(model_config, tensors: dict, metadata: dict) -> dict:
+    """Hand a scaled-fp8 state dict to the host's quantisation: 0.33 converts it to its per-layer quant metadata
+    (mixed-precision ops), 0.3.64 reads the marker's dtype (scaled-fp8 ops)."""
+    import comfy.utils
+
+    if hasattr(comfy.utils, "convert_old_quants"):
+        tensors, _ = comfy.utils.convert_old_quants(dict(tensors), "", metadata=dict(metadata))
+        model_config.quant_config = comfy.utils.detect_layer_quantization(tensors, "")
+        return tensors
+    marker = tensors[scaled_fp8.MARKER]
+    model_config.scaled_fp8 = marker.dtype if marker.dtype != torch.float32 else torch.float8_e4m3fn
+    return {k: v for k, v in tensors.items() if k != scaled_fp8.MARKER}
+
+
 def _patcher_class():
     """The host's default patcher, looked up at call time (0.33's main.py may swap it after import)."""
     return getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
@@ -46,21 +64,25 @@ def load_flashvideo_model(path: str, weight_dtype: str = "auto", attention: str 
     if attention not in ATTENTION_CHOICES:
         raise InputError(f"attention must be one of {ATTENTION_CHOICES}, got {attention!r}")
     raw = read_checkpoint(path)
-    dit_config, tensors, layout = canonical_dit_state_dict(raw)
+    dit_config, tensors, layout = canonical_dit_state_dict(raw, dequantize=False)
+    quantized = scaled_fp8.is_scaled_fp8(tensors)
+    plain = {k: v for k, v in tensors.items() if not quantized or not scaled_fp8.is_quantization_key(k)}
     with torch.device("meta"):
-        check_state_dict(FlashVideoDiT(dit_config), tensors, f"{path}", layout)
+        check_state_dict(FlashVideoDiT(dit_config), plain, f"{path}", layout)
     model_config = model_config_for(dit_config)
-    params = sum(t.numel() for t in tensors.values())
+    params = sum(t.numel() for t in plain.values())
     load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
     supported = model_config.supported_inference_dtypes
-    if weight_dtype == "auto":
+    if quantized:  # the host's own fp8 path: its scaled-fp8 ops (0.3.64) or mixed-precision quant ops (0.33)
+        tensors = _host_quantization(model_config, tensors, raw.metadata)
+    if weight_dtype == "auto" or quantized:
         dtype = mm.unet_dtype(model_params=params, supported_dtypes=supported)
     else:
         dtype = WEIGHT_DTYPES[weight_dtype]
     if dtype == torch.float16:
         log.warning("FlashVideo: CogVideoX-class DiTs overflow in fp16 (NaN, black video); using bf16 instead")
         dtype = torch.bfloat16
-    manual_cast = mm.unet_manual_cast(dtype, load_device, supported)
+    manual_cast = mm.unet_manual_cast(None if getattr(model_config, "quant_config", None) else dtype, load_device, supported)
     model_config.set_inference_dtype(dtype, manual_cast)
     model = model_config.get_model(tensors, "", device=mm.unet_inital_load_device(params, dtype))
     if attention != HOST_ATTENTION:
@@ -69,7 +91,8 @@ def load_flashvideo_model(path: str, weight_dtype: str = "auto", attention: str 
     patcher_class = comfy.model_patcher.ModelPatcher if disable_dynamic else _patcher_class()
     patcher = patcher_class(model, load_device=load_device, offload_device=offload_device)
     dynamic = bool(getattr(patcher, "is_dynamic", lambda: False)())
-    weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+    weights = {k: v.to(dtype) if v.is_floating_point() and v.dtype not in FP8_STORAGE and not quantized else v
+               for k, v in tensors.items()}
     if dynamic:
         model.load_model_weights(weights, "", assign=True)
     else:

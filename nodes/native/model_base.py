@@ -30,11 +30,24 @@ REF_STEP_KEY = "flashvideo_ref_step"
 MEMORY_FACTOR_PER_HIDDEN = 3 / 10486
 
 
+#: 16 x 3 linear map from a CogVideoX-VAE latent to a rough RGB preview (core Latent2RGB previews). Not fitted
+#: here (the real 3d-vae.pt is needed): the published values of kijai/ComfyUI-CogVideoXWrapper's previewer for the
+#: same VAE, rounded to 4 digits.
+COGVIDEOX_LATENT_RGB_FACTORS = [
+    [0.1195, 0.0992, -0.0048], [-0.0012, 0.0550, 0.0213], [-0.0141, -0.0087, -0.0210], [0.0306, 0.1219, 0.0140],
+    [0.0927, 0.0303, 0.0508], [0.0379, 0.0494, 0.0586], [0.0177, 0.0088, 0.0360], [0.1061, 0.0234, 0.0572],
+    [0.1274, -0.0110, 0.0433], [-0.0187, 0.0822, 0.1061], [0.0084, 0.0762, 0.0930], [0.1294, 0.1236, 0.0448],
+    [0.0457, 0.0411, -0.0177], [0.0002, -0.0140, 0.0533], [0.0808, 0.1155, -0.0215], [-0.0152, -0.0058, 0.0722],
+]
+
+
 class FlashVideoStage1Latent(comfy.latent_formats.LatentFormat):
     latent_channels = 16
     latent_dimensions = 3
     temporal_downscale_ratio = 4
     scale_factor = LATENT_SCALE_STAGE1
+    latent_rgb_factors = COGVIDEOX_LATENT_RGB_FACTORS
+    latent_rgb_factors_bias = None
 
 
 class FlashVideoStage2Latent(FlashVideoStage1Latent):

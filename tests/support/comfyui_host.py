@@ -79,6 +79,14 @@ def _stop_leftovers() -> None:
         proc.stop(grace=2.0)
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)  # unwinds fixtures and runs the atexit sweep (SIGTERM alone would skip both)
+
+
+if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
 class HostProcess:
     """A ComfyUI ``main.py`` run in its own process group, stdout and stderr going to a log file."""
 

@@ -92,4 +92,36 @@ for stage, path in paths.items():
         results[f"{stage}_partial_max_diff"] = max_diff(partial, full)
         patcher.unpatch_model(device_to=torch.device("cpu"))
 
+# A scaled-fp8 file (python -m flashvideo_core convert --quantize scaled_fp8) through the host's own fp8 path
+# equals the core's dequantised model.
+from flashvideo_pack.flashvideo_core.checkpoints.convert import convert_checkpoint  # noqa: E402
+
+quantized = os.path.join(work_dir, "stage2_scaled_fp8.safetensors")
+convert_checkpoint(paths["stage2"], quantized, quantize="scaled_fp8")
+patcher = load_flashvideo_model(quantized, "auto")
+mm.load_models_gpu([patcher])
+core = load_dit(quantized, dtype=torch.float32)
+x = torch.randn(2, 16, 3, 8, 12, generator=gen)
+t, context = torch.tensor([999.0, 500.0]), torch.randn(2, 226, core.config.text_hidden_size, generator=gen)
+extra = {"ref_step": torch.tensor([675.0, 675.0]), "latent_frames": torch.tensor([3.0, 3.0])}
+with torch.no_grad():
+    native = patcher.model.diffusion_model(x, t, context, transformer_options={}, **extra)
+    reference = -core(x.movedim(1, 2), t, context, **extra).movedim(2, 1)
+results["scaled_fp8_forward_max_diff"] = max_diff(native, reference)
+results["scaled_fp8_forward_scale"] = float(reference.abs().max())
+q_linear = patcher.model.diffusion_model.transformer_blocks[0].attn1.to_q
+results["scaled_fp8_weight_dtype"] = str(q_linear.weight.dtype)
+results["scaled_fp8_ops"] = type(q_linear).__module__ + "." + type(q_linear).__qualname__
+
+# Core latent previews (Latent2RGB) from the model's latent format, on a 5-D video latent as the samplers pass it.
+import latent_preview  # noqa: E402
+from comfy.cli_args import LatentPreviewMethod, args  # noqa: E402
+
+args.preview_method = LatentPreviewMethod.Latent2RGB
+for stage, path in paths.items():
+    model = load_flashvideo_model(path, "fp32").model
+    previewer = latent_preview.get_previewer(torch.device("cpu"), model.latent_format)
+    image = previewer.decode_latent_to_preview_image("JPEG", torch.randn(1, 16, 3, 6, 10, generator=gen))[1]
+    results[f"{stage}_preview_size"] = list(image.size)
+
 print(json.dumps(results))
