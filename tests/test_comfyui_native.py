@@ -57,6 +57,9 @@ def test_native_models_equal_the_core_models_in_process(comfyui_host, tmp_path):
         assert "MixedPrecisionOps" in r["scaled_fp8_ops"], r
         assert r["scaled_fp8_forward_max_diff"] <= 1e-5 * scale, r
     assert (r["stage2_shift"], r["stage2_multiplier"]) == (2.5, 1000.0)
+    # bf16 models (GPUs): the reference's bf16 grid and network timesteps (SPEC 1.8, spec-data)
+    assert r["bf16_grid"] == [0.0, 0.09375, 0.21484375, 0.375, 0.6171875, 1.0]
+    assert r["bf16_timesteps"] == [1000.0, 904.0, 784.0, 624.0, 384.0]
 
 
 # --------------------------------------------------------------------------------------------- executor
@@ -210,6 +213,20 @@ def test_core_ksampler_runs_on_the_stage1_model(server):
              "save_ks": {"class_type": "SaveLatent", "inputs": {"samples": ["ks", 0]}}}
     latent = run_for_latents(server, graph)["save_ks"]
     assert latent.shape == (1, 16, 3, HEIGHT // 8, WIDTH // 8) and torch.isfinite(latent).all() and latent.abs().max() > 0
+
+
+def test_flashvideo_guider_with_core_samplers(server):
+    """The DynamicCFG guider keeps the host's VE conventions, so core samplers run with it, including ones that
+    evaluate between the schedule's sigmas (dpm_2: midpoints, denoised with the nearest table entry)."""
+    graph = {**common(), **{k: v for k, v in STAGE1_PARTS.items() if k not in ("k1",)}}
+    outputs = {}
+    for name in ("euler", "dpm_2"):
+        g = copy.deepcopy(graph)
+        g["k1"] = {"class_type": "KSamplerSelect", "inputs": {"sampler_name": name}}
+        outputs[name] = run_for_latents(server, g)["save_adv1"]
+    for name, latent in outputs.items():
+        assert torch.isfinite(latent).all() and latent.abs().max() > 0, name
+    assert float((outputs["euler"] - outputs["dpm_2"]).abs().max()) > 0
 
 
 def test_core_torch_compile_model_accepts_the_model(server):

@@ -3,8 +3,8 @@ functions that reproduce the reference (SPEC §1.3.5-1.3.6, §1.8) when used tog
 host's own parts.
 
 Stage I: the reference's N-step schedule as sigmas (sigma_max for its a = 0 start), a GUIDER with DynamicCFG
-that, for its run, swaps the model's sampling for the reference's denoiser (integer timesteps, snapped alphas,
-VP state), and the SDE DPM-Solver++(2M) with the reference's RNG order. Stage II: sigmas 1 - t on the shifted
+that, for its run, swaps the model's sampling for the reference's denoiser (integer timesteps, snapped alphas),
+and the SDE DPM-Solver++(2M) with the reference's RNG order. Stage II: sigmas 1 - t on the shifted
 grid in the model's dtype, a NOISE that is the degraded latent (sampling starts at sigma 1, x = noise), a GUIDER
 mixing CFG in the model's dtype with the degradation step as conditioning, and the reference's Euler updates.
 """
@@ -58,13 +58,16 @@ class Stage1Steps:
     def steps(self) -> int:
         return len(self.timesteps)
 
-    def index(self, sigma) -> int:
-        """The step whose sigma this is (sigmas arrive as exact copies of the run's)."""
+    def lookup(self, sigma) -> tuple:
+        """(network timestep, denoiser alpha) at ``sigma``: the run's values at its own sigmas (they arrive as
+        exact copies), the nearest 1000-step table entry elsewhere (samplers that evaluate between steps)."""
         value = float(sigma.flatten()[0]) if torch.is_tensor(sigma) else float(sigma)
         best = min(range(self.steps), key=lambda i: abs(math.log(self.sigmas[i]) - math.log(max(value, 1e-12))))
-        if not math.isclose(self.sigmas[best], value, rel_tol=SIGMA_MATCH_RTOL):
-            raise ValueError(f"sigma {value} is not a step of this FlashVideo stage-I run")
-        return best
+        if math.isclose(self.sigmas[best], value, rel_tol=SIGMA_MATCH_RTOL):
+            return self.timesteps[best], self.snapped_alphas[best]
+        table = full_sqrt_alpha_table()
+        index = int((table - 1.0 / math.sqrt(1.0 + value * value)).abs().argmin())
+        return index, float(table[index])
 
     @staticmethod
     def from_sigmas(sigmas: torch.Tensor) -> "Stage1Steps":
@@ -99,32 +102,21 @@ def stage1_sigmas(model_patcher, steps: int) -> torch.Tensor:
 
 
 class ReferenceStage1Sampling(comfy.model_sampling.ModelSamplingDiscrete, comfy.model_sampling.V_PREDICTION):
-    """The reference's stage-I denoiser for one run: the sampler state is the VP x (no input scaling), the
-    network gets the step's integer timestep, and D = a_q x - sqrt(1 - a_q^2) v with the snapped alpha a_q."""
+    """The reference's stage-I denoiser for one run, in the host's VE conventions (so any sampler stays
+    consistent): the network gets the step's integer timestep and D = a_q x_VP - sqrt(1 - a_q^2) v with the
+    alpha snapped to the 1000-step table, where x_VP = x / sqrt(1 + sigma^2) is what the network sees."""
 
     def __init__(self, model_config, steps: Stage1Steps):
         super().__init__(model_config)
         self.run = steps
 
-    def _step(self, sigma) -> int:
-        return self.run.index(sigma)
-
-    def calculate_input(self, sigma, noise):
-        return noise
-
     def timestep(self, sigma):
-        return torch.full_like(sigma, float(self.run.timesteps[self._step(sigma)]))
+        return torch.full_like(sigma, float(self.run.lookup(sigma)[0]))
 
     def calculate_denoised(self, sigma, model_output, model_input):
-        a = self.run.snapped_alphas[self._step(sigma)]
-        return a * model_input - math.sqrt(1.0 - a * a) * model_output
-
-    def noise_scaling(self, sigma, noise, latent_image, max_denoise=False):
-        a = self.run.alphas[self._step(sigma)]
-        return a * latent_image + math.sqrt(1.0 - a * a) * noise
-
-    def inverse_noise_scaling(self, sigma, latent):
-        return latent
+        a = self.run.lookup(sigma)[1]
+        vp_input = self.calculate_input(sigma, model_input)
+        return a * vp_input - math.sqrt(1.0 - a * a) * model_output
 
 
 class DynamicCFGGuider(comfy.samplers.CFGGuider):
@@ -147,8 +139,8 @@ class DynamicCFGGuider(comfy.samplers.CFGGuider):
     def predict_noise(self, x, timestep, model_options={}, seed=None):
         cond, uncond = comfy.samplers.calc_cond_batch(
             self.inner_model, [self.conds.get("positive"), self.conds.get("negative")], x, timestep, model_options)
-        i = self.run.index(timestep)
-        return uncond + dynamic_cfg_scale(self.run.timesteps[i], self.cfg, self.run.steps) * (cond - uncond)
+        t = self.run.lookup(timestep)[0]
+        return uncond + dynamic_cfg_scale(t, self.cfg, self.run.steps) * (cond - uncond)
 
 
 class Stage1ReferenceNoise:
@@ -180,23 +172,22 @@ def sample_stage1_reference(model, x, sigmas, extra_args=None, callback=None, di
     """SDE DPM-Solver++(2M) as the reference runs it (SPEC §1.3.6): VP updates with the sampler alphas, noise
     from one CPU generator seeded like the NOISE (the initial draw replayed, then one draw at step 0 and two
     at each later step, the first thrown away), the x0 prediction returned at the last step, rounded through
-    the model's dtype. Works in VP internally; a model with the host's VE sampling gets VE inputs."""
+    the model's dtype. Works on the VP state (x_VE = x_VP sqrt(1 + sigma^2) in and out of the model)."""
     extra_args = extra_args or {}
     run = Stage1Steps.from_sigmas(sigmas)
     base_model = getattr(model.inner_model, "inner_model", None)
-    vp = isinstance(getattr(base_model, "model_sampling", None), ReferenceStage1Sampling)
     gen = torch.Generator().manual_seed(int(extra_args.get("seed") or 0))
     shape = x.shape
     _reference_draw(gen, shape)  # the initial noise, drawn by the NOISE: keep the stream in step
     randn = lambda: _reference_draw(gen, shape).to(x)  # noqa: E731
     ve_alpha = lambda s: 1.0 / math.sqrt(1.0 + float(s) ** 2)  # noqa: E731
-    x = x if vp else x * ve_alpha(sigmas[0])
+    x = x * ve_alpha(sigmas[0])
     s_in = x.new_ones([shape[0]])
     lambdas = [_lambda(a) for a in run.alphas]
     denoised_prev = denoised = None
     for i in range(run.steps):
         sigma = sigmas[i]
-        model_x = x if vp else x / ve_alpha(sigma)
+        model_x = x / ve_alpha(sigma)
         denoised = model(model_x, sigma * s_in, **extra_args)
         if callback is not None:
             callback({"x": model_x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})

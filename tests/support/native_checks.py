@@ -113,6 +113,19 @@ q_linear = patcher.model.diffusion_model.transformer_blocks[0].attn1.to_q
 results["scaled_fp8_weight_dtype"] = str(q_linear.weight.dtype)
 results["scaled_fp8_ops"] = type(q_linear).__module__ + "." + type(q_linear).__qualname__
 
+# Stage II on a bf16 model (a GPU; this CPU host computes in fp32): the sigmas come from the grid built in bf16 and
+# the network timesteps are rounded as the reference's (SPEC 1.8), checked without running the network.
+from flashvideo_pack.nodes.native import sampling as native_sampling  # noqa: E402
+from flashvideo_pack.nodes.native.model_base import FlashVideoFlowSampling  # noqa: E402
+
+stage2_patcher = load_flashvideo_model(paths["stage2"], "fp32")
+stage2_patcher.model.manual_cast_dtype = torch.bfloat16  # as on a GPU: bf16 compute
+bf16_sigmas = native_sampling.stage2_sigmas(stage2_patcher, 5)
+flow = FlashVideoFlowSampling(stage2_patcher.model.model_config)
+flow.timestep_dtype = torch.bfloat16
+results["bf16_grid"] = (1 - bf16_sigmas).tolist()
+results["bf16_timesteps"] = [float(flow.timestep(s.reshape(1))) for s in bf16_sigmas[:-1]]
+
 # Core latent previews (Latent2RGB) from the model's latent format, on a 5-D video latent as the samplers pass it.
 import latent_preview  # noqa: E402
 from comfy.cli_args import LatentPreviewMethod, args  # noqa: E402
