@@ -19,14 +19,12 @@ import folder_paths
 from ..flashvideo_core.stage1.sampler import TRAINED_FRAMES, TRAINED_SIZE, latent_shape
 from ..flashvideo_core.stage1.schedule import DEFAULT_CFG, DEFAULT_STEPS
 from ..flashvideo_core.text_embeddings import check_context
+from .native.options import ATTENTION_CHOICES, HOST_ATTENTION, WEIGHT_DTYPE_CHOICES
 from .sampling_nodes import STAGE_KEY, native, require_stage
 
 log = logging.getLogger("flashvideo")
 
 CATEGORY = "FlashVideo"
-#: the loader's choices (nodes/native/loader.py has the same lists; kept here so schemas load without the host)
-WEIGHT_DTYPE_CHOICES = ["auto", "bf16", "fp16", "fp32", "fp8_e4m3fn"]
-ATTENTION_CHOICES = ["comfy", "sdpa", "flash", "sage"]
 
 
 class FlashVideoModelLoader(io.ComfyNode):
@@ -50,7 +48,7 @@ class FlashVideoModelLoader(io.ComfyNode):
                                "auto: the host's choice for this device. fp16 overflows in CogVideoX-class models "
                                "(NaN, black video) and is replaced by bf16. fp8_e4m3fn: the host's fp8 storage "
                                "(about half the memory of bf16), cast per layer; slightly less faithful."),
-                io.Combo.Input("attention", options=ATTENTION_CHOICES, default="comfy",
+                io.Combo.Input("attention", options=ATTENTION_CHOICES, default=HOST_ATTENTION,
                                tooltip="comfy: the host's attention (as ComfyUI was started: --use-sage-attention, "
                                "--use-flash-attention, xformers or PyTorch SDPA). sdpa / flash / sage: override with "
                                "FlashVideo's own call (flash-attn / SageAttention if installed, else SDPA)."),
@@ -59,7 +57,7 @@ class FlashVideoModelLoader(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model_name: str, weight_dtype: str = "auto", attention: str = "comfy") -> io.NodeOutput:
+    def execute(cls, model_name: str, weight_dtype: str = "auto", attention: str = HOST_ATTENTION) -> io.NodeOutput:
         from .native.loader import load_flashvideo_model
 
         path = folder_paths.get_full_path_or_raise("diffusion_models", model_name)

@@ -9,6 +9,7 @@ avoid a RAM copy at load), the partial-loading ``ModelPatcher`` on 0.3.64.
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import torch
 
@@ -18,23 +19,15 @@ import comfy.model_patcher
 from ...flashvideo_core.checkpoints import scaled_fp8
 from ...flashvideo_core.checkpoints.io import read_checkpoint
 from ...flashvideo_core.checkpoints.strict import check_state_dict
-from ...flashvideo_core.dit.attention import BACKENDS
+from ...flashvideo_core.dit.attention import resolve_backend
 from ...flashvideo_core.dit.loader import canonical_dit_state_dict
 from ...flashvideo_core.dit.model import FlashVideoDiT, sdpa_attention
-from ...flashvideo_core.dit.attention import resolve_backend
 from ...flashvideo_core.errors import InputError
 from .model_base import model_config_for
+from .options import ATTENTION_CHOICES, HOST_ATTENTION, WEIGHT_DTYPE_CHOICES, WEIGHT_DTYPES
 
 log = logging.getLogger("flashvideo")
 
-HOST_ATTENTION = "comfy"
-ATTENTION_CHOICES = [HOST_ATTENTION, *BACKENDS]
-WEIGHT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32,
-                 "fp8_e4m3fn": torch.float8_e4m3fn}
-WEIGHT_DTYPE_CHOICES = ["auto", "bf16", "fp16", "fp32", "fp8_e4m3fn"]
-
-
-FP8_STORAGE = (torch.float8_e4m3fn, torch.float8_e5m2)
 
 
 def _host_quantization(model_config, tensors: dict, metadata: dict) -> dict:
@@ -87,12 +80,12 @@ def load_flashvideo_model(path: str, weight_dtype: str = "auto", attention: str 
     model = model_config.get_model(tensors, "", device=mm.unet_inital_load_device(params, dtype))
     if attention != HOST_ATTENTION:
         backend = resolve_backend(attention)
-        model.diffusion_model.set_attention_fn(lambda q, k, v, **_: sdpa_attention(q, k, v, backend))
+        model.diffusion_model.set_attention_fn(partial(sdpa_attention, backend=backend))
     patcher_class = comfy.model_patcher.ModelPatcher if disable_dynamic else _patcher_class()
     patcher = patcher_class(model, load_device=load_device, offload_device=offload_device)
     dynamic = bool(getattr(patcher, "is_dynamic", lambda: False)())
-    weights = {k: v.to(dtype) if v.is_floating_point() and v.dtype not in FP8_STORAGE and not quantized else v
-               for k, v in tensors.items()}
+    # quantised files keep their fp8 weights and scales for the host's layers; others arrive in the chosen dtype
+    weights = tensors if quantized else {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     if dynamic:
         model.load_model_weights(weights, "", assign=True)
     else:

@@ -46,13 +46,12 @@ def zero_conditioning(conditioning: list) -> list:
 @dataclass(frozen=True)
 class Stage1Steps:
     """Per step i of a stage-I run: sigma, network timestep t, sampler alpha, denoiser (snapped) alpha.
-    ``alphas`` has N + 1 entries (1.0 last); ``reference`` tells whether the sigmas are the reference's."""
+    ``alphas`` has N + 1 entries (1.0 last)."""
 
     sigmas: tuple
     timesteps: tuple
     alphas: tuple
     snapped_alphas: tuple
-    reference: bool
 
     @property
     def steps(self) -> int:
@@ -80,11 +79,11 @@ class Stage1Steps:
         ref = stage1_schedule(n)
         expected = stage1_sigmas_from_alphas(ref.alphas[:-1], values[0])
         if all(math.isclose(a, b, rel_tol=SIGMA_MATCH_RTOL) for a, b in zip(values[:-1], expected)):
-            return Stage1Steps(tuple(values[:-1]), tuple(ref.timesteps), tuple(ref.alphas), tuple(ref.snapped_alphas), True)
+            return Stage1Steps(tuple(values[:-1]), tuple(ref.timesteps), tuple(ref.alphas), tuple(ref.snapped_alphas))
         table = full_sqrt_alpha_table()
         alphas = [1.0 / math.sqrt(1.0 + s * s) for s in values]
         snapped = [int((table - a).abs().argmin()) for a in alphas[:-1]]
-        return Stage1Steps(tuple(values[:-1]), tuple(snapped), tuple(alphas), tuple(float(table[i]) for i in snapped), False)
+        return Stage1Steps(tuple(values[:-1]), tuple(snapped), tuple(alphas), tuple(float(table[i]) for i in snapped))
 
 
 def stage1_sigmas_from_alphas(alphas, sigma_max: float) -> list:
