@@ -37,6 +37,27 @@ def _lambda(a: float) -> float:
     return math.log(a / sigma)
 
 
+def log_snr_halves(alphas) -> list:
+    """lambda_i = log(a_i / sigma_i) per sampler alpha (-inf at a = 0, +inf at a = 1)."""
+    return [_lambda(a) for a in alphas]
+
+
+def sde_dpmpp_2m_update(x, denoised, denoised_prev, i: int, alphas, lambdas, randn):
+    """One SDE DPM-Solver++(2M) step from i to i + 1 in VP form with the reference's draws (one at step 0,
+    two later with the first thrown away); ``randn()`` gives one noise tensor like ``x``."""
+    a_cur, a_next = alphas[i], alphas[i + 1]
+    s_cur, s_next = math.sqrt(1 - a_cur**2), math.sqrt(1 - a_next**2)
+    h = lambdas[i + 1] - lambdas[i]
+    noise_keep = math.sqrt(max(1.0 - math.exp(-2 * h), 0.0))
+    d_mix = a_next * (1 - math.exp(-2 * h))
+    first_order_noise = randn()
+    if i == 0:  # lambda_0 = -inf: the decay term vanishes
+        return d_mix * denoised + s_next * noise_keep * first_order_noise
+    r = (lambdas[i] - lambdas[i - 1]) / h
+    corrected = denoised if math.isinf(r) else (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * denoised_prev
+    return (s_next / s_cur) * math.exp(-h) * x + d_mix * corrected + s_next * noise_keep * randn()
+
+
 @torch.no_grad()
 def sample_stage1(
     model: torch.nn.Module,
@@ -66,7 +87,7 @@ def sample_stage1(
     autocast = torch.autocast(device.type, dtype=dtype) if device.type == "cuda" and dtype != torch.float32 else nullcontext()
     progress.start(steps)
     denoised_prev = None
-    lambdas = [_lambda(a) for a in schedule.alphas]
+    lambdas = log_snr_halves(schedule.alphas)
     for i in range(steps):
         progress.check()
         t = torch.full((2 * shape[0],), float(schedule.timesteps[i]), device=device)
@@ -85,23 +106,7 @@ def sample_stage1(
         if i == steps - 1:
             progress.advance(1, preview=denoised)
             break
-        a_cur, a_next = schedule.alphas[i], schedule.alphas[i + 1]
-        s_cur, s_next = math.sqrt(1 - a_cur**2), math.sqrt(1 - a_next**2)
-        h = lambdas[i + 1] - lambdas[i]
-        decay = math.exp(-h)  # 0 at the first step (lambda_0 = -inf)
-        noise_keep = math.sqrt(max(1.0 - math.exp(-2 * h), 0.0))
-        d_mix = a_next * (1 - math.exp(-2 * h))
-        first_order_noise = randn()
-        if i == 0:
-            x = d_mix * denoised + s_next * noise_keep * first_order_noise
-        else:
-            h_last = lambdas[i] - lambdas[i - 1]
-            r = h_last / h
-            if math.isinf(r):
-                corrected = denoised
-            else:
-                corrected = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * denoised_prev
-            x = (s_next / s_cur) * decay * x + d_mix * corrected + s_next * noise_keep * randn()
+        x = sde_dpmpp_2m_update(x, denoised, denoised_prev, i, schedule.alphas, lambdas, randn)
         denoised_prev = denoised
         progress.advance(1, preview=denoised)
     # The reference hands the sample to the VAE in the DiT dtype (bf16 on GPU).

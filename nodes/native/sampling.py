@@ -23,6 +23,7 @@ import node_helpers
 from ...flashvideo_core.constants import LATENT_SCALE_STAGE2
 from ...flashvideo_core.errors import InputError
 from ...flashvideo_core.schedules import full_sqrt_alpha_table
+from ...flashvideo_core.stage1.sampler import log_snr_halves, sde_dpmpp_2m_update
 from ...flashvideo_core.stage1.schedule import dynamic_cfg_scale, stage1_schedule
 from ...flashvideo_core.stage2.schedule import time_grid
 from .model_base import REF_STEP_KEY
@@ -158,14 +159,6 @@ def _reference_draw(generator: torch.Generator, shape) -> torch.Tensor:
     return torch.randn((batch, frames, channels, height, width), generator=generator).permute(0, 2, 1, 3, 4)
 
 
-def _lambda(a: float) -> float:
-    if a <= 0.0:
-        return -math.inf
-    if a >= 1.0:
-        return math.inf
-    return math.log(a / math.sqrt(1.0 - a * a))
-
-
 @torch.no_grad()
 def sample_stage1_reference(model, x, sigmas, extra_args=None, callback=None, disable=None):
     """SDE DPM-Solver++(2M) as the reference runs it (SPEC §1.3.6): VP updates with the sampler alphas, noise
@@ -182,7 +175,7 @@ def sample_stage1_reference(model, x, sigmas, extra_args=None, callback=None, di
     ve_alpha = lambda s: 1.0 / math.sqrt(1.0 + float(s) ** 2)  # noqa: E731
     x = x * ve_alpha(sigmas[0])
     s_in = x.new_ones([shape[0]])
-    lambdas = [_lambda(a) for a in run.alphas]
+    lambdas = log_snr_halves(run.alphas)
     denoised_prev = denoised = None
     for i in range(run.steps):
         sigma = sigmas[i]
@@ -192,18 +185,7 @@ def sample_stage1_reference(model, x, sigmas, extra_args=None, callback=None, di
             callback({"x": model_x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
         if i == run.steps - 1:
             break
-        a_cur, a_next = run.alphas[i], run.alphas[i + 1]
-        s_cur, s_next = math.sqrt(1 - a_cur**2), math.sqrt(1 - a_next**2)
-        h = lambdas[i + 1] - lambdas[i]
-        noise_keep = math.sqrt(max(1.0 - math.exp(-2 * h), 0.0))
-        d_mix = a_next * (1 - math.exp(-2 * h))
-        first_order_noise = randn()
-        if i == 0:
-            x = d_mix * denoised + s_next * noise_keep * first_order_noise
-        else:
-            r = (lambdas[i] - lambdas[i - 1]) / h
-            corrected = denoised if math.isinf(r) else (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * denoised_prev
-            x = (s_next / s_cur) * math.exp(-h) * x + d_mix * corrected + s_next * noise_keep * randn()
+        x = sde_dpmpp_2m_update(x, denoised, denoised_prev, i, run.alphas, lambdas, randn)
         denoised_prev = denoised
     return denoised.to(compute_dtype(base_model)).float()
 
