@@ -24,6 +24,16 @@ PROMPT = (
     "tracks alongside at a low angle, shallow depth of field, the background softly blurred, cinematic, "
     "highly detailed fur and realistic motion."
 )
+#: where the frontend's missing-model dialog downloads each file from (properties.models on the loader nodes)
+MODEL_SOURCES = {
+    T5_FILE: ("https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp16.safetensors",
+              "text_encoders"),
+    VAE_FILE: ("https://huggingface.co/FoundationVision/FlashVideo/resolve/main/3d-vae.pt", "vae"),
+    STAGE1_FILE: ("https://huggingface.co/FoundationVision/FlashVideo/resolve/main/stage1.pt", "diffusion_models"),
+    STAGE2_FILE: ("https://huggingface.co/FoundationVision/FlashVideo/resolve/main/stage2.pt", "diffusion_models"),
+}
+#: loader widget naming its model file
+LOADER_FILE_WIDGET = {"CLIPLoader": "clip_name", "FlashVideoVAELoader": "vae_name", "FlashVideoModelLoader": "model_name"}
 FIXED = "fixed"  # control_after_generate: keep seeds, so re-queuing with new stage-II settings reuses stage I
 
 #: class -> (widget names in order, with "<control>" after a seed), (input sockets), (outputs: name, type)
@@ -222,7 +232,7 @@ def to_ui(nodes: list) -> dict:
                        for slot, (name, kind) in enumerate(sockets)],
             "outputs": [{"name": name, "type": kind, "links": outgoing.get((node.id, slot), []), "slot_index": slot}
                         for slot, (name, kind) in enumerate(outputs)],
-            "properties": {"Node name for S&R": node.type},
+            "properties": properties(node),
             "widgets_values": [node.values[w] for w in widgets if w in node.values],
         }
         if node.title:
@@ -233,6 +243,16 @@ def to_ui(nodes: list) -> dict:
     assert all(l[1] in by_id for l in links)
     return {"last_node_id": max(by_id), "last_link_id": len(links), "nodes": ui_nodes, "links": links, "groups": [],
             "config": {}, "extra": {"ds": {"scale": 0.75, "offset": [40, 40]}}, "version": 0.4}
+
+
+def properties(node: Node) -> dict:
+    """The node's UI properties; loaders list the model they load with its download URL and folder."""
+    props = {"Node name for S&R": node.type}
+    if node.type in LOADER_FILE_WIDGET:
+        name = node.values[LOADER_FILE_WIDGET[node.type]]
+        url, directory = MODEL_SOURCES[name]
+        props["models"] = [{"name": name, "url": url, "directory": directory}]
+    return props
 
 
 def main() -> None:

@@ -111,3 +111,18 @@ def test_readme_names_each_template():
     readme = (REPO / "README.md").read_text()
     for name in NAMES:
         assert re.search(rf"`{name}`", readme), f"README does not mention the {name} template"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_loaders_tell_the_frontend_where_to_download_their_models(name):
+    """properties.models on every loader: the file it loads, an official download URL and the ComfyUI folder
+    (README 'Which file goes where'), so the frontend's missing-model dialog can fetch it."""
+    folders = {"CLIPLoader": "text_encoders", "FlashVideoVAELoader": "vae", "FlashVideoModelLoader": "diffusion_models"}
+    loaders = [n for n in json.loads((UI_DIR / f"{name}.json").read_text())["nodes"] if n["type"] in folders]
+    assert loaders
+    for node in loaders:
+        (model,) = node["properties"]["models"]
+        assert model["name"] == node["widgets_values"][0] and model["directory"] == folders[node["type"]]
+        assert model["url"].startswith("https://huggingface.co/") and model["url"].endswith("/resolve/main/" + model["name"])
+        repo = "comfyanonymous/flux_text_encoders" if node["type"] == "CLIPLoader" else "FoundationVision/FlashVideo"
+        assert f"/{repo}/" in model["url"]

@@ -40,12 +40,52 @@ def test_entry_point_import_is_light():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_requirements_are_runtime_only_and_never_torch():
+#: modules the host (ComfyUI and its Python environment) provides: never declared by the pack
+HOST_PROVIDED = HOST_MODULES | {"torch", "PIL", "comfy_execution", "node_helpers", "utils"}
+#: optional attention kernels, used only when the user installed them (probed, never required)
+OPTIONAL = {"flash_attn", "sageattention"}
+PACK_CODE = ("__init__.py", "nodes", "flashvideo_core", "flashvideo_queue")
+
+
+def _third_party_imports() -> set:
+    local = {"flashvideo_core", "flashvideo_queue", "nodes"}
+    found = set()
+    for entry in PACK_CODE:
+        root = os.path.join(REPO, entry)
+        paths = [root] if entry.endswith(".py") else [os.path.join(d, f) for d, _, fs in os.walk(root)
+                                                       for f in fs if f.endswith(".py")]
+        for path in paths:
+            found |= set(_imports(path))
+    return {name for name in found
+            if name not in sys.stdlib_module_names and name not in local | HOST_PROVIDED | OPTIONAL}
+
+
+def test_requirements_are_exactly_what_the_pack_imports_and_never_torch():
     lines = [l.split("#")[0].strip() for l in open(os.path.join(REPO, "requirements.txt"))]
     names = {l.split(">")[0].split("=")[0].split("<")[0].strip().lower() for l in lines if l}
-    assert names == {"einops", "safetensors", "numpy", "av"}
+    assert names == _third_party_imports() == {"safetensors", "numpy", "av"}
     pyproject = open(os.path.join(REPO, "pyproject.toml")).read()
-    assert '"torch' not in pyproject.split("[tool.comfy]")[0].split("dependencies")[1].split("]")[0]
+    dependencies = pyproject.split("[tool.comfy]")[0].split("dependencies = [")[1].split("]")[0]
+    assert '"torch' not in dependencies
+    assert {d.strip().strip('"').split(">")[0] for d in dependencies.split(",")} == names
+
+
+def test_pip_builds_a_wheel_with_the_command_line_parts_only(tmp_path):
+    """`pip install .` works (no flat-layout error) and installs the core and the batch client with their
+    commands; the ComfyUI node pack itself is loaded from its folder, never from site-packages."""
+    import zipfile
+
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation", "-q",
+                           "-w", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (wheel,) = tmp_path.glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/")[0] for n in names}
+    assert {t for t in top if not t.endswith(".dist-info")} == {"flashvideo_core", "flashvideo_queue"}
+    assert "flashvideo_core/stage1/sampler.py" in names and "flashvideo_queue/cli.py" in names
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "flashvideo = flashvideo_core.cli:main" in text and "flashvideo-queue = flashvideo_queue.cli:main" in text
 
 
 def test_requires_comfyui_names_the_oldest_tested_host():

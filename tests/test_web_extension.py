@@ -230,6 +230,10 @@ def check_loaded_cleanly(loaded: dict, template: str, version: str) -> None:
     assert "alert" not in (loaded["run_icon"] or ""), f"{template}: the Run button shows a warning"
     got = {str(k): v or None for k, v in loaded["widgets_values"].items()}
     assert got == expected_widgets_values(template, version), f"{template}: widgets_values changed on load/save"
+    models = {str(n["id"]): n["properties"]["models"] for n in json.loads((EXAMPLES / f"{template}.json").read_text())["nodes"]
+              if "models" in n.get("properties", {})}
+    saved = {str(n["id"]): n.get("properties", {}).get("models") for n in loaded["saved"]["nodes"]}
+    assert models and all(saved[i] == m for i, m in models.items()), f"{template}: properties.models lost on load/save"
 
 
 @pytest.mark.comfyui
