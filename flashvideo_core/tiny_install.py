@@ -30,9 +30,18 @@ def tiny_prompt_embedding(seed: int = 0) -> torch.Tensor:
     return torch.randn(1, TEXT_TOKENS, TINY_STAGE1_CONFIG.text_hidden_size, generator=gen)
 
 
+PACK_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def make_tiny(models_dir: str, force: bool = False) -> dict:
     """Write the tiny files under ``models_dir``; returns {kind: path}. Refuses to overwrite
-    existing files (they may be the real weights) unless ``force``."""
+    existing files (they may be the real weights) unless ``force``, and refuses a folder inside the pack
+    (ComfyUI would never find the files there)."""
+    target = os.path.realpath(models_dir)
+    if target == PACK_DIR or target.startswith(PACK_DIR + os.sep):
+        raise InputError(
+            f"{models_dir} is inside the FlashVideo pack folder ({PACK_DIR}), where ComfyUI never looks for models. "
+            "Pass ComfyUI's models folder: from custom_nodes/<this pack> that is ../../models")
     paths = {kind: os.path.join(models_dir, rel) for rel, kind in TINY_FILES.items()}
     existing = [p for p in paths.values() if os.path.exists(p)]
     if existing and not force:

@@ -153,8 +153,8 @@ def note(node_id: int, text: str, pos: tuple, size=(420, 260)) -> Node:
 FILES_NOTE = (
     "Models (README, 'Which file goes where'): models/text_encoders/t5xxl_fp16.safetensors (any T5-v1.1-XXL), "
     "models/vae/3d-vae.pt, models/diffusion_models/stage1.pt and stage2.pt from Hugging Face "
-    "FoundationVision/FlashVideo. No weights yet? `python -m flashvideo_core make-tiny ComfyUI/models` writes tiny "
-    "random ones (noise) to try the graph.\n\n"
+    "FoundationVision/FlashVideo (the loaders carry the download links). No weights yet? From the pack folder "
+    "`python -m flashvideo_core make-tiny ../../models` writes tiny random ones (noise) to try the graph.\n\n"
     "To skip T5 (9.5 GB) on later runs: FlashVideo Save Prompt Embedding once, then FlashVideo Load Prompt Embedding."
 )
 REFINE_NOTE = (

@@ -37,6 +37,9 @@ def test_make_tiny_writes_official_layouts_and_refuses_to_overwrite(tiny_models,
     assert context.shape == (1, 226, 32) and prompt
     assert main(["make-tiny", str(tmp_path)]) == 0
     assert main(["make-tiny", str(tmp_path)]) == 2  # exists: refused
+    pack = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    assert main(["make-tiny", os.path.join(pack, "ComfyUI", "models")]) == 2  # inside the pack: refused, nothing written
+    assert not os.path.exists(os.path.join(pack, "ComfyUI"))
 
 
 def test_two_stage_pipeline_gives_frames_of_the_right_count_and_size(tiny_models):
