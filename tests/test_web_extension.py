@@ -111,6 +111,7 @@ def js_estimates(tmp_path_factory):
                       lines_10_window: m.describe({{label, height, width, steps: 10, windowed: true}}) }};
       }}
       out.custom = m.describe({{label: "custom", height: 512, width: 896, frames: 25, steps: 1}});
+      out.durations = [[0.2, 0.6], [0.6, 1.4], [3.1, 8.2], [28.4, 74.7], [118, 121], [84, 228]].map(m.formatDuration);
       console.log(JSON.stringify(out));
     """
     proc = subprocess.run([NODE, "--input-type=module", "-e", script], capture_output=True, text=True, timeout=60)
@@ -147,7 +148,8 @@ def test_js_readout_text(js_estimates):
     assert js_estimates["1080p"]["lines"] == ["1080p · 104,746 tokens", "~28-75 s on an H100 at 5 steps · needs ~16 GB+"]
     assert js_estimates["2K"]["lines"] == ["2K · 187,426 tokens", "~1.4-3.8 min on an H100 at 5 steps · needs ~24 GB+"]
     assert "at 10 steps (window attn" in js_estimates["2K"]["lines_10_window"][1]
-    assert js_estimates["custom"][0] == f"custom 512x896 (25 frames) · {7 * 32 * 56 + 226:,} tokens"
+    assert js_estimates["custom"][0] == f"custom 896x512 (25 frames) · {7 * 32 * 56 + 226:,} tokens"  # W x H
+    assert js_estimates["durations"] == ["<1 s", "~1 s", "~3-8 s", "~28-75 s", "~2.0 min", "~1.4-3.8 min"]
 
 
 # --------------------------------------------------------------------------------------------- browser
@@ -315,6 +317,11 @@ def test_browser_extension_in_real_comfyui(browser_run):
         assert BUTTON not in loaded["sampler_prompt_inputs"]
 
     changed = run["changed"]
+    # Upscale's width/height show only for "custom" (they stay in widgets_values: the round-trip test)
+    assert changed.pop("hidden_at_2k") == ["width", "height"] and changed.pop("hidden_at_custom") == []
+    assert changed.pop("custom_readout").startswith("custom 1920x1072 · "), "custom size as W x H"
+    for loaded in run["loaded"].values():
+        assert all(names == ["width", "height"] for names in loaded["hidden_widgets"].values()), loaded["hidden_widgets"]
     for text in changed.values():
         assert text.startswith(f"2K · {expected_tokens('2K'):,} tokens") and "at 10 steps (window attn" in text, text
 

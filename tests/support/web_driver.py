@@ -42,6 +42,8 @@ SNAPSHOT_JS = """async () => {
     run_icon: icon ? icon.className : null,
     widgets_values: Object.fromEntries(saved.nodes.map((n) => [n.id, n.widgets_values ?? null])),
     readouts: Object.fromEntries(readoutNodes.map((n) => [n.id, m.readout(n)])),
+    hidden_widgets: Object.fromEntries(nodes.filter((n) => n.comfyClass === 'FlashVideoStage2Upscale')
+                                       .map((n) => [n.id, n.widgets.filter((w) => w.hidden).map((w) => w.name)])),
     drawn: Object.fromEntries(readoutNodes.map((n) => [n.id, n.flashvideoReadout ?? null])),
     sampler_widgets: sampler?.widgets.map((w) => ({name: w.name, type: w.type, serialize: w.serialize ?? null,
                                                    options_serialize: w.options?.serialize ?? null})) ?? null,
@@ -136,7 +138,15 @@ def interact(page, comfy: Page, result: dict, workflows: dict) -> None:
       set(refiner, 'steps', 10);
       set(refiner, 'attention', 'window 7x11x11 (experimental)');
       app.canvas.draw(true, true);
-      return {upscale: upscale.flashvideoReadout, refiner: refiner.flashvideoReadout};
+      const hidden = () => upscale.widgets.filter((w) => w.hidden).map((w) => w.name);
+      const at2k = hidden();
+      set(upscale, 'resolution', 'custom');
+      const atCustom = hidden();
+      const customReadout = (app.canvas.draw(true, true), upscale.flashvideoReadout);
+      set(upscale, 'resolution', '2K (1440x2560)');
+      app.canvas.draw(true, true);
+      return {upscale: upscale.flashvideoReadout, refiner: refiner.flashvideoReadout,
+              hidden_at_2k: at2k, hidden_at_custom: atCustom, custom_readout: customReadout};
     }""")
 
     # 3. The artist previews with stage II bypassed (loader muted); one click on the real button.

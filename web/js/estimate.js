@@ -58,15 +58,21 @@ export function estimate({ height, width, frames = DEFAULT_FRAMES, steps = DEFAU
   return { tokens, seconds: [fastest, fastest / SLOW_EFFICIENCY], gpuClassGB };
 }
 
+/** "~28-75 s", "~1.4-3.8 min"; a single value when the range rounds to one, "<1 s" below a second. */
 export function formatDuration([lo, hi]) {
-  if (hi < 120) return `~${Math.max(1, Math.round(lo))}-${Math.max(1, Math.round(hi))} s`;
-  return `~${(lo / 60).toFixed(1)}-${(hi / 60).toFixed(1)} min`;
+  if (hi < 1) return "<1 s";
+  if (hi < 120) {
+    const [a, b] = [Math.max(1, Math.round(lo)), Math.round(hi)];
+    return a === b ? `~${a} s` : `~${a}-${b} s`;
+  }
+  const [a, b] = [(lo / 60).toFixed(1), (hi / 60).toFixed(1)];
+  return a === b ? `~${a} min` : `~${a}-${b} min`;
 }
 
 /** The readout, as two lines: what is computed, and what it costs. */
 export function describe({ label, height, width, frames = DEFAULT_FRAMES, steps = DEFAULT_STEPS, windowed = false }) {
   const e = estimate({ height, width, frames, steps, windowed });
-  const size = label === "custom" ? `custom ${height}x${width}` : label.split(" ")[0];
+  const size = label === "custom" ? `custom ${width}x${height}` : label.split(" ")[0]; // W x H, as the widgets
   const frameNote = frames === DEFAULT_FRAMES ? "" : ` (${frames} frames)`;
   return [
     `${size}${frameNote} · ${e.tokens.toLocaleString("en-US")} tokens`,

@@ -9,7 +9,10 @@
  *    node (right of it when another node sits there), so it follows every widget change and adds no
  *    widget: saved `widgets_values` stay exactly as they were.
  *
- * 2. "Refine this preview" button on FlashVideoStage1Sampler. Artists preview with the stage-II nodes
+ * 2. Upscale's width/height matter only for resolution "custom": they are hidden otherwise (still saved, so
+ *    widgets_values keep their positions) and shown again when "custom" is picked.
+ *
+ * 3. "Refine this preview" button on FlashVideoStage1Sampler. Artists preview with the stage-II nodes
  *    bypassed or muted; the button re-enables the stage-II branch fed by this sampler (Upscale, Degrade,
  *    Refiner, what they feed and the muted/bypassed nodes they need) and queues the graph. Stage I comes
  *    from ComfyUI's cache because its inputs did not change. The button is not serialized
@@ -87,6 +90,35 @@ function drawReadout(node, ctx) {
   ctx.restore();
 }
 
+/** Show Upscale's width/height only for resolution "custom"; the node shrinks or grows to fit. */
+export function showCustomSize(node) {
+  const hidden = widgetValue(node, "resolution", "custom") !== "custom";
+  const sizes = (node.widgets ?? []).filter((w) => w.name === "width" || w.name === "height");
+  if (sizes.every((w) => Boolean(w.hidden) === hidden)) return;
+  for (const w of sizes) {
+    w.hidden = hidden; // newer frontends skip hidden widgets; older ones also need a zero height
+    if (hidden && !("flashvideoComputeSize" in w)) {
+      w.flashvideoComputeSize = w.computeSize;
+      w.computeSize = () => [0, -4];
+    } else if (!hidden && "flashvideoComputeSize" in w) {
+      w.computeSize = w.flashvideoComputeSize;
+      delete w.flashvideoComputeSize;
+    }
+  }
+  node.setSize?.([node.size[0], node.computeSize()[1]]);
+  node.graph?.setDirtyCanvas(true, true);
+}
+
+/** Run `after(node)` after a node method (callbacks, onConfigure) without replacing what it did. */
+function chain(target, method, after, node) {
+  const original = target[method];
+  target[method] = function (...args) {
+    const result = original?.apply(this, args);
+    after(node ?? this);
+    return result;
+  };
+}
+
 function notify(detail, severity = "warn") {
   const toast = app.extensionManager?.toast;
   if (toast?.add) toast.add({ severity, summary: "FlashVideo", detail, life: 8000 });
@@ -127,6 +159,12 @@ app.registerExtension({
     }
   },
   nodeCreated(node) {
+    if (node.comfyClass === UPSCALE) {
+      const resolution = node.widgets?.find((w) => w.name === "resolution");
+      if (resolution) chain(resolution, "callback", showCustomSize, node);
+      chain(node, "onConfigure", showCustomSize); // a loaded workflow sets values without callbacks
+      showCustomSize(node);
+    }
     if (node.comfyClass !== SAMPLER) return;
     const button = node.addWidget("button", BUTTON_LABEL, null, () => refinePreview(node), { serialize: false });
     button.serialize = false;
