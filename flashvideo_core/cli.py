@@ -99,21 +99,56 @@ def _write_outputs(result, out_dir: str, stem: str, fps: int) -> list:
     return written
 
 
+def _check_before_loading(args, stage1_settings, stage2_settings) -> None:
+    """Everything that can be refused without the models: sizes, frame counts, steps and the output folder,
+    so a bad argument never costs a model load (minutes with the real checkpoints)."""
+    from .stage1.sampler import latent_shape
+    from .stage2.bridge import check_target_size
+
+    latent_shape(stage1_settings.frames, stage1_settings.height, stage1_settings.width)
+    if stage1_settings.steps < 2:
+        raise FlashVideoError(f"--steps1 must be at least 2, got {stage1_settings.steps}")
+    if not args.skip_stage2:
+        check_target_size(stage2_settings.height, stage2_settings.width)
+    try:
+        os.makedirs(args.output_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=args.output_dir):
+            pass
+    except OSError as e:
+        raise FlashVideoError(f"cannot write to --output-dir {args.output_dir}: {e.strerror or e}; choose another "
+                              "folder") from None
+
+
+def _check_embedding_widths(contexts: list, names: list, models: dict) -> None:
+    """A prompt embedding must come from the text encoder the DiTs were trained with (T5-XXL: 4096 wide)."""
+    for (context1, context2), name in zip(contexts, names):
+        for stage, context in (("stage1", context1), ("stage2", context2 if context2 is not None else context1)):
+            model = models.get(stage)
+            if model is not None and context.shape[-1] != model.config.text_hidden_size:
+                raise FlashVideoError(
+                    f"prompt embedding {name!r} is {context.shape[-1]} wide but the {stage} model expects "
+                    f"{model.config.text_hidden_size} (T5-v1.1-XXL states); save it again with FlashVideo Save "
+                    "Prompt Embedding from a T5-XXL text encode")
+
+
 def _run_pipeline(args, contexts: list, names: list) -> int:
     from .pipeline import generate_two_stage
+    from .progress import ConsoleProgress
     from .vae.slicing import SlicingOptions
 
     device, dtype = _device_and_dtype(args.device, args.dtype)
+    stage1_settings, stage2_settings = _settings(args)
+    _check_before_loading(args, stage1_settings, stage2_settings)
     t0 = time.perf_counter()
     stage1, stage2, vae = _load_models(args, dtype)
     load_seconds = time.perf_counter() - t0
-    stage1_settings, stage2_settings = _settings(args)
+    _check_embedding_widths(contexts, names, {"stage1": stage1, "stage2": stage2})
     # the pipeline sets the stage per decode (stage-II latents get the official 1x2 tiles in reference mode)
     slicing = SlicingOptions(mode=args.slicing, memory_budget_mib=args.vae_memory_mb, hard_seams=args.hard_seams)
     print(f"device {device}, dtype {dtype}; models loaded in {load_seconds:.2f} s")
     for (context1, context2), name in zip(contexts, names):
         result = generate_two_stage(stage1, stage2, vae, context1, context2, stage1_settings, stage2_settings,
-                                    slicing, device=device)
+                                    slicing, device=device, progress=ConsoleProgress())
         for path in _write_outputs(result, args.output_dir, f"{name}_seed{args.seed}", args.fps):
             print(f"wrote {path}")
         for phase, seconds in result.timings.items():

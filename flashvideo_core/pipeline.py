@@ -69,7 +69,9 @@ def resident(module: torch.nn.Module, device: torch.device):
 
 
 @contextmanager
-def _phase(timings: dict, name: str):
+def _phase(timings: dict, name: str, progress: Optional[Progress] = None):
+    if progress is not None:
+        progress.begin_phase(name)
     start = time.perf_counter()
     yield
     timings[name] = time.perf_counter() - start
@@ -100,21 +102,21 @@ def generate_two_stage(
     cpu = torch.device("cpu")
     shape = latent_shape(stage1.frames, stage1.height, stage1.width, batch=context1.shape[0],
                          channels=stage1_model.config.in_channels)
-    with _phase(timings, "stage I"), resident(stage1_model, device):
+    with _phase(timings, "stage I", progress), resident(stage1_model, device):
         z1 = sample_stage1(stage1_model, context1, shape, stage1.steps, stage1.cfg, stage1.seed, progress)
     z1 = z1.permute(0, 2, 1, 3, 4).to(cpu) * LATENT_SCALE_STAGE1
     if stage2_model is None:
-        with _phase(timings, "decode preview"), resident(vae, device):
+        with _phase(timings, "decode preview", progress), resident(vae, device):
             preview = decode_sliced(vae, z1 / LATENT_SCALE_STAGE1, slicing1, progress, output_device=cpu).clamp(-1, 1)
         return PipelineResult(preview, None, z1, None, timings)
-    with _phase(timings, "bridge"), resident(vae, device):
+    with _phase(timings, "bridge", progress), resident(vae, device):
         z2, preview = stage1_to_stage2(vae, z1, (stage2.height, stage2.width), stage2.seed, slicing1, progress)
-    with _phase(timings, "degrade"):
+    with _phase(timings, "degrade", progress):
         x0 = degrade_latent(z2, stage2.noise_step, stage2.seed)
     context2 = context1 if context2 is None else context2
-    with _phase(timings, "stage II"), resident(stage2_model, device):
+    with _phase(timings, "stage II", progress), resident(stage2_model, device):
         z2_refined = refine_stage2(stage2_model, context2, x0, stage2.noise_step, stage2.steps, stage2.cfg,
                                    stage2.shift, progress).to(cpu)
-    with _phase(timings, "decode"), resident(vae, device):
+    with _phase(timings, "decode", progress), resident(vae, device):
         refined = decode_sliced(vae, z2_refined / LATENT_SCALE_STAGE2, slicing2, progress, output_device=cpu)
     return PipelineResult(preview.to(cpu), refined.clamp(-1, 1), z1, z2_refined, timings)

@@ -1,6 +1,7 @@
 """The two-stage pipeline on tiny checkpoints, and the generate / make-tiny / demo commands."""
 
 import os
+import re
 
 import av
 import pytest
@@ -65,7 +66,7 @@ def test_two_stage_pipeline_gives_frames_of_the_right_count_and_size(tiny_models
     torch.testing.assert_close(preview_only.preview, result.preview)
 
 
-def test_generate_writes_three_mp4s_at_8_fps(tiny_models, tmp_path):
+def test_generate_writes_three_mp4s_at_8_fps(tiny_models, tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["generate", "--stage1", tiny_models["stage1"], "--stage2", tiny_models["stage2"], "--vae",
                  tiny_models["vae"], "--embedding", tiny_models["embedding"], "--output-dir", str(out),
@@ -76,6 +77,9 @@ def test_generate_writes_three_mp4s_at_8_fps(tiny_models, tmp_path):
     assert _probe(str(out / f"{stem}_stage1.mp4")) == (9, 48, 32, 8.0)
     assert _probe(str(out / f"{stem}_stage2.mp4")) == (9, 96, 64, 8.0)
     assert _probe(str(out / f"{stem}_joint.mp4")) == (9, 192, 64, 8.0)
+    progress = capsys.readouterr().err  # one line per pass when not on a terminal: phase, steps, seconds
+    assert re.search(r"^stage I: \[#+\] 3/3 \(\d+\.\d s\)$", progress, re.M), progress
+    assert re.search(r"^stage II: \[#+\] 2/2 ", progress, re.M) and "bridge: [" in progress
 
 
 def test_generate_reports_bad_arguments(tiny_models, tmp_path, capsys):
@@ -87,6 +91,33 @@ def test_generate_reports_bad_arguments(tiny_models, tmp_path, capsys):
     assert main(["generate", "--stage1", tiny_models["stage1"], "--stage2", tiny_models["stage2"],
                  "--resolution", "big", *common]) == 2
     assert "--resolution" in capsys.readouterr().err
+
+
+def test_generate_checks_arguments_before_loading_any_model(tiny_models, tmp_path, capsys):
+    """Bad sizes and unwritable outputs are refused first: the model paths here do not even exist."""
+    missing = ["--stage1", str(tmp_path / "no-stage1.pt"), "--stage2", str(tmp_path / "no-stage2.pt"),
+               "--vae", str(tmp_path / "no-vae.pt"), "--embedding", tiny_models["embedding"]]
+    out = ["--output-dir", str(tmp_path / "out")]
+    assert main(["generate", *missing, *out, "--resolution", "100x64"]) == 2
+    assert "multiples of 16" in capsys.readouterr().err
+    assert main(["generate", *missing, *out, "--frames", "10"]) == 2
+    assert "4k+1" in capsys.readouterr().err
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    assert main(["generate", *missing, "--output-dir", str(blocked / "out")]) == 2
+    assert "--output-dir" in capsys.readouterr().err
+
+
+def test_generate_refuses_an_embedding_of_the_wrong_width(tiny_models, tmp_path, capsys):
+    from flashvideo_core.text_embeddings import save_prompt_embedding
+
+    wrong = str(tmp_path / "clip_l.safetensors")
+    save_prompt_embedding(wrong, torch.zeros(1, 226, 768), "encoded with the wrong text encoder")
+    code = main(["generate", "--stage1", tiny_models["stage1"], "--stage2", tiny_models["stage2"], "--vae",
+                 tiny_models["vae"], "--embedding", wrong, "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "768 wide" in err and "expects 32" in err and "T5" in err, err
+    assert not (tmp_path / "out" / "clip_l_seed0_stage1.mp4").exists()
 
 
 def test_demo_runs_the_two_stage_pipeline(tmp_path, capsys):
