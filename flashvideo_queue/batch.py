@@ -115,12 +115,15 @@ class Batch:
         with self._lock:
             self._attempts[index] = self._attempts.get(index, 0) + 1
 
-    def attempt_failed(self, index: int, error: str, where: str) -> bool:
-        """Record a failed attempt; True if the item goes back to the queue for another one."""
+    def attempt_failed(self, index: int, error: str, where: str, permanent: bool = False) -> bool:
+        """Record a failed attempt; True if the item goes back to the queue for another one. A permanent
+        failure (the server's validation refused the graph) is never retried."""
         with self._lock:
             made = self._attempts.get(index, 0)
         item = self.manifest.items[index]
-        if made <= self.opts.retries:
+        if permanent:
+            error = f"{error} (validation errors are not retried: fix the workflow, its inputs or --set, then rerun)"
+        elif made <= self.opts.retries:
             self.update(index, status="pending", error=error)
             self.log(f"item {index} (line {item['line']}) failed on {where}, attempt {made} of "
                      f"{self.opts.retries + 1}: {error}; back in the queue")

@@ -20,7 +20,16 @@ class HttpError(Exception):
 
 
 class ItemFailed(Exception):
-    """This attempt at an item failed (rejected graph, execution error, timeout, missing output): retry it."""
+    """This attempt at an item failed (execution error, timeout, missing output): retry it."""
+
+    permanent = False
+
+
+class ItemRejected(ItemFailed):
+    """The server refused the graph (validation errors): the same graph would be refused again, so it is not
+    retried; the message says what to fix."""
+
+    permanent = True
 
 
 class ServerGone(Exception):

@@ -16,6 +16,7 @@ Failure policy (applied by batch.Batch.attempt_failed and the workers):
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -92,12 +93,15 @@ def run(opts: Options, stop: Optional[threading.Event] = None, stream: Optional[
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InputError(f"cannot create --output-dir {folder}: {e.strerror or e}") from None
+    settings = {"seed_base": opts.seed_base, "keep_seeds": opts.keep_seeds, "sets": list(opts.sets),
+                "prompt_targets": list(opts.prompt_targets)}
+    # the run id names the server-side output folder: every input that changes the outputs is part of it
+    identity = json.dumps([workflow_sha, prompts_sha, settings], sort_keys=True)
     header = {
-        "run_id": hashlib.sha256(f"{workflow_sha}:{prompts_sha}".encode()).hexdigest()[:12],
+        "run_id": hashlib.sha256(identity.encode()).hexdigest()[:12],
         "workflow": {"path": str(opts.workflow), "sha256": workflow_sha},
         "prompts": {"path": str(opts.prompts), "sha256": prompts_sha},
-        "settings": {"seed_base": opts.seed_base, "keep_seeds": opts.keep_seeds, "sets": list(opts.sets),
-                     "prompt_targets": list(opts.prompt_targets)},
+        "settings": settings,
     }
     progress = Progress(stream, len(prompts), tty)
     for ref in unknown_set_inputs(graph, plan.sets):

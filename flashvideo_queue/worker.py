@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 from .batch import Batch
 from .client import ComfyClient, describe_execution_error, describe_rejection, history_error
-from .errors import HttpError, ItemFailed, ServerGone, ServerUnreachable, Stopped
+from .errors import HttpError, ItemFailed, ItemRejected, ServerGone, ServerUnreachable, Stopped
 from .outputs import collect_outputs, local_names, summarize_files
 from .websocket import WebSocket
 
@@ -120,7 +120,7 @@ class Worker(threading.Thread):
             self.finish(index, self.wait(prompt_id, index))
             return False
         except ItemFailed as e:
-            return batch.attempt_failed(index, str(e), self.client.label)
+            return batch.attempt_failed(index, str(e), self.client.label, permanent=e.permanent)
 
     def submit(self, graph: dict, prompt_id: str, index: int) -> str:
         if self.ws is None:
@@ -147,7 +147,7 @@ class Worker(threading.Thread):
                 return str(body["prompt_id"])
             self.cancel(str(body["prompt_id"]))  # the valid rest would run: a partial result is not wanted
         how = "HTTP 200 with node_errors; the valid rest was cancelled" if status == 200 else f"HTTP {status}"
-        raise ItemFailed(f"rejected by {self.client.label} ({how}): {describe_rejection(body)}")
+        raise ItemRejected(f"rejected by {self.client.label} ({how}): {describe_rejection(body)}")
 
     def cancel(self, prompt_id: str) -> None:
         try:

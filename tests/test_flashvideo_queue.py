@@ -224,20 +224,26 @@ def test_batch_substitutes_downloads_and_writes_the_manifest(tmp_path, fakes):
     again = run_quiet(options(tmp_path, [fake], seed_base=1000, sets=["4.steps=5", "6.fps=16"]))
     assert again.exit_code == 0 and again.skipped == 3 and len(fake.received) == 3  # nothing done twice
 
+    other = tmp_path / "other"  # another --set is another batch: its own run id, so its own server-side folder
+    other.mkdir()
+    assert run_quiet(options(other, [fake], seed_base=1000, sets=["4.steps=6", "6.fps=16"])).exit_code == 0
+    assert manifest(other)["run_id"] != run_id
+
 
 @pytest.mark.parametrize("mode", ["node_errors", "reject"])
-def test_rejected_graph_reports_the_servers_message_and_retries_a_bounded_number_of_times(tmp_path, fakes, mode):
+def test_rejected_graph_reports_the_servers_message_and_is_not_retried(tmp_path, fakes, mode):
     fake = fakes(**{mode: lambda text, seen: text == PROMPTS[1]})
     summary = run_quiet(options(tmp_path, [fake], retries=2))
     assert summary.exit_code == 1
     assert [i["index"] for i in summary.done] == [0, 2] and [i["index"] for i in summary.failed] == [1]
-    assert fake.texts().count(PROMPTS[1]) == 3  # 1 + 2 retries, then given up
+    assert fake.texts().count(PROMPTS[1]) == 1  # validation would refuse it again: no retry
     error = manifest(tmp_path)["items"][1]["error"]
     assert "node 3 (FlashVideoModelLoader): Value not in list: model_name: 'stage1.pt' not in" in error
     assert ("HTTP 400" in error) == (mode == "reject")
     assert ("the valid rest was cancelled" in error) == (mode == "node_errors")
-    assert manifest(tmp_path)["items"][1]["attempts"] == 3
-    assert "FAILED  #0001 line 4 (3 attempts)" in summary.report() and "Value not in list" in summary.report()
+    assert "not retried" in error and "fix the workflow" in error
+    assert manifest(tmp_path)["items"][1]["attempts"] == 1
+    assert "FAILED  #0001 line 4 (1 attempt)" in summary.report() and "Value not in list" in summary.report()
 
 
 def test_execution_error_carries_node_type_and_exception_message(tmp_path, fakes):
