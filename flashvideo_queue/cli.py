@@ -37,7 +37,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-seeds", action="store_true", help="leave the workflow's seed inputs as they are")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per attempt before it is cancelled")
     p.add_argument("--set", action="append", dest="sets", default=[], metavar="NODE_ID.INPUT=VALUE",
-                   help="fixed override, VALUE parsed as JSON if it can be (11.steps=5, 9.resolution=2K)")
+                   help="fixed override, VALUE parsed as JSON if it can be; in the shipped workflows e.g. 12.steps=4, "
+                   "11.noise_step=700, '10.resolution=2K (1440x2560)' (README: node ids)")
     p.add_argument("--prompt-target", action="append", dest="prompt_targets", default=[], metavar="NODE_ID.INPUT",
                    help="where the prompt goes (repeatable); default: every FlashVideoTextEncode's prompt")
     p.add_argument("--restart", action="store_true", help="ignore an existing manifest and start the batch over")

@@ -126,3 +126,22 @@ def test_loaders_tell_the_frontend_where_to_download_their_models(name):
         assert model["url"].startswith("https://huggingface.co/") and model["url"].endswith("/resolve/main/" + model["name"])
         repo = "comfyanonymous/flux_text_encoders" if node["type"] == "CLIPLoader" else "FoundationVision/FlashVideo"
         assert f"/{repo}/" in model["url"]
+
+
+def test_readme_node_id_map_matches_the_api_workflows():
+    """The batch client's README table: every node id of every shipped API workflow is listed with its
+    class_type."""
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("| id | node (`class_type`) | useful inputs |"):]
+    table = table[: table.index("\n\n")]
+    classes = {}
+    for line in table.splitlines()[2:]:
+        ids, node = line.split("|")[1:3]
+        names = set(re.findall(r"`(\w+)`", node))
+        for part in ids.split(","):
+            lo, _, hi = part.strip().partition("-")
+            for node_id in range(int(lo), int(hi or lo) + 1):
+                classes[str(node_id)] = names
+    for path in API_DIR.glob("*.json"):
+        for node_id, node in json.loads(path.read_text()).items():
+            assert node["class_type"] in classes.get(node_id, set()), (path.name, node_id, node["class_type"])
