@@ -90,63 +90,87 @@ def clip_and_text(x: int, y: int) -> list:
     ]
 
 
+#: Layout. Columns 380 px apart; vertical room for what nodes grow to after a run (decoders show their preview
+#: frames, Save Video its player), so no node covers another (checked after a run in both frontends).
+COLUMN = 380
+ROOM = {"loader": 170, "sampler": 320, "decode": 480, "create": 150, "save": 400, "degrade": 150, "refiner": 230}
+
+
 def stage1(x: int, y: int) -> list:
+    decode_y = y + ROOM["loader"]
     return [
         Node(3, "FlashVideoModelLoader", {"model_name": STAGE1_FILE, "weight_dtype": "auto", "attention": "comfy"},
              title="Stage I model", pos=(x, y)),
         Node(4, "FlashVideoStage1Sampler", {"width": 480, "height": 256, "frames": 49, "steps": 51, "cfg": 8.0,
                                             "seed": 0, "<control>": FIXED}, {"model": (3, 0), "positive": (2, 0)},
-             pos=(x, y + 170), size=(320, 240)),
-        Node(5, "FlashVideoVAELoader", {"vae_name": VAE_FILE, "dtype": "auto"}, pos=(x + 360, y)),
+             pos=(x, decode_y), size=(320, 240)),
+        Node(5, "FlashVideoVAELoader", {"vae_name": VAE_FILE, "dtype": "auto"}, pos=(x + COLUMN, y)),
         Node(6, "FlashVideoVAEDecode", {"latent_scale": "stage1", **SLICING}, {"vae": (5, 0), "samples": (4, 0)},
-             title="Decode preview", pos=(x + 360, y + 170), size=(320, 220)),
-        Node(7, "CreateVideo", {"fps": 8.0}, {"images": (6, 0)}, pos=(x + 720, y + 170), size=(260, 80)),
+             title="Decode preview", pos=(x + COLUMN, decode_y), size=(320, 220)),
+        Node(7, "CreateVideo", {"fps": 8.0}, {"images": (6, 0)}, pos=(x + 2 * COLUMN, decode_y), size=(260, 80)),
         Node(8, "SaveVideo", {"filename_prefix": "flashvideo/preview", "format": "mp4", "codec": "h264"},
-             {"video": (7, 0)}, title="Save preview (270p)", pos=(x + 720, y + 290), size=(300, 110)),
+             {"video": (7, 0)}, title="Save preview (270p)", pos=(x + 2 * COLUMN, decode_y + ROOM["create"]),
+             size=(300, 110)),
     ]
 
 
-def stage2(x: int, y: int, resolution: str, frames_from: tuple, prefix: str, first_id: int = 9) -> list:
+def stage2(x: int, y: int, resolution: str, frames_from: tuple, prefix: str, first_id: int = 9,
+           middle_y: int = None) -> list:
+    """Loader and bridge in column x; degrade, refiner and decoder in the next column from ``middle_y`` (below
+    what stage I puts there); Create/Save Video beside the decoder."""
     i = first_id
+    middle_y = y if middle_y is None else middle_y
+    refiner_y = middle_y + ROOM["degrade"]
+    decode_y = refiner_y + ROOM["refiner"]
     return [
         Node(i, "FlashVideoModelLoader", {"model_name": STAGE2_FILE, "weight_dtype": "auto", "attention": "comfy"},
              title="Stage II model", pos=(x, y)),
         Node(i + 1, "FlashVideoStage2Upscale", {"resolution": resolution, "width": 1920, "height": 1072, "seed": 0,
                                                 "<control>": FIXED, "frame_rule": "trim", **SLICING},
-             {"vae": (5, 0), "images": frames_from}, title="Stage II upscale (bridge)", pos=(x, y + 170), size=(320, 300)),
+             {"vae": (5, 0), "images": frames_from}, title="Stage II upscale (bridge)", pos=(x, y + ROOM["loader"]),
+             size=(320, 300)),
         Node(i + 2, "FlashVideoLatentDegrade", {"noise_step": 675, "seed": 0, "<control>": FIXED}, {"samples": (i + 1, 0)},
-             pos=(x + 360, y), size=(320, 110)),
+             pos=(x + COLUMN, middle_y), size=(320, 110)),
         Node(i + 3, "FlashVideoStage2Refiner", {"steps": 5, "cfg": 13.0, "shift": 2.5, "attention": "full"},
-             {"model": (i, 0), "positive": (2, 0), "samples": (i + 2, 0)}, pos=(x + 360, y + 150), size=(320, 170)),
+             {"model": (i, 0), "positive": (2, 0), "samples": (i + 2, 0)}, pos=(x + COLUMN, refiner_y), size=(320, 170)),
         Node(i + 4, "FlashVideoVAEDecode", {"latent_scale": "stage2", **SLICING}, {"vae": (5, 0), "samples": (i + 3, 0)},
-             title="Decode refined", pos=(x + 360, y + 360), size=(320, 220)),
-        Node(i + 5, "CreateVideo", {"fps": 8.0}, {"images": (i + 4, 0)}, pos=(x + 720, y + 360), size=(260, 80)),
+             title="Decode refined", pos=(x + COLUMN, decode_y), size=(320, 220)),
+        Node(i + 5, "CreateVideo", {"fps": 8.0}, {"images": (i + 4, 0)}, pos=(x + 2 * COLUMN, decode_y), size=(260, 80)),
         Node(i + 6, "SaveVideo", {"filename_prefix": prefix, "format": "mp4", "codec": "h264"}, {"video": (i + 5, 0)},
-             title="Save refined", pos=(x + 720, y + 480), size=(300, 110)),
+             title="Save refined", pos=(x + 2 * COLUMN, decode_y + ROOM["create"]), size=(300, 110)),
     ]
 
 
 def stage2_custom_sampling(nodes: list, first_id: int = 9) -> list:
     """``stage2``'s nodes with the refiner replaced by core SamplerCustomAdvanced and FlashVideo's parts
-    (same node id, so the decoder's link and the batch client's node ids stay)."""
+    (same node id, so the decoder's link and the batch client's node ids stay); the parts take the refiner's
+    place and push the decoder and the video nodes down."""
     i = first_id
     refiner = next(n for n in nodes if n.id == i + 3)
     x, y = refiner.pos
     degraded, model, positive = refiner.links["samples"], refiner.links["model"], refiner.links["positive"]
+    heights = {"noise": 110, "guider": 170, "sigmas": 140, "select": 110, "sampler": 200}
+    ys = {}
+    for name, height in heights.items():
+        ys[name] = y
+        y += height
     parts = [
-        Node(i + 20, "FlashVideoStage2Noise", {}, {"samples": degraded}, pos=(x, y), size=(320, 50)),
+        Node(i + 20, "FlashVideoStage2Noise", {}, {"samples": degraded}, pos=(x, ys["noise"]), size=(320, 50)),
         Node(i + 21, "FlashVideoStage2Guider", {"cfg": 13.0}, {"model": model, "positive": positive,
-                                                               "samples": degraded}, pos=(x, y + 90), size=(320, 120)),
-        Node(i + 22, "FlashVideoStage2SamplerSelect", {}, pos=(x + 360, y - 150), size=(320, 50)),
-        Node(i + 23, "FlashVideoStage2Sigmas", {"steps": 5}, {"model": model}, pos=(x + 360, y - 60), size=(320, 80)),
+                                                               "samples": degraded}, pos=(x, ys["guider"]), size=(320, 120)),
+        Node(i + 23, "FlashVideoStage2Sigmas", {"steps": 5}, {"model": model}, pos=(x, ys["sigmas"]), size=(320, 80)),
+        Node(i + 22, "FlashVideoStage2SamplerSelect", {}, pos=(x, ys["select"]), size=(320, 50)),
         Node(i + 3, "SamplerCustomAdvanced", {}, {"noise": (i + 20, 0), "guider": (i + 21, 0), "sampler": (i + 22, 0),
                                                   "sigmas": (i + 23, 0), "latent_image": degraded},
-             title="Stage II (SamplerCustomAdvanced)", pos=(x + 360, y + 60), size=(320, 130)),
+             title="Stage II (SamplerCustomAdvanced)", pos=(x, ys["sampler"]), size=(320, 130)),
     ]
-    return [n for n in nodes if n.id != i + 3] + parts
+    shift = y - refiner.pos[1] - ROOM["refiner"]
+    moved = [Node(n.id, n.type, n.values, n.links, n.title, (n.pos[0], n.pos[1] + shift), n.size)
+             if n.id in (i + 4, i + 5, i + 6) else n for n in nodes if n.id != i + 3]
+    return moved + parts
 
 
-def note(node_id: int, text: str, pos: tuple, size=(420, 260)) -> Node:
+def note(node_id: int, text: str, pos: tuple, size=(340, 260)) -> Node:
     return Node(node_id, "Note", {"text": text}, title="Read me", pos=pos, size=size)
 
 
@@ -169,17 +193,20 @@ REFINE_NOTE = (
 def workflows() -> dict:
     preview = [*clip_and_text(0, 0), *stage1(380, 0),
                note(30, "FlashVideo stage I: a 256x480, 49-frame preview at 8 fps in 51 steps.\n\n" + FILES_NOTE, (0, 420))]
-    full = [*clip_and_text(0, 0), *stage1(380, 0), *stage2(380, 480, "1080p (1072x1920)", (6, 0), "flashvideo/1080p"),
+    middle = ROOM["loader"] + ROOM["decode"]  # stage II's middle column starts below the preview decoder
+    full = [*clip_and_text(0, 0), *stage1(380, 0),
+            *stage2(380, 480, "1080p (1072x1920)", (6, 0), "flashvideo/1080p", middle_y=middle),
             note(30, "FlashVideo text-to-video: 270p preview, then stage II to 1072x1920 in 5 flow-matching steps.\n\n"
                  + REFINE_NOTE + "\n\n" + FILES_NOTE, (0, 420), (360, 520))]
-    two_k = [*clip_and_text(0, 0), *stage1(380, 0), *stage2(380, 480, "2K (1440x2560)", (6, 0), "flashvideo/2k"),
+    two_k = [*clip_and_text(0, 0), *stage1(380, 0),
+             *stage2(380, 480, "2K (1440x2560)", (6, 0), "flashvideo/2k", middle_y=middle),
              note(30, "FlashVideo 2K: stage II at 1440x2560 by RoPE extrapolation (no retraining): sharper, about 3x "
                   "the stage-II time of 1080p, and the VAE decode needs more tiles (automatic).\n\n" + REFINE_NOTE
                   + "\n\n" + FILES_NOTE, (0, 420), (360, 520))]
     enhance = [
         *clip_and_text(0, 0),
         Node(20, "LoadVideo", {"file": INPUT_VIDEO}, title="Video to enhance", pos=(380, 0), size=(320, 320)),
-        Node(21, "GetVideoComponents", {}, {"video": (20, 0)}, pos=(380, 360), size=(260, 90)),
+        Node(21, "GetVideoComponents", {}, {"video": (20, 0)}, pos=(380, 460), size=(260, 90)),
         Node(5, "FlashVideoVAELoader", {"vae_name": VAE_FILE, "dtype": "auto"}, pos=(740, 0)),
         *stage2(740, 170, "1080p (1072x1920)", (21, 0), "flashvideo/enhanced"),
         note(30, "Experimental: enhance an existing video with FlashVideo stage II. Put the clip in ComfyUI/input "
@@ -189,7 +216,8 @@ def workflows() -> dict:
              (0, 420), (360, 480)),
     ]
     advanced = [*clip_and_text(0, 0), *stage1(380, 0),
-                *stage2_custom_sampling(stage2(380, 480, "1080p (1072x1920)", (6, 0), "flashvideo/1080p_advanced")),
+                *stage2_custom_sampling(stage2(380, 480, "1080p (1072x1920)", (6, 0), "flashvideo/1080p_advanced",
+                                               middle_y=middle)),
                 note(30, "FlashVideo 1080p built from ComfyUI's own sampling: stage II is core SamplerCustomAdvanced "
                      "with FlashVideo's NOISE (the degraded latent), GUIDER (CFG against a zero context, the noise step "
                      "as conditioning), SAMPLER (the reference's Euler) and SIGMAS (the shifted grid). Same result as "

@@ -157,6 +157,7 @@ def test_js_readout_text(js_estimates):
 # support/web_driver.py in headless Chromium (support/hosts.py sets it up from the shared script).
 
 TEMPLATES = sorted(path.stem for path in EXAMPLES.glob("*.json"))
+EXAMPLE_PROMPT = "flashvideo_example_prompt.safetensors"  # make-tiny's saved embedding (no T5 needed)
 FRONTEND_RUNS: dict = {}  # host version -> the driver's report on the templates (what that frontend saved)
 
 
@@ -189,9 +190,12 @@ def start_frontend_server(location, base: Path) -> ComfyUIServer:
     return server
 
 
-def drive_frontend(browser, server: ComfyUIServer, workflows: dict, artifacts: Path, interact: bool = False) -> dict:
-    """Run support/web_driver.py against ``server`` on ``workflows`` ({name: file}); its JSON report."""
+def drive_frontend(browser, server: ComfyUIServer, workflows: dict, artifacts: Path, interact: bool = False,
+                   run: str = "") -> dict:
+    """Run support/web_driver.py against ``server`` on ``workflows`` ({name: file}); its JSON report. With
+    ``run`` (a saved prompt embedding), each workflow is also run from the frontend at CPU size."""
     config = {"url": server.url, "chromium": browser.chromium, "artifacts": str(artifacts), "interact": interact,
+              "run": run,
               "workflows": {name: str(path) for name, path in workflows.items()}}
     config_path = artifacts / "driver-config.json"
     artifacts.mkdir(parents=True, exist_ok=True)
@@ -199,7 +203,9 @@ def drive_frontend(browser, server: ComfyUIServer, workflows: dict, artifacts: P
     driver = Path(__file__).parent / "support" / "web_driver.py"
     proc = subprocess.run([browser.python, str(driver), str(config_path)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"web driver failed ({proc.returncode}):\n{proc.stderr[-6000:]}\n{server.log_tail()}"
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    (artifacts / "driver-report.json").write_text(json.dumps(report, indent=1))  # kept for a look
+    return report
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +218,7 @@ def web_server(comfyui_host, browser, tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser_run(comfyui_host, browser, web_server):
     report = drive_frontend(browser, web_server, {name: EXAMPLES / f"{name}.json" for name in TEMPLATES},
-                            ARTIFACTS / comfyui_host.spec.test_id, interact=True)
+                            ARTIFACTS / comfyui_host.spec.test_id, interact=True, run=EXAMPLE_PROMPT)
     FRONTEND_RUNS[comfyui_host.version] = report
     return report
 
@@ -247,6 +253,23 @@ def test_template_loads_cleanly_and_round_trips(comfyui_host, browser_run, templ
     assert shot.is_file() and shot.stat().st_size > 10_000
     assert not browser_run["dialogs"], browser_run["dialogs"]
     assert not browser_run["load_toasts"], browser_run["load_toasts"]
+
+
+def overlapping(boxes: list) -> list:
+    """Pairs of nodes whose bounding boxes [x, y, w, h] intersect."""
+    def meet(a, b):
+        return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+    return [(p["type"], q["type"]) for i, p in enumerate(boxes) for q in boxes[i + 1:] if meet(p["box"], q["box"])]
+
+
+@pytest.mark.comfyui
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_nodes_do_not_overlap_after_a_run_from_the_frontend(comfyui_host, browser_run, template):
+    """Run from the frontend (CPU size, the saved prompt embedding in place of T5): previews and the video
+    players make nodes grow, and no node may end up covering another (the layout is saved into the videos)."""
+    run = browser_run["runs"][template]
+    assert run["status"] == "success", run["status"]
+    assert not overlapping(run["boxes"]), f"{template} on {comfyui_host.version}: {overlapping(run['boxes'])}"
 
 
 @pytest.mark.comfyui
