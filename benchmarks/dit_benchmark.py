@@ -975,12 +975,18 @@ def main(argv=None) -> int:
     text = render(results, flop_checks, real_counts, args, env, time.time() - start)
     print()
     print(text)
-    if out:
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        with open(out, "w") as f:
-            f.write(text)
-        log(f"wrote {os.path.relpath(out, ROOT)}")
+    write_results(text, out, log)
     return 0
+
+
+def write_results(text: str, out: str, say=print) -> None:
+    """Write a results table (benchmarks/results/...) when ``out`` is given, and say where."""
+    if not out:
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+        f.write(text)
+    say(f"wrote {os.path.relpath(out, ROOT)}")
 
 
 if __name__ == "__main__":

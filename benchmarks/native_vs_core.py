@@ -302,11 +302,7 @@ def main(argv=None) -> int:
     print()
     print(text)
     print(f"total {time.time() - start:.0f} s")
-    if out:
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        with open(out, "w") as f:
-            f.write(text)
-        print(f"wrote {os.path.relpath(out, ROOT)}")
+    db.write_results(text, out)
     return 0
 
 
