@@ -11,6 +11,8 @@ import time
 
 import torch
 
+from .dit.attention import BACKENDS
+from .dit.window_attention import DEFAULT_WINDOW
 from .errors import FlashVideoError
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -72,7 +74,9 @@ def _settings(args):
     stage1 = Stage1Settings(height=args.height, width=args.width, frames=args.frames, steps=args.steps1,
                             cfg=args.cfg1, seed=args.seed)
     stage2 = Stage2Settings(height=height, width=width, noise_step=args.noise_step, steps=args.steps2,
-                            cfg=args.cfg2, shift=args.shift, seed=args.seed)
+                            cfg=args.cfg2, shift=args.shift,
+                            seed=args.seed if args.seed_bridge is None else args.seed_bridge,
+                            degrade_seed=args.seed_degrade, window=DEFAULT_WINDOW if args.window_attention else None)
     return stage1, stage2
 
 
@@ -139,12 +143,17 @@ def _run_pipeline(args, contexts: list, names: list) -> int:
     device, dtype = _device_and_dtype(args.device, args.dtype)
     stage1_settings, stage2_settings = _settings(args)
     _check_before_loading(args, stage1_settings, stage2_settings)
+    # the pipeline sets the stage per decode (stage-II latents get the official 1x2 tiles in reference mode)
+    slicing = SlicingOptions(mode=args.slicing, memory_budget_mib=args.vae_memory_mb, hard_seams=args.hard_seams,
+                             chunk_latents=args.chunk_latents, tile_latents=args.tile_size // 8 or None,
+                             tile_overlap=args.tile_overlap // 8)
     t0 = time.perf_counter()
     stage1, stage2, vae = _load_models(args, dtype)
     load_seconds = time.perf_counter() - t0
+    for model in (stage1, stage2):
+        if model is not None:
+            model.set_attention_backend(args.attention)
     _check_embedding_widths(contexts, names, {"stage1": stage1, "stage2": stage2})
-    # the pipeline sets the stage per decode (stage-II latents get the official 1x2 tiles in reference mode)
-    slicing = SlicingOptions(mode=args.slicing, memory_budget_mib=args.vae_memory_mb, hard_seams=args.hard_seams)
     print(f"device {device}, dtype {dtype}; models loaded in {load_seconds:.2f} s")
     for (context1, context2), name in zip(contexts, names):
         result = generate_two_stage(stage1, stage2, vae, context1, context2, stage1_settings, stage2_settings,
@@ -204,7 +213,17 @@ def _add_pipeline_args(p: argparse.ArgumentParser, stage1_size: tuple, resolutio
     p.add_argument("--skip-stage2", action="store_true", help="stop after the preview")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default="auto", choices=["auto", *sorted(DTYPES)], help="auto: bf16 on GPU, fp32 on CPU")
-    p.add_argument("--slicing", default="reference", choices=["reference", "auto", "whole"], help="VAE slicing mode")
+    p.add_argument("--seed-bridge", type=int, default=None, help="seed of the bridge's posterior sample (default --seed)")
+    p.add_argument("--seed-degrade", type=int, default=None, help="seed of the degradation noise (default --seed)")
+    p.add_argument("--attention", default="sdpa", choices=list(BACKENDS),
+                   help="attention kernel of both DiTs: sdpa, or flash / sage when installed (else sdpa)")
+    p.add_argument("--window-attention", action="store_true",
+                   help="stage II: experimental 7x11x11 local attention (less work at 1080p/2K, blurs fast motion)")
+    p.add_argument("--slicing", default="reference", choices=["reference", "auto", "manual", "whole"],
+                   help="VAE slicing mode")
+    p.add_argument("--chunk-latents", type=int, default=None, help="--slicing manual: latent frames per chunk (even)")
+    p.add_argument("--tile-size", type=int, default=0, help="--slicing manual: tile edge in pixels (0: no tiles)")
+    p.add_argument("--tile-overlap", type=int, default=128, help="VAE tile overlap in pixels (blended)")
     p.add_argument("--vae-memory-mb", type=int, default=None, help="VAE memory cap in MiB (default: free memory)")
     p.add_argument("--hard-seams", action="store_true",
                    help="cut the VAE tiles at their boundary as the official code does (with --slicing reference: "

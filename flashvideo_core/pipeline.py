@@ -43,7 +43,9 @@ class Stage2Settings:
     steps: int = DEFAULT_STEPS
     cfg: float = DEFAULT_CFG
     shift: float = DEFAULT_SHIFT
-    seed: int = 0  # posterior sample of the bridge and the degradation noise
+    seed: int = 0  # posterior sample of the bridge (and the degradation noise unless degrade_seed is set)
+    degrade_seed: Optional[int] = None  # the degradation noise's own seed, as FlashVideo Latent Degrade's widget
+    window: Optional[tuple] = None  # experimental local attention (frames, height, width) in latent patches
 
 
 @dataclass
@@ -112,11 +114,15 @@ def generate_two_stage(
     with _phase(timings, "bridge", progress), resident(vae, device):
         z2, preview = stage1_to_stage2(vae, z1, (stage2.height, stage2.width), stage2.seed, slicing1, progress)
     with _phase(timings, "degrade", progress):
-        x0 = degrade_latent(z2, stage2.noise_step, stage2.seed)
+        x0 = degrade_latent(z2, stage2.noise_step, stage2.seed if stage2.degrade_seed is None else stage2.degrade_seed)
     context2 = context1 if context2 is None else context2
     with _phase(timings, "stage II", progress), resident(stage2_model, device):
-        z2_refined = refine_stage2(stage2_model, context2, x0, stage2.noise_step, stage2.steps, stage2.cfg,
-                                   stage2.shift, progress).to(cpu)
+        stage2_model.set_attention_window(stage2.window)
+        try:
+            z2_refined = refine_stage2(stage2_model, context2, x0, stage2.noise_step, stage2.steps, stage2.cfg,
+                                       stage2.shift, progress).to(cpu)
+        finally:
+            stage2_model.set_attention_window(None)
     with _phase(timings, "decode", progress), resident(vae, device):
         refined = decode_sliced(vae, z2_refined / LATENT_SCALE_STAGE2, slicing2, progress, output_device=cpu)
     return PipelineResult(preview.to(cpu), refined.clamp(-1, 1), z1, z2_refined, timings)
