@@ -21,12 +21,11 @@ DTYPE_CHOICES = ["auto", "bf16", "fp16", "fp32"]
 class ComfyProgress(Progress):
     """Drives ComfyUI's progress bar (with a frame preview) and honours its interrupt.
 
-    ``to_frame`` turns the core's preview payload into one (3, H, W) frame in [-1, 1].
+    The core's preview payload is one (3, H, W) frame in [-1, 1] (the VAE passes show their frames).
     """
 
-    def __init__(self, preview: bool = True, to_frame=lambda frame: frame):
+    def __init__(self, preview: bool = True):
         self.preview = preview
-        self.to_frame = to_frame
         self.bar = None
         self.done = 0
 
@@ -36,7 +35,7 @@ class ComfyProgress(Progress):
 
     def advance(self, n: int = 1, preview=None) -> None:
         self.done += n
-        image = _preview_image(self.to_frame(preview)) if self.preview and preview is not None else None
+        image = _preview_image(preview) if self.preview and preview is not None else None
         self.bar.update_absolute(self.done, preview=("JPEG", image, 512) if image is not None else None)
 
     def check(self) -> None:
