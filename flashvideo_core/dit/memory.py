@@ -1,19 +1,56 @@
-"""How much working memory one DiT forward needs, so the host can evict other models first.
+"""How much working memory one DiT forward needs, and the fastest way to run it in the memory that is free.
 
-A block holds the residual stream, its normalised copy, q/k/v and the attention output
-(about 6 x width per token) until the attention ends, then the 4x-wide MLP input and its
-GELU (8 x width); attention itself is linear in memory (never an S x S matrix). So the
-peak is about 12 x width values per token, plus the RoPE tables.
+Three ways to run a guided step, fastest first (results equal; ``tests/test_dit_memory.py``):
+
+* ``batched``: cond and uncond in one forward of batch 2, each block on the whole sequence.
+* ``sequential``: cond, then uncond (batch 1 each), whole sequence.
+* ``lean``: one after the other, and every per-token step (norms, q/k/v and output projections, MLP) on
+  ``chunk_tokens`` video tokens at a time, so only the residual stream, q, k, v and the attention output
+  exist for the whole sequence.
+
+Widths per token (values of the model width held at the peak), counted with
+:class:`flashvideo_core.memory_probe.LiveTensorBytes` on a 2-layer width-1920 stage-II model
+(``benchmarks/dit_memory.py``, ``benchmarks/results/dit_memory.md``): 11 x S for the whole sequence; chunked,
+the larger of 5 x S (residual, q, k, v, attention output) and 4 x S + 8 x chunk (q/k/v being filled). The
+estimates add one width per token for buffers kernels keep to themselves. Attention never holds an S x S
+matrix (flash / memory-efficient kernels); the RoPE tables add 2 x 64 fp32 per video token.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
 from .config import DiTConfig
 
-WIDTHS_PER_TOKEN = 12
 TEXT_TOKENS = 226
+#: measured peaks (see the module docstring) plus one width for kernels' own buffers
+WIDTHS_WHOLE = 12
+WIDTHS_CHUNKED_ATTENTION = 6
+WIDTHS_CHUNKED_PROJECTION = 5
+WIDTHS_PER_CHUNK_TOKEN = 8
+MODES = ("auto", "batched", "sequential", "lean")
+#: chunk sizes tried by ``lean``/``auto``, largest (fastest) first
+CHUNK_CANDIDATES = (16384, 8192, 4096, 2048, 1024)
+#: keep this share of the free memory spare (fragmentation, the sampler's own tensors)
+HEADROOM = 0.85
+WIDTHS_PER_TOKEN = WIDTHS_WHOLE  # the estimate of earlier versions (web readout, tests)
+
+
+@dataclass(frozen=True)
+class ForwardPlan:
+    """How to run one guided DiT step: CFG halves in one batch or one after the other, and token chunks."""
+
+    cfg_batched: bool
+    chunk_tokens: Optional[int] = None
+
+    @property
+    def mode(self) -> str:
+        if self.chunk_tokens is not None:
+            return "lean"
+        return "batched" if self.cfg_batched else "sequential"
 
 
 def video_tokens(config: DiTConfig, latent_frames: int, latent_height: int, latent_width: int) -> int:
@@ -21,11 +58,60 @@ def video_tokens(config: DiTConfig, latent_frames: int, latent_height: int, late
     return latent_frames * (latent_height // p) * (latent_width // p)
 
 
-def forward_bytes(config: DiTConfig, latent_shape: tuple, dtype: torch.dtype, cfg_batch: int = 2) -> int:
-    """Working memory of one forward over ``latent_shape`` (B, C, T, H, W), CFG-batched."""
+def forward_bytes(config: DiTConfig, latent_shape: tuple, dtype: torch.dtype, cfg_batch: int = 2,
+                  chunk_tokens: Optional[int] = None) -> int:
+    """Working memory of one forward over ``latent_shape`` (B, C, T, H, W) run ``cfg_batch`` times as one
+    batch, whole-sequence or in ``chunk_tokens`` chunks."""
     batch, _, frames, height, width = latent_shape
     tokens = video_tokens(config, frames, height, width)
     element = torch.empty((), dtype=dtype).element_size()
-    activations = cfg_batch * batch * (tokens + TEXT_TOKENS) * config.hidden_size * WIDTHS_PER_TOKEN * element
+    if chunk_tokens is None or chunk_tokens >= tokens:
+        widths = (tokens + TEXT_TOKENS) * WIDTHS_WHOLE
+    else:
+        sequence = tokens + TEXT_TOKENS
+        widths = max(sequence * WIDTHS_CHUNKED_ATTENTION,
+                     sequence * WIDTHS_CHUNKED_PROJECTION + max(chunk_tokens, TEXT_TOKENS) * WIDTHS_PER_CHUNK_TOKEN)
     rope = 2 * tokens * config.head_dim * 4 * 2  # cos/sin in fp32, CPU copy + device copy
-    return int(activations + rope)
+    return int(cfg_batch * batch * widths * config.hidden_size * element + rope)
+
+
+def plan_bytes(config: DiTConfig, latent_shape: tuple, dtype: torch.dtype, plan: ForwardPlan) -> int:
+    """Peak working memory of one guided step run as ``plan``."""
+    return forward_bytes(config, latent_shape, dtype, 2 if plan.cfg_batched else 1, plan.chunk_tokens)
+
+
+def candidate_plans(mode: str = "auto") -> list:
+    """The plans ``mode`` may use, fastest first."""
+    if mode not in MODES:
+        raise ValueError(f"memory mode must be one of {MODES}, got {mode!r}")
+    lean = [ForwardPlan(False, chunk) for chunk in CHUNK_CANDIDATES]
+    return {"batched": [ForwardPlan(True)], "sequential": [ForwardPlan(False)], "lean": lean,
+            "auto": [ForwardPlan(True), ForwardPlan(False)] + lean}[mode]
+
+
+def plan_forward(config: DiTConfig, latent_shape: tuple, dtype: torch.dtype, free_bytes: Optional[int],
+                 mode: str = "auto") -> ForwardPlan:
+    """The fastest plan of ``mode`` whose working memory fits ``free_bytes`` (unknown: the fastest), else the
+    leanest of ``mode``."""
+    plans = candidate_plans(mode)
+    if free_bytes is None:
+        return plans[0]
+    for plan in plans:
+        if plan_bytes(config, latent_shape, dtype, plan) <= HEADROOM * free_bytes:
+            return plan
+    return plans[-1]
+
+
+def chunk_for(config: DiTConfig, latent_shape: tuple, dtype: torch.dtype, free_bytes: Optional[int],
+              mode: str = "auto") -> Optional[int]:
+    """Token chunk for one forward of ``latent_shape`` (its batch as given: the host already decided how CFG is
+    batched): None (whole sequence) when it fits or ``mode`` is batched/sequential, else the largest chunk that
+    fits, else the smallest."""
+    if mode in ("batched", "sequential") or free_bytes is None and mode == "auto":
+        return None
+    if mode == "auto" and forward_bytes(config, latent_shape, dtype, 1) <= HEADROOM * free_bytes:
+        return None
+    for chunk in CHUNK_CANDIDATES:
+        if free_bytes is None or forward_bytes(config, latent_shape, dtype, 1, chunk) <= HEADROOM * free_bytes:
+            return chunk
+    return CHUNK_CANDIDATES[-1]

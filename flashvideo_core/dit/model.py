@@ -80,11 +80,18 @@ class AdaLayerNormZero(nn.Module):
         self.linear = layers.Linear(time_dim, 6 * dim, **factory)
         self.norm = layers.LayerNorm(dim, eps=BLOCK_NORM_EPS, **factory)
 
+    def modulation(self, temb) -> tuple:
+        """((shift, scale, gate) of video, (shift, scale, gate) of text), each (B, 1, D)."""
+        shift, scale, gate, t_shift, t_scale, t_gate = (m[:, None] for m in self.linear(F.silu(temb)).chunk(6, dim=1))
+        return (shift, scale, gate), (t_shift, t_scale, t_gate)
+
+    def modulate(self, x, shift_scale_gate: tuple) -> torch.Tensor:
+        shift, scale, _ = shift_scale_gate
+        return self.norm(x) * (1 + scale) + shift
+
     def forward(self, video, text, temb):
-        shift, scale, gate, t_shift, t_scale, t_gate = self.linear(F.silu(temb)).chunk(6, dim=1)
-        video = self.norm(video) * (1 + scale[:, None]) + shift[:, None]
-        text = self.norm(text) * (1 + t_scale[:, None]) + t_shift[:, None]
-        return video, text, gate[:, None], t_gate[:, None]
+        video_mod, text_mod = self.modulation(temb)
+        return self.modulate(video, video_mod), self.modulate(text, text_mod), video_mod[2], text_mod[2]
 
 
 class Attention(nn.Module):
@@ -100,22 +107,30 @@ class Attention(nn.Module):
         self.norm_k = layers.LayerNorm(head_dim, eps=QK_NORM_EPS, **factory)
         self.to_out = nn.ModuleList([layers.Linear(dim, dim, **factory)])
 
-    def forward(self, tokens: torch.Tensor, text_len: int, rope: tuple, grid: tuple,
-                window: Optional[tuple] = None, attention_options: Optional[dict] = None) -> torch.Tensor:
-        heads = lambda x: x.unflatten(-1, (-1, self.head_dim)).transpose(1, 2)  # noqa: E731  (B, h, S, d)
-        q = self.norm_q(heads(self.to_q(tokens)))
-        k = self.norm_k(heads(self.to_k(tokens)))
-        v = heads(self.to_v(tokens))
-        cos, sin = rope
-        q = torch.cat([q[:, :, :text_len], apply_rope(q[:, :, text_len:], cos, sin)], dim=2)
-        k = torch.cat([k[:, :, :text_len], apply_rope(k[:, :, text_len:], cos, sin)], dim=2)
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (-1, self.head_dim)).transpose(1, 2)  # (B, heads, S, d)
+
+    def qkv(self, tokens: torch.Tensor, rope: Optional[tuple]) -> tuple:
+        """q, k, v (B, heads, S, d) of ``tokens``, RoPE applied to q and k when ``rope`` (rows for these tokens)."""
+        q = self.norm_q(self._heads(self.to_q(tokens)))
+        k = self.norm_k(self._heads(self.to_k(tokens)))
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        return q, k, self._heads(self.to_v(tokens))
+
+    def attend(self, q, k, v, text_len: int, grid: tuple, window=None, attention_options=None) -> torch.Tensor:
         window = window or self.window
         if window is None:
-            out = self.attention_fn(q, k, v, **(attention_options or {}))
-        else:
-            out = window_attention(q, k, v, text_len, grid, window)
-        out = out.transpose(1, 2).flatten(2)
-        return self.to_out[0](out)
+            return self.attention_fn(q, k, v, **(attention_options or {}))
+        return window_attention(q, k, v, text_len, grid, window)
+
+    def forward(self, tokens: torch.Tensor, text_len: int, rope: tuple, grid: tuple,
+                window: Optional[tuple] = None, attention_options: Optional[dict] = None) -> torch.Tensor:
+        q, k, v = self.qkv(tokens, None)
+        q = torch.cat([q[:, :, :text_len], apply_rope(q[:, :, text_len:], *rope)], dim=2)
+        k = torch.cat([k[:, :, :text_len], apply_rope(k[:, :, text_len:], *rope)], dim=2)
+        out = self.attend(q, k, v, text_len, grid, window, attention_options)
+        return self.to_out[0](out.transpose(1, 2).flatten(2))
 
 
 class FeedForward(nn.Module):
@@ -144,16 +159,56 @@ class TransformerBlock(nn.Module):
 
     def forward(self, video, text, temb, rope, grid, window=None, attention_options=None):
         text_len = text.shape[1]
-        n_video, n_text, gate, t_gate = self.norm1(video, text, temb)
-        out = self.attn1(torch.cat([n_text, n_video], dim=1), text_len, rope, grid, window, attention_options)
+        normed, gate, t_gate = self._normed(self.norm1, video, text, temb)
+        out = self.attn1(normed, text_len, rope, grid, window, attention_options)
+        del normed
         video = video + gate * out[:, text_len:]
         text = text + t_gate * out[:, :text_len]
-        del out, n_video, n_text  # free the attention activations before the 4x-wide MLP
-        n_video, n_text, gate, t_gate = self.norm2(video, text, temb)
-        out = self.ff(torch.cat([n_text, n_video], dim=1))
+        del out  # free the attention activations before the 4x-wide MLP
+        normed, gate, t_gate = self._normed(self.norm2, video, text, temb)
+        out = self.ff(normed)
+        del normed
         video = video + gate * out[:, text_len:]
         text = text + t_gate * out[:, :text_len]
         return video, text
+
+    @staticmethod
+    def _normed(norm, video, text, temb) -> tuple:
+        """[text | video] normalised and modulated (the halves freed at once), and the two gates."""
+        n_video, n_text, gate, t_gate = norm(video, text, temb)
+        return torch.cat([n_text, n_video], dim=1), gate, t_gate
+
+    def forward_chunked(self, hidden, text_len, temb, rope, grid, chunk_tokens, window=None, attention_options=None):
+        """The same block on ``hidden`` = [text | video] (B, S, D), updated in place, with every per-token step
+        (norms, projections, MLP) run ``chunk_tokens`` tokens at a time. Only the residual stream, q, k, v and
+        the attention output ever exist for the whole sequence (~5 widths per token instead of ~12)."""
+        batch, seq, dim = hidden.shape
+        heads = dim // self.attn1.head_dim
+        spans = token_spans(text_len, seq, chunk_tokens)
+        mod1 = self.norm1.modulation(temb)  # (video, text): indexed by is_text
+        q, k, v = (hidden.new_empty(batch, heads, seq, self.attn1.head_dim) for _ in range(3))
+        for start, stop, is_text in spans:
+            x = self.norm1.modulate(hidden[:, start:stop], mod1[is_text])
+            rows = None if is_text else tuple(r[start - text_len:stop - text_len] for r in rope)
+            q[:, :, start:stop], k[:, :, start:stop], v[:, :, start:stop] = self.attn1.qkv(x, rows)
+            del x
+        out = self.attn1.attend(q, k, v, text_len, grid, window, attention_options)
+        del q, k, v
+        for start, stop, is_text in spans:
+            gate = mod1[is_text][2]
+            hidden[:, start:stop] += gate * self.attn1.to_out[0](out[:, :, start:stop].transpose(1, 2).flatten(2))
+        del out
+        mod2 = self.norm2.modulation(temb)
+        for start, stop, is_text in spans:
+            part = hidden[:, start:stop]
+            part += mod2[is_text][2] * self.ff(self.norm2.modulate(part, mod2[is_text]))
+        return hidden
+
+
+def token_spans(text_len: int, seq: int, chunk_tokens: int) -> list:
+    """(start, stop, is_text) chunks of [text | video]: the text in one piece, the video in ``chunk_tokens``."""
+    spans = [(0, text_len, True)] if text_len else []
+    return spans + [(s, min(seq, s + chunk_tokens), False) for s in range(text_len, seq, chunk_tokens)]
 
 
 class AdaLayerNormOut(nn.Module):
@@ -232,10 +287,13 @@ class FlashVideoDiT(nn.Module):
         dtype: Optional[torch.dtype] = None,
         window: Optional[tuple] = None,
         attention_options: Optional[dict] = None,
+        chunk_tokens: Optional[int] = None,
     ) -> torch.Tensor:
         """``dtype``: compute dtype (default: the weights'; a host that stores weights in another dtype, e.g.
         fp8, passes its compute dtype). ``window``: experimental local attention for this call.
-        ``attention_options``: keyword arguments for ``attention_fn`` (e.g. the host's transformer options)."""
+        ``attention_options``: keyword arguments for ``attention_fn`` (e.g. the host's transformer options).
+        ``chunk_tokens``: run every per-token step that many video tokens at a time (same result, less working
+        memory; see :mod:`flashvideo_core.dit.memory`); None = the whole sequence at once (fastest)."""
         batch, frames, channels, height, width = x.shape
         p = self.config.patch_size
         dtype = dtype or self.proj_out.weight.dtype
@@ -243,9 +301,19 @@ class FlashVideoDiT(nn.Module):
         text, video = self.patch_embed(context.to(dtype), x.to(dtype))
         grid = (frames, height // p, width // p)
         rope = rope_table(*grid, self.config.head_dim, x.device)
-        for block in self.transformer_blocks:
-            video, text = block(video, text, temb, rope, grid, window, attention_options)
-        video = self.norm_final(video)  # per-token LayerNorm: same as normalising [text | video]
-        video = self.proj_out(self.norm_out(video, temb))
+        if chunk_tokens is None or chunk_tokens >= video.shape[1]:
+            for block in self.transformer_blocks:
+                video, text = block(video, text, temb, rope, grid, window, attention_options)
+            video = self.proj_out(self.norm_out(self.norm_final(video), temb))
+        else:
+            text_len = text.shape[1]
+            hidden = torch.cat([text, video], dim=1)
+            text = video = None  # free the halves (a ``del`` here would break torch.compile's graph)
+            for block in self.transformer_blocks:
+                block.forward_chunked(hidden, text_len, temb, rope, grid, chunk_tokens, window, attention_options)
+            video = hidden[:, text_len:]
+            video = torch.cat([self.proj_out(self.norm_out(self.norm_final(video[:, start:stop]), temb))
+                               for start, stop, _ in token_spans(0, video.shape[1], chunk_tokens)], dim=1)
+        # norm_final is per-token, so normalising the video tokens alone equals normalising [text | video]
         out = video.reshape(batch, frames, height // p, width // p, channels, p, p)
         return out.permute(0, 1, 4, 2, 5, 3, 6).reshape(batch, frames, channels, height, width)

@@ -7,12 +7,18 @@ the window around it (clipped at the borders, as a mask would); text queries see
 everything. Queries run in small tiles, each against only the keys its windows can
 reach, so memory stays linear; at 1080p a tile's 7 x 21 x 21 reachable keys are ~3% of
 the 104,746 of full attention (the per-query window itself is 7 x 11 x 11 = 847).
+
+That loop issues about a thousand small masked SDPA calls per layer at 1080p, which a GPU runs far below its
+peak; on CUDA the same attention runs as one block-sparse FlexAttention kernel instead
+(:mod:`.window_blocks`), and this loop is the fallback everywhere else.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from .window_blocks import block_sparse_window_attention, flex_available
 
 #: (frames, height, width) in latent patches, as in the paper
 DEFAULT_WINDOW = (7, 11, 11)
@@ -38,13 +44,16 @@ def _axis(start: int, stop: int, device) -> torch.Tensor:
 
 def window_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, text_len: int, grid: tuple[int, int, int],
-    window: tuple[int, int, int] = DEFAULT_WINDOW,
+    window: tuple[int, int, int] = DEFAULT_WINDOW, kernel: str = "auto",
 ) -> torch.Tensor:
     """Attention over (B, heads, text_len + T*H*W, d) with video queries limited to ``window``.
 
-    Queries run in (1 frame x edge x edge) tiles against the keys their windows can reach
+    ``kernel``: "flex" (block-sparse FlexAttention, compiled), "tiles" (the loop below) or "auto" (flex on
+    CUDA). The loop runs queries in (1 frame x edge x edge) tiles against the keys their windows can reach
     (the tile grown by the window radius), masked to each query's own window.
     """
+    if kernel == "flex" or kernel == "auto" and flex_available(q.device):
+        return block_sparse_window_attention(q, k, v, text_len, grid, window)
     frames, height, width = grid
     rt, rh, rw = (w // 2 for w in window)
     out = torch.empty_like(q)

@@ -13,6 +13,7 @@ from typing import Optional
 
 import torch
 
+from ..dit.guidance import forward_pair, plan_for
 from ..errors import InputError
 from ..progress import Progress
 from .schedule import DEFAULT_CFG, DEFAULT_STEPS, stage1_schedule
@@ -67,11 +68,13 @@ def sample_stage1(
     cfg: float = DEFAULT_CFG,
     seed: int = 0,
     progress: Optional[Progress] = None,
+    memory: str = "auto",
 ) -> torch.Tensor:
     """Sample a stage-I latent (B, T', 16, H/8, W/8), float32, unscaled by nothing (DiT space).
 
     ``context`` is the (B, 226, text_dim) prompt embedding; the unconditional context is
-    all zeros, as in the reference (negative prompts have no effect there).
+    all zeros, as in the reference (negative prompts have no effect there). ``memory``: how each guided
+    step runs (:mod:`flashvideo_core.dit.memory`); the result does not change.
     """
     progress = progress or Progress()
     param = next(model.parameters())
@@ -83,20 +86,20 @@ def sample_stage1(
     randn = lambda: torch.randn(shape, generator=gen, dtype=torch.float32).to(device)  # noqa: E731
     x = randn()
     cond = context.to(device=device, dtype=torch.float32)
-    ctx = torch.cat([torch.zeros_like(cond), cond])  # [uncond, cond], as the reference batches stage I
+    contexts = (torch.zeros_like(cond), cond)  # [uncond, cond], as the reference batches stage I
+    batch, frames, channels, height, width = shape
+    plan = plan_for(model, (batch, channels, frames, height, width), dtype, device, memory)
     autocast = torch.autocast(device.type, dtype=dtype) if device.type == "cuda" and dtype != torch.float32 else nullcontext()
     progress.start(steps)
     denoised_prev = None
     lambdas = log_snr_halves(schedule.alphas)
     for i in range(steps):
         progress.check()
-        t = torch.full((2 * shape[0],), float(schedule.timesteps[i]), device=device)
-        x_both = torch.cat([x, x])
+        t = torch.full((batch,), float(schedule.timesteps[i]), device=device)
         with autocast:
-            v = model(x_both, t, ctx).float()
+            v_uncond, v_cond = (v.float() for v in forward_pair(model, x, t, contexts, plan))
         a_q = schedule.snapped_alphas[i]
-        denoised_both = a_q * x_both - math.sqrt(1.0 - a_q * a_q) * v
-        d_uncond, d_cond = denoised_both.chunk(2)
+        d_uncond, d_cond = (a_q * x - math.sqrt(1.0 - a_q * a_q) * v for v in (v_uncond, v_cond))
         denoised = d_uncond + schedule.cfg_scales[i] * (d_cond - d_uncond)
         if not torch.isfinite(denoised).all():
             raise InputError(

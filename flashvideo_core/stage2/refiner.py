@@ -2,7 +2,7 @@
 
 The network predicts the velocity v = x1 - x0 at network time 1000 (1 - t); CFG mixes
 the prompt's velocity with that of an all-zero context, batched [cond, uncond] as the
-reference. The two stage-II embeddings get the latent frame count and the degradation
+reference (or one after the other where memory is short). The two stage-II embeddings get the latent frame count and the degradation
 step, the latter rounded through the compute dtype as the reference does (bf16: 675 -> 676).
 """
 
@@ -13,6 +13,7 @@ from typing import Optional
 
 import torch
 
+from ..dit.guidance import forward_pair, plan_for
 from ..errors import InputError
 from ..progress import Progress
 from .schedule import DEFAULT_CFG, DEFAULT_NOISE_STEP, DEFAULT_SHIFT, DEFAULT_STEPS, MAX_STEPS, embedded_noise_step, network_timesteps, time_grid
@@ -29,12 +30,14 @@ def refine_stage2(
     shift: float = DEFAULT_SHIFT,
     progress: Optional[Progress] = None,
     grid_dtype: Optional[torch.dtype] = None,
+    memory: str = "auto",
 ) -> torch.Tensor:
     """Integrate from the degraded latent ``x0`` (B, C, T, H, W), stage-II scaled, to t = 1.
 
     Returns the refined latent in the same layout, float32. ``grid_dtype`` defaults to the
     model's dtype, which reproduces the reference (bf16 grid, timesteps and Euler updates
-    on GPU); fp32 models integrate in fp32.
+    on GPU); fp32 models integrate in fp32. ``memory``: how each guided step runs
+    (:mod:`flashvideo_core.dit.memory`: auto, batched, sequential, lean); the result does not change.
     """
     if not 1 <= steps <= MAX_STEPS:
         raise InputError(f"stage II takes 1-{MAX_STEPS} Euler steps (4-6 recommended), got {steps}")
@@ -61,18 +64,19 @@ def refine_stage2(
     timesteps = network_timesteps(grid)
     batch, _, frames = x0.shape[:3]
     cond = context.to(device=device, dtype=torch.float32)
-    ctx = torch.cat([cond, torch.zeros_like(cond)])  # [cond, uncond]: the reverse of stage I
-    latent_frames = torch.full((2 * batch,), float(frames), device=device)
-    ref_step = torch.full((2 * batch,), embedded_noise_step(noise_step, grid_dtype), device=device)
+    contexts = (cond, torch.zeros_like(cond))  # [cond, uncond]: the reverse of stage I
+    latent_frames = torch.full((batch,), float(frames), device=device)
+    ref_step = torch.full((batch,), embedded_noise_step(noise_step, grid_dtype), device=device)
+    plan = plan_for(model, tuple(x0.shape), dtype, device, memory)
     autocast = torch.autocast(device.type, dtype=dtype) if device.type == "cuda" and dtype != torch.float32 else nullcontext()
     x = x0.to(device=device, dtype=grid_dtype).permute(0, 2, 1, 3, 4)  # the DiT's (B, T, C, H, W)
     progress.start(steps)
     for k in range(steps):
         progress.check()
-        t = timesteps[k].float().expand(2 * batch).to(device)
+        t = timesteps[k].float().expand(batch).to(device)
         with autocast:
-            v_both = model(torch.cat([x, x]), t, ctx, latent_frames=latent_frames, ref_step=ref_step)
-        v_cond, v_uncond = v_both.to(grid_dtype).chunk(2)
+            v_cond, v_uncond = forward_pair(model, x, t, contexts, plan, latent_frames=latent_frames, ref_step=ref_step)
+        v_cond, v_uncond = v_cond.to(grid_dtype), v_uncond.to(grid_dtype)
         v = v_uncond + cfg * (v_cond - v_uncond)
         if not torch.isfinite(v).all():
             raise InputError(f"stage II produced NaN/Inf at step {k + 1} (weights {dtype}); load the model in bf16 or fp32")

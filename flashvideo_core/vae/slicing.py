@@ -38,6 +38,7 @@ from typing import Optional
 
 import torch
 
+from ..device_memory import free_memory_bytes
 from ..errors import InputError
 from ..progress import Progress
 from .config import VAEConfig
@@ -258,22 +259,6 @@ def estimate_peak_bytes(
             elems = max(in_ch, widths[level]) * (t + 2) * (height // scale) * (width // scale)
         worst = max(worst, elems)
     return int(ACTIVATION_FACTOR * worst * dtype_bytes * batch)
-
-
-def free_memory_bytes(device: torch.device) -> int:
-    """Free memory of ``device``: CUDA free memory, or available system RAM for the CPU."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 8 * 2**30
 
 
 # ----------------------------------------------------------------------------- planning

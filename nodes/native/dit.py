@@ -13,6 +13,7 @@ import dataclasses
 import torch
 
 from ...flashvideo_core.dit.config import DiTConfig
+from ...flashvideo_core.dit.memory import chunk_for
 from ...flashvideo_core.dit.model import FlashVideoDiT
 
 #: transformer_options key: the experimental local-attention window (frames, height, width) for this run
@@ -37,6 +38,14 @@ class ComfyFlashVideoDiT(FlashVideoDiT):
         super().__init__(DiTConfig(**config), layers=operations or torch.nn, attention_fn=host_attention,
                          device=device, dtype=dtype)
         self.dtype = dtype  # ComfyUI reads the weight dtype here
+        self.memory_mode = "auto"  # flashvideo_core.dit.memory mode; the BaseModel sets it from the loader
+
+    def chunk_tokens(self, x: torch.Tensor):
+        """Token chunk for this forward: whole-sequence when it fits the memory the host reports as free."""
+        from comfy import model_management
+
+        free = model_management.get_free_memory(x.device)
+        return chunk_for(self.config, tuple(x.shape), x.dtype, free, self.memory_mode)
 
     def forward(self, x, timestep, context, transformer_options={}, ref_step=None, latent_frames=None, **kwargs):
         if self.config.stage2_embeddings and ref_step is None:
@@ -48,5 +57,6 @@ class ComfyFlashVideoDiT(FlashVideoDiT):
         out = super().forward(
             x.movedim(1, 2), timestep, context, latent_frames=latent_frames, ref_step=ref_step, dtype=x.dtype,
             window=transformer_options.get(WINDOW_OPTION), attention_options={"transformer_options": transformer_options},
+            chunk_tokens=self.chunk_tokens(x),
         ).movedim(2, 1)
         return -out if self.config.stage2_embeddings else out

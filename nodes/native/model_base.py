@@ -21,13 +21,11 @@ import comfy.supported_models_base
 
 from ...flashvideo_core.constants import LATENT_SCALE_STAGE1, LATENT_SCALE_STAGE2
 from ...flashvideo_core.dit.config import DiTConfig
+from ...flashvideo_core.dit.memory import CHUNK_CANDIDATES, forward_bytes
 from .dit import ComfyFlashVideoDiT
 
 #: conditioning key (on positive and negative) carrying the stage-II degradation step
 REF_STEP_KEY = "flashvideo_ref_step"
-#: bytes of activation per token and hidden unit behind ComfyUI's memory estimate (NATIVE.md §4:
-#: the pack's 12 widths per token correspond to memory_usage_factor = 3 * hidden / 10486)
-MEMORY_FACTOR_PER_HIDDEN = 3 / 10486
 
 
 #: 16 x 3 linear map from a CogVideoX-VAE latent to a rough RGB preview (core Latent2RGB previews). Not fitted
@@ -69,10 +67,24 @@ class FlashVideoFlowSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, com
 class FlashVideoModel(comfy.model_base.BaseModel):
     def __init__(self, model_config, model_type, device=None):
         super().__init__(model_config, model_type, device=device, unet_model=ComfyFlashVideoDiT)
+        self.set_memory_mode(getattr(model_config, "memory_mode", "auto"))
 
     @property
     def compute_dtype(self) -> torch.dtype:
         return self.manual_cast_dtype or self.get_dtype()
+
+    def set_memory_mode(self, mode: str) -> None:
+        """auto: whole-sequence forwards when they fit the free memory, token chunks otherwise; sequential
+        (whole): never chunked; lean: always chunked (flashvideo_core.dit.memory)."""
+        self.memory_mode = mode
+        self.diffusion_model.memory_mode = mode
+
+    def memory_required(self, input_shape, cond_shapes={}):
+        """Working memory of one forward of ``input_shape`` as this model will run it when memory is short
+        (the host batches cond and uncond, and reserves memory before partial loading, by this figure)."""
+        chunk = None if self.memory_mode in ("batched", "sequential") else CHUNK_CANDIDATES[-1]
+        shape = tuple(int(n) for n in input_shape)
+        return forward_bytes(self.diffusion_model.config, shape, self.compute_dtype, cfg_batch=1, chunk_tokens=chunk)
 
 
 class FlashVideoStage1Model(FlashVideoModel):
@@ -105,7 +117,7 @@ class FlashVideoConfig(comfy.supported_models_base.BASE):
 
     def __init__(self, dit_config: DiTConfig):
         super().__init__(dataclasses.asdict(dit_config))
-        self.memory_usage_factor = MEMORY_FACTOR_PER_HIDDEN * dit_config.hidden_size
+        self.memory_mode = "auto"  # the loader's choice; FlashVideoModel.memory_required follows it
 
     def get_model(self, state_dict, prefix="", device=None):
         return self.model_class(self, device=device)

@@ -4,8 +4,8 @@ models against the pack's core models on the same tiny weights.
 usage: python native_checks.py COMFYUI_DIR PACK_DIR WORK_DIR  ->  one JSON object on the last stdout line
 
 Checks: one forward of each stage (native diffusion model == core DiT, stage II negated), the loader's model
-type/sampling/latent format, and a partial load (only part of the weights "on the device", the rest cast per
-layer by the host's lowvram path) giving the fully loaded result.
+type/sampling/latent format, a partial load (only part of the weights "on the device", the rest cast per
+layer by the host's lowvram path) giving the fully loaded result, and the memory modes.
 """
 
 import importlib.util
@@ -91,6 +91,34 @@ for stage, path in paths.items():
         partial = model.diffusion_model(x, t, context, transformer_options={}, **extra)
         results[f"{stage}_partial_max_diff"] = max_diff(partial, full)
         patcher.unpatch_model(device_to=torch.device("cpu"))
+
+# Memory modes (flashvideo_core.dit.memory): the estimate the host batches CFG and reserves memory by follows the
+# mode, and when the host reports little free memory the forward runs in token chunks with the same result.
+from flashvideo_pack.flashvideo_core.dit.memory import CHUNK_CANDIDATES, forward_bytes  # noqa: E402
+
+model = load_flashvideo_model(paths["stage2"], "fp32").model
+config = model.diffusion_model.config
+x = torch.randn(1, 16, 3, 32, 48, generator=gen)  # 3 x 16 x 24 = 1152 video tokens: more than the smallest chunk
+t, context = torch.tensor([500.0]), torch.randn(1, 226, config.text_hidden_size, generator=gen)
+extra = {"ref_step": torch.tensor([675.0]), "latent_frames": torch.tensor([3.0])}
+results["memory_required_auto"] = model.memory_required(tuple(x.shape))
+results["memory_lean_estimate"] = forward_bytes(config, tuple(x.shape), torch.float32, 1, CHUNK_CANDIDATES[-1])
+model.set_memory_mode("sequential")
+results["memory_required_sequential"] = model.memory_required(tuple(x.shape))
+results["memory_whole_estimate"] = forward_bytes(config, tuple(x.shape), torch.float32, 1, None)
+model.set_memory_mode("auto")
+with torch.no_grad():
+    results["memory_chunk_when_plenty"] = model.diffusion_model.chunk_tokens(x)
+    whole = model.diffusion_model(x, t, context, transformer_options={}, **extra)
+    host_free = mm.get_free_memory
+    short = results["memory_lean_estimate"]
+    mm.get_free_memory = lambda dev=None, torch_free_too=False: (short, short) if torch_free_too else short
+    try:
+        results["memory_chunk_when_short"] = model.diffusion_model.chunk_tokens(x)
+        chunked = model.diffusion_model(x, t, context, transformer_options={}, **extra)
+    finally:
+        mm.get_free_memory = host_free
+results["memory_chunked_max_diff"] = max_diff(chunked, whole) / float(whole.abs().max())
 
 # A scaled-fp8 file (python -m flashvideo_core convert --quantize scaled_fp8) through the host's own fp8 path
 # equals the core's dequantised model.

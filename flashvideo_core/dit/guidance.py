@@ -1,0 +1,30 @@
+"""One classifier-free-guidance evaluation (cond and uncond) run as a :class:`~.memory.ForwardPlan` says:
+one batch of two, or one after the other, whole-sequence or in token chunks. Same outputs either way."""
+
+from __future__ import annotations
+
+import torch
+
+from ..device_memory import free_memory_bytes
+from .memory import ForwardPlan, plan_forward
+
+
+def forward_pair(model, x: torch.Tensor, timesteps: torch.Tensor, contexts: tuple, plan: ForwardPlan,
+                 **conds) -> tuple:
+    """``model`` at ``x`` under each of the two ``contexts`` -> (first, second). ``timesteps`` and ``conds``
+    (e.g. stage II's ``latent_frames``, ``ref_step``) are per element of ``x``."""
+    if plan.chunk_tokens is not None:
+        conds["chunk_tokens"] = plan.chunk_tokens
+    if plan.cfg_batched:
+        twice = lambda value: torch.cat([value, value]) if torch.is_tensor(value) else value  # noqa: E731
+        out = model(twice(x), twice(timesteps), torch.cat(contexts), **{name: twice(v) for name, v in conds.items()})
+        return out.chunk(2)
+    return tuple(model(x, timesteps, context, **conds) for context in contexts)
+
+
+def plan_for(model, latent_shape: tuple, dtype: torch.dtype, device, mode: str) -> ForwardPlan:
+    """The plan for ``model`` (a FlashVideo DiT; any other callable runs batched, as given)."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return ForwardPlan(cfg_batched=True)
+    return plan_forward(config, latent_shape, dtype, free_memory_bytes(device), mode)
