@@ -29,9 +29,10 @@ class Options:
     seed_base: int = 0
     keep_seeds: bool = False
     timeout: float = 3600.0  # seconds per attempt, from submission
-    sets: list[str] = field(default_factory=list)  # NODE_ID.INPUT=VALUE
-    prompt_targets: list[str] = field(default_factory=list)  # NODE_ID.INPUT
-    restart: bool = False  # ignore (overwrite) an existing manifest
+    sets: list[str] = field(default_factory=list)  # NODE.INPUT=VALUE (NODE: id, title or class_type)
+    prompt_targets: list[str] = field(default_factory=list)  # NODE.INPUT
+    restart: bool = False  # start the batch over (new inputs); finished and running prompts of the same graph carry
+    rerender: bool = False  # with restart: carry nothing over, render every item again
     interrupt_on_exit: bool = False  # on Ctrl-C, also cancel our in-flight prompts on the servers
     poll_interval: float = 5.0  # /history safety-net poll while the websocket is up; the poll rate without it
     server_grace: float = 30.0  # how long a server may stay unreachable before its worker gives up
@@ -97,10 +98,28 @@ class Batch:
         self.dispatch = Dispatcher([], {})
         self._attempts: dict[int, int] = {}  # attempts made in this run (the manifest counts all runs)
         self._lock = threading.Lock()
+        self.local_error: Optional[str] = None  # a file we could not write here: the run stops
+
+    def local_failure(self, index: Optional[int], error: Exception) -> None:
+        """A local write failed (folder read-only or gone, disk full, name too long): stop the run. The item keeps
+        its prompt_id and 'running' state, so the rerun collects the result from the server instead of
+        rendering it again; nothing is lost or done twice."""
+        with self._lock:
+            first = self.local_error is None
+            if first:
+                self.local_error = str(error)
+        if first:
+            where = f"item {index}: " if index is not None else ""
+            self.log(f"local error: {where}{error}; stopping (the server keeps the result; fix it and rerun)")
+        self.stopping.set()
+        self.dispatch.stop()
 
     def graph_for(self, index: int) -> dict:
         item = self.manifest.items[index]
         return self.plan.build(item["prompt"], item["seed"], f"flashvideo_queue/{self.run_id}/{index:04d}")
+
+    def extra_data_for(self, graph: dict) -> Optional[dict]:
+        return self.plan.extra_data(graph)
 
     def update(self, index: int, **fields: Any) -> dict[str, Any]:
         item = self.manifest.update(index, **fields)

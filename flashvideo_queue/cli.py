@@ -13,22 +13,40 @@ from .errors import InputError
 from .runner import DEFAULT_SERVER, Options, run
 
 EPILOG = """\
+Examples (from the pack folder; prompts.txt has one prompt per line):
+  python -m flashvideo_queue prompts.txt --workflow example_workflows/flashvideo_270p_preview.json
+  python -m flashvideo_queue prompts.txt --workflow example_workflows/flashvideo_1080p.json \\
+      --server 127.0.0.1:8188 --server 10.0.0.7:8188 --seed-base 1000 --set 12.steps=4 \\
+      --set "Stage II upscale (bridge).resolution=2K (1440x2560)"
+  python -m flashvideo_queue prompts.txt --workflow example_workflows/api/flashvideo_1080p.json \\
+      --set "Stage I model.attention=sdpa" --set FlashVideoStage2Refiner.steps=5
+Workflows: a UI workflow (what ComfyUI saves; converted with the server's /object_info, and sent along so each
+video opens in ComfyUI with its own prompt and seed) or an API one (Save (API)). Nodes in --set and
+--prompt-target: an id, a title or a class_type; a name that fits several nodes is refused with the candidates.
 Resuming: the manifest in --output-dir records every item; rerunning the same command skips done items,
 collects prompts that were still running, and retries the rest. Ctrl-C saves the manifest and exits 130
 without sending /interrupt (the servers finish what they are running; the rerun collects it); pass
---interrupt-on-exit to cancel those prompts instead.
-Exit codes: 0 all done, 1 some items failed or were left (rerun to resume), 2 bad input or no server, 130 Ctrl-C.
+--interrupt-on-exit to cancel those prompts instead. --restart starts over after changing the inputs but keeps
+finished and still-running prompts whose graph did not change; --restart --rerender renders everything again.
+Exit codes: 0 all done, 1 some items failed or were left (rerun to resume), 2 bad input or no server,
+3 internal error, 130 Ctrl-C.
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, like every other refusal (not usage + message)
+        self.exit(2, f"flashvideo_queue: error: {message} (see --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python -m flashvideo_queue", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Queue one FlashVideo render per prompt line on one or more ComfyUI servers, download the "
         "outputs with predictable names, and keep a resumable manifest.")
     p.add_argument("prompts", type=Path, help="text file, one prompt per line; blank lines and # comments skipped")
     p.add_argument("--workflow", type=Path, required=True,
-                   help="API-format workflow JSON (example_workflows/api/*.json or Export (API) in ComfyUI)")
+                   help="workflow JSON: a UI workflow (example_workflows/*.json, Save in ComfyUI) or an API one "
+                   "(example_workflows/api/*.json, Save (API))")
     p.add_argument("--server", action="append", dest="servers", metavar="URL",
                    help=f"ComfyUI server (repeat for several; one item in flight each; default {DEFAULT_SERVER})")
     p.add_argument("--output-dir", type=Path, default=Path("queue_out"), help="downloads and manifest.json")
@@ -36,12 +54,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed-base", type=int, default=0, help="prompt i gets seed SEED_BASE + i (default 0)")
     p.add_argument("--keep-seeds", action="store_true", help="leave the workflow's seed inputs as they are")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per attempt before it is cancelled")
-    p.add_argument("--set", action="append", dest="sets", default=[], metavar="NODE_ID.INPUT=VALUE",
-                   help="fixed override, VALUE parsed as JSON if it can be; in the shipped workflows e.g. 12.steps=4, "
-                   "11.noise_step=700, '10.resolution=2K (1440x2560)' (README: node ids)")
-    p.add_argument("--prompt-target", action="append", dest="prompt_targets", default=[], metavar="NODE_ID.INPUT",
+    p.add_argument("--set", action="append", dest="sets", default=[], metavar="NODE.INPUT=VALUE",
+                   help="fixed override, VALUE parsed as JSON if it can be; NODE is a node id, title or class_type: "
+                   "in the shipped workflows e.g. 12.steps=4, 11.noise_step=700, "
+                   "'Stage II upscale (bridge).resolution=2K (1440x2560)' (README: node ids)")
+    p.add_argument("--prompt-target", action="append", dest="prompt_targets", default=[], metavar="NODE.INPUT",
                    help="where the prompt goes (repeatable); default: every FlashVideoTextEncode's prompt")
-    p.add_argument("--restart", action="store_true", help="ignore an existing manifest and start the batch over")
+    p.add_argument("--restart", action="store_true",
+                   help="start the batch over with changed inputs (keeps finished/running prompts of unchanged graphs)")
+    p.add_argument("--rerender", action="store_true", help="with --restart: render every item again")
     p.add_argument("--interrupt-on-exit", action="store_true",
                    help="on Ctrl-C also cancel our in-flight prompts on the servers")
     p.add_argument("--poll-interval", type=float, default=5.0, help="seconds between /history checks")
@@ -55,7 +76,7 @@ def options(argv: Optional[list[str]] = None) -> Options:
     return Options(prompts=args.prompts, workflow=args.workflow, servers=args.servers or [DEFAULT_SERVER],
                    output_dir=args.output_dir, retries=args.retries, seed_base=args.seed_base,
                    keep_seeds=args.keep_seeds, timeout=args.timeout, sets=args.sets,
-                   prompt_targets=args.prompt_targets, restart=args.restart,
+                   prompt_targets=args.prompt_targets, restart=args.restart, rerender=args.rerender,
                    interrupt_on_exit=args.interrupt_on_exit, poll_interval=args.poll_interval,
                    server_grace=args.server_grace)
 
@@ -65,7 +86,10 @@ def _terminate(signum, frame):  # a scheduler's SIGTERM gets the same clean stop
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    opts = options(argv)
+    try:
+        opts = options(argv)
+    except SystemExit as e:  # --help or a usage error, already printed
+        return e.code if isinstance(e.code, int) else 2
     previous = None
     try:
         previous = signal.signal(signal.SIGTERM, _terminate)
@@ -79,6 +103,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         print("flashvideo_queue: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug: one line, not a traceback; the manifest on disk is still the last good state
+        print(f"flashvideo_queue: internal error: {type(e).__name__}: {e} (please report it; the manifest is "
+              "intact, rerun to resume)", file=sys.stderr)
+        return 3
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

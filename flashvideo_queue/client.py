@@ -1,8 +1,10 @@
-"""ComfyUI's HTTP API (COMFYUI.md §11) over the standard library's http.client, plus its ``/ws`` event stream.
+"""ComfyUI's HTTP API (COMFYUI.md §11) over the standard library's http.client, plus its ``/ws`` event stream
+over the maintained ``websocket-client`` library (the one ComfyUI's own API example uses).
 
 One connection per call and no proxy lookup: calls are rare (a submit, a few polls, the downloads) and a
 proxy variable meant for the internet must not capture a render node on the LAN. Connection-level failures
-become ServerUnreachable; unexpected statuses become HttpError; the caller decides what each means.
+become ServerUnreachable; unexpected statuses become HttpError; a file we cannot write here is a
+LocalWriteError (never blamed on the server); the caller decides what each means.
 """
 
 from __future__ import annotations
@@ -10,27 +12,38 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import uuid
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 from urllib.parse import quote, urlencode, urlsplit
 
-from .errors import HttpError, InputError, ItemFailed, ServerUnreachable
-from .websocket import WebSocket
+import websocket
+
+from .errors import HttpError, InputError, LocalWriteError, ServerUnreachable
+
+HOST_NAME = re.compile(r"^[A-Za-z0-9._-]+$|^[0-9A-Fa-f:.]+$")
 
 
 def normalize_server(url: str) -> str:
     """``host:port`` or ``http(s)://host:port[/prefix]`` → ``http(s)://host:port[/prefix]`` (no trailing slash)."""
-    url = url.strip()
+    given = url
+    url = url.strip() if isinstance(url, str) else ""
     if "://" not in url:
         url = "http://" + url
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InputError(f"--server {url!r}: expected http://HOST:PORT")
+    hint = "expected http://HOST:PORT, e.g. http://127.0.0.1:8188"
     try:
-        _ = parts.port
-    except ValueError:
-        raise InputError(f"--server {url!r}: bad port") from None
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:  # "Invalid IPv6 URL", port out of range or not a number
+        raise InputError(f"--server {given!r}: {e}; {hint}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InputError(f"--server {given!r}: {hint}")
+    if not HOST_NAME.match(parts.hostname) or any(c.isspace() or ord(c) < 32 for c in url):
+        raise InputError(f"--server {given!r}: {parts.hostname!r} is not a host name or IP address; {hint} "
+                         "(international names in their xn-- form)")
+    if port == 0 or parts.query or parts.fragment or parts.username or parts.password:
+        raise InputError(f"--server {given!r}: no port 0, query, fragment or user name allowed; {hint}")
     return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
 
 
@@ -62,15 +75,10 @@ class ComfyClient:
             response = conn.getresponse()
             if sink is None or response.status != 200:
                 return response.status, response.read()
-            part = sink.with_name(f".{sink.name}.part")
-            with open(part, "wb") as f:
-                while chunk := response.read(1 << 20):
-                    try:
-                        f.write(chunk)
-                    except OSError as e:  # a full disk is not the server's fault
-                        raise ItemFailed(f"cannot write {part}: {e.strerror or e}") from e
-            os.replace(part, sink)
+            _stream_to(response, sink)
             return 200, b""
+        except LocalWriteError:
+            raise
         except (OSError, http.client.HTTPException) as e:
             raise ServerUnreachable(str(e) or type(e).__name__) from e
         finally:
@@ -90,9 +98,19 @@ class ComfyClient:
     def system_stats(self, timeout: Optional[float] = None) -> dict:
         return self._json("GET", "/system_stats", timeout=timeout)[1]
 
-    def queue_prompt(self, graph: dict, prompt_id: str) -> tuple[int, Any]:
-        """POST /prompt with our own prompt_id (recorded before sending, so a crash cannot lose track of it)."""
+    def object_info(self) -> dict:
+        """Every node type's input definitions: what turns a UI workflow's widgets_values into named inputs."""
+        info = self._json("GET", "/object_info", timeout=max(self.timeout, 60))[1]
+        if not isinstance(info, dict):
+            raise HttpError("GET", "/object_info", 200, "not a JSON object")
+        return info
+
+    def queue_prompt(self, graph: dict, prompt_id: str, extra_data: Optional[dict] = None) -> tuple[int, Any]:
+        """POST /prompt with our own prompt_id (recorded before sending, so a crash cannot lose track of it);
+        ``extra_data`` carries ``extra_pnginfo`` (the UI workflow the server embeds in the saved video)."""
         payload = {"prompt": graph, "client_id": self.client_id, "prompt_id": prompt_id}
+        if extra_data:
+            payload["extra_data"] = extra_data
         return self._json("POST", "/prompt", payload, ok=(200, 400))
 
     def history(self, prompt_id: str) -> Optional[dict]:
@@ -131,8 +149,64 @@ class ComfyClient:
     def ws_url(self) -> str:
         return f"{'wss' if self.secure else 'ws'}://{self.label}{self.prefix}/ws?clientId={self.client_id}"
 
-    def open_ws(self, timeout: Optional[float] = None) -> WebSocket:
-        return WebSocket.connect(self.ws_url(), timeout or self.timeout)
+    def open_ws(self, timeout: Optional[float] = None) -> "EventStream":
+        return EventStream.connect(self.ws_url(), timeout or self.timeout)
+
+
+def _stream_to(response: http.client.HTTPResponse, sink: Path) -> None:
+    """Stream a 200 body to ``sink`` through a fresh ``.part`` file (never following a link planted there), then
+    rename it into place. Local failures are LocalWriteError; a read failure stays a connection error."""
+    part = sink.with_name(f".{sink.name}.part")
+    try:
+        try:
+            part.unlink()
+        except FileNotFoundError:
+            pass
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as e:
+        raise LocalWriteError(part, e) from None
+    with os.fdopen(fd, "wb") as f:
+        while chunk := response.read(1 << 20):
+            try:
+                f.write(chunk)
+            except OSError as e:
+                raise LocalWriteError(part, e) from None
+    try:
+        os.replace(part, sink)  # replaces a link at ``sink`` itself, never the file it points to
+    except OSError as e:
+        raise LocalWriteError(sink, e) from None
+
+
+class EventStream:
+    """ComfyUI's ``/ws`` messages. ``recv`` gives str (JSON events), bytes (previews) or None on timeout and
+    raises OSError once the connection is gone; pings are answered by the library."""
+
+    def __init__(self, ws: websocket.WebSocket):
+        self.ws = ws
+
+    @classmethod
+    def connect(cls, url: str, timeout: float = 10.0) -> "EventStream":
+        try:  # no proxy from the environment (see above) and no Origin header (ComfyUI checks it against Host)
+            return cls(websocket.create_connection(url, timeout=timeout, http_no_proxy=["*"], suppress_origin=True,
+                                                   enable_multithread=True))
+        except websocket.WebSocketException as e:
+            raise ConnectionError(f"websocket {url}: {e}") from None
+
+    def recv(self, timeout: Optional[float] = None) -> Union[str, bytes, None]:
+        try:
+            self.ws.settimeout(timeout)
+            return self.ws.recv()
+        except websocket.WebSocketTimeoutException:
+            return None
+        except websocket.WebSocketException as e:  # closed by the server, protocol error
+            raise ConnectionError(f"websocket: {e or type(e).__name__}") from None
+
+    def close(self, wait: float = 1.0) -> None:
+        """Closing handshake, waiting at most ``wait`` seconds for the server's answer."""
+        try:
+            self.ws.close(timeout=wait)
+        except (OSError, websocket.WebSocketException):
+            pass
 
 
 def describe_rejection(body: Any) -> str:

@@ -38,3 +38,15 @@ class ServerGone(Exception):
 
 class Stopped(Exception):
     """The run is stopping (Ctrl-C): leave the item as it is in the manifest."""
+
+
+class LocalWriteError(OSError):
+    """A file could not be written here (read-only or deleted folder, full disk, name too long): not the server's
+    fault, and the server still holds the result, so the item stays collectable and the run stops to be fixed."""
+
+    def __init__(self, path: object, error: OSError):
+        super().__init__(error.errno, f"cannot write {path}: {error.strerror or error}")
+        self.path = path
+
+    def __str__(self) -> str:
+        return self.strerror

@@ -8,6 +8,14 @@ import unicodedata
 from typing import Any
 
 SLUG_CHARS = 40
+NAME_CHARS = 160  # well under the usual 255-byte file name limit, with room for the ".<name>.part" download
+SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
+def is_safe_name(name: object) -> bool:
+    """A plain file name inside the output folder: no path, no leading dot, nothing a manifest edit could use to
+    write elsewhere. Every name this client makes passes."""
+    return isinstance(name, str) and len(name) <= NAME_CHARS and SAFE_NAME.fullmatch(name) is not None
 
 
 def slug(text: str, limit: int = SLUG_CHARS) -> str:
@@ -42,8 +50,11 @@ def local_names(index: int, prompt: str, refs: list[dict[str, str]]) -> list[str
     """``<index:04d>_<slug>_<node_id>_<filename>`` for each ref, made unique if two refs would clash."""
     names: list[str] = []
     for ref in refs:
-        name = f"{index:04d}_{slug(prompt)}_{_safe(ref['node'])}_{_safe(ref['filename'])}"
+        name = f"{index:04d}_{slug(prompt)}_{_safe(ref['node'])[:20]}_{_safe(ref['filename'])}"
         stem, dot, ext = name.rpartition(".") if "." in name else (name, "", "")
+        ext = ext[:12]
+        stem = stem[:NAME_CHARS - 20 - len(ext)]
+        name = f"{stem}{dot}{ext}"
         n = 1
         while name in names:
             n += 1

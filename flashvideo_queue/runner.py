@@ -9,6 +9,8 @@ Failure policy (applied by batch.Batch.attempt_failed and the workers):
   queue until it has had ``retries + 1`` attempts in this run, then it is ``failed``;
 - server unreachable for ``server_grace`` seconds: its in-flight item goes back to the queue (that was an
   attempt), its worker stops, the others carry on; with none left the run ends (exit 1) and a rerun resumes;
+- a local write failure (read-only or deleted output folder, full disk, name too long): stop the run; the item
+  keeps its prompt_id so the rerun collects it from the server (batch.Batch.local_failure);
 - Ctrl-C: stop at once, leave in-flight items ``running`` with their prompt_id (the servers keep running
   them; no ``/interrupt`` unless ``interrupt_on_exit``), so the rerun collects their results.
 """
@@ -25,8 +27,8 @@ from typing import Any, Optional, TextIO
 
 from .batch import DEFAULT_SERVER, Batch, Dispatcher, Options, plural
 from .client import ComfyClient, normalize_server
-from .errors import HttpError, InputError, ServerGone, ServerUnreachable
-from .manifest import Manifest, lock_folder, new_item
+from .errors import HttpError, InputError, LocalWriteError, ServerGone, ServerUnreachable, Stopped
+from .manifest import MANIFEST_NAME, VERSION, Manifest, lock_folder, new_item
 from .outputs import summarize_files
 from .progress import Progress
 from .prompts import read_prompts
@@ -47,10 +49,11 @@ class Summary:
     skipped: int  # already done (files present) before this run started
     interrupted: bool = False
     messages: list[str] = field(default_factory=list)
+    local_error: Optional[str] = None  # a local write failure stopped the run
 
     @property
     def exit_code(self) -> int:
-        return 130 if self.interrupted else 1 if self.failed or self.left else 0
+        return 130 if self.interrupted else 1 if self.failed or self.left or self.local_error else 0
 
     def report(self) -> str:
         lines = [f"flashvideo_queue run {self.run_id}: {len(self.done)}/{self.total} done "
@@ -78,16 +81,43 @@ def _unreachable_message(server: str, reason: str) -> str:
             f"python main.py --listen {client.host} --port {client.port}")
 
 
+def _object_info(servers: list[str], opts: Options) -> dict:
+    """The first reachable server's node definitions, to convert a UI workflow (all servers must run the same
+    node packs anyway)."""
+    problems = []
+    for server in servers:
+        client = ComfyClient(server, timeout=opts.http_timeout)
+        try:
+            return client.object_info()
+        except ServerUnreachable as e:
+            problems.append(_unreachable_message(server, str(e)))
+        except HttpError as e:
+            problems.append(f"{server}: HTTP {e.status} from /object_info")
+    raise InputError("a UI workflow is converted with a server's /object_info, and none answered: "
+                     + "; ".join(problems))
+
+
+def _check_options(opts: Options) -> None:
+    for flag, bad in (("--retries", opts.retries < 0), ("--timeout", opts.timeout <= 0),
+                      ("--poll-interval", opts.poll_interval <= 0), ("--server-grace", opts.server_grace < 0)):
+        if bad:
+            raise InputError(f"{flag} {getattr(opts, flag[2:].replace('-', '_'))!r}: must be "
+                             f"{'>= 0' if flag in ('--retries', '--server-grace') else '> 0'}")
+    if opts.rerender and not opts.restart:
+        raise InputError("--rerender only goes with --restart")
+
+
 def run(opts: Options, stop: Optional[threading.Event] = None, stream: Optional[TextIO] = None,
         tty: Optional[bool] = None) -> Summary:
     """Run (or resume) the batch described by ``opts``. ``stop``, when set, acts like Ctrl-C."""
     stream = stream or sys.stderr
-    if opts.retries < 0 or opts.timeout <= 0 or opts.poll_interval <= 0 or opts.server_grace < 0:
-        raise InputError("--retries must be >= 0 and --timeout > 0")
-    prompts, prompts_sha = read_prompts(Path(opts.prompts))
-    graph, workflow_sha = load_workflow(Path(opts.workflow))
-    plan = Plan(graph, parse_targets(graph, opts.prompt_targets), parse_sets(graph, opts.sets), opts.keep_seeds)
+    _check_options(opts)
     servers = _servers(opts.servers)
+    prompts, prompts_sha = read_prompts(Path(opts.prompts))
+    workflow = load_workflow(Path(opts.workflow), lambda: _object_info(servers, opts))
+    graph = workflow.graph
+    plan = Plan(graph, parse_targets(graph, opts.prompt_targets), parse_sets(graph, opts.sets), opts.keep_seeds,
+                workflow.ui)
     folder = Path(opts.output_dir)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -96,10 +126,10 @@ def run(opts: Options, stop: Optional[threading.Event] = None, stream: Optional[
     settings = {"seed_base": opts.seed_base, "keep_seeds": opts.keep_seeds, "sets": list(opts.sets),
                 "prompt_targets": list(opts.prompt_targets)}
     # the run id names the server-side output folder: every input that changes the outputs is part of it
-    identity = json.dumps([workflow_sha, prompts_sha, settings], sort_keys=True)
+    identity = json.dumps([workflow.sha256, prompts_sha, settings], sort_keys=True)
     header = {
         "run_id": hashlib.sha256(identity.encode()).hexdigest()[:12],
-        "workflow": {"path": str(opts.workflow), "sha256": workflow_sha},
+        "workflow": {"path": str(opts.workflow), "sha256": workflow.sha256},
         "prompts": {"path": str(opts.prompts), "sha256": prompts_sha},
         "settings": settings,
     }
@@ -108,19 +138,51 @@ def run(opts: Options, stop: Optional[threading.Event] = None, stream: Optional[
         progress.log(f"warning: --set {ref}: the node has no such input yet; adding it")
     lock = lock_folder(folder)
     try:
-        manifest = None if opts.restart else Manifest.load(folder)
-        if manifest is not None:
-            manifest.check_same_batch(header)
-            manifest.data.update({k: header[k] for k in ("workflow", "prompts")})  # same content, maybe new paths
-        else:
-            seeds = [None if opts.keep_seeds else opts.seed_base + p.index for p in prompts]
-            manifest = Manifest.create(folder, header, [new_item(p, s) for p, s in zip(prompts, seeds)])
+        fresh = [new_item(p, s, _item_key(plan, p.text, s)) for p, s in
+                 zip(prompts, [None if opts.keep_seeds else opts.seed_base + p.index for p in prompts])]
+        manifest = _open_manifest(folder, header, fresh, opts, progress)
         batch = Batch(opts, plan, prompts, manifest, progress)
         return _run_batch(batch, servers, stop)
     finally:
         progress.close()
         if lock is not None:
             lock.close()
+
+
+def _item_key(plan: Plan, prompt: str, seed: Optional[int]) -> str:
+    graph = plan.build(prompt, seed, "")
+    return hashlib.sha256(json.dumps(graph, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _open_manifest(folder: Path, header: dict, fresh: list[dict], opts: Options, progress: Progress) -> Manifest:
+    """Resume the folder's manifest (checked item by item against this batch), or start one. --restart starts
+    over but keeps finished and still-running prompts whose graph is unchanged (--rerender: keeps nothing)."""
+    try:
+        old = Manifest.load(folder)
+    except InputError:
+        if not opts.restart:
+            raise
+        old = None
+    try:
+        if old is not None and not opts.restart:
+            old.check_same_batch(header)
+            old.data.update({k: header[k] for k in ("workflow", "prompts", "run_id")})  # maybe new paths; run_id: an
+            # edit must not steer the server-side output folder
+            for warning in old.reconcile(fresh):
+                progress.log(f"warning: {warning}")
+            old.save()
+            return old
+        manifest = Manifest(folder / MANIFEST_NAME, {"version": VERSION, **header, "items": []})
+        manifest.data["items"] = old.data["items"] if old is not None and not opts.rerender else []
+        manifest.reconcile(fresh, carry={"done", "running"})
+        kept = sum(item["status"] != "pending" for item in manifest.items)
+        if kept:
+            progress.log(f"--restart: {kept} item(s) with an unchanged graph keep their finished or still-running "
+                         "prompt (pass --rerender to render them again)")
+        manifest.save()
+        return manifest
+    except LocalWriteError as e:
+        raise InputError(f"{e}; make --output-dir {folder} writable or pick another folder") from None
 
 
 def _run_batch(batch: Batch, servers: list[str], stop: Optional[threading.Event]) -> Summary:
@@ -139,7 +201,10 @@ def _run_batch(batch: Batch, servers: list[str], stop: Optional[threading.Event]
     with manifest.lock:
         for index in pending:
             manifest.items[index]["status"] = "pending"
-        manifest.save()
+        try:
+            manifest.save()
+        except LocalWriteError as e:
+            raise InputError(f"{e}; make --output-dir {manifest.folder} writable or pick another folder") from None
     counts = manifest.counts()
     batch.progress.counts(counts["done"], counts["failed"])
     if not pending and not recover:
@@ -156,7 +221,7 @@ def _run_batch(batch: Batch, servers: list[str], stop: Optional[threading.Event]
             reason = str(e) if isinstance(e, ServerUnreachable) else f"HTTP {e.status} from /system_stats"
             problems.append(_unreachable_message(server, reason))
     if not clients:
-        raise InputError(problems[0] if len(problems) == 1 else "no server reachable:\n  " + "\n  ".join(problems))
+        raise InputError(problems[0] if len(problems) == 1 else "no server reachable: " + "; ".join(problems))
     for problem in problems:
         batch.log(f"warning: {problem}; going on with the others")
 
@@ -169,20 +234,29 @@ def _run_batch(batch: Batch, servers: list[str], stop: Optional[threading.Event]
         if server in live:
             assigned.setdefault(server, []).append((index, kind))
             continue
+        if batch.stopping.is_set():
+            continue  # a local error: leave the item as recorded, for the rerun
         worker = others.get(server)
         if worker is None and server is not None:
             worker = others[server] = Worker(batch, ComfyClient(server, timeout=opts.connect_timeout), 0.0, False)
         requeue = True
-        if worker is not None and not worker.gone:
-            try:
-                requeue = worker.handle(index, kind)
-            except ServerGone as e:
-                worker.gone = str(e)
-            batch.progress.update(worker.client.label, None)
-        if requeue:
-            batch.update(index, status="pending")
-            pending.append(index)
+        try:
+            if worker is not None and not worker.gone:
+                try:
+                    requeue = worker.handle(index, kind)
+                except ServerGone as e:
+                    worker.gone = str(e)
+                except Stopped:
+                    requeue = False
+                batch.progress.update(worker.client.label, None)
+            if requeue:
+                batch.update(index, status="pending")
+                pending.append(index)
+        except LocalWriteError as e:
+            batch.local_failure(index, e)
     batch.dispatch = Dispatcher(sorted(pending), assigned)
+    if batch.stopping.is_set():
+        batch.dispatch.stop()
 
     workers = [Worker(batch, client) for client in clients]
     try:
@@ -196,24 +270,36 @@ def _run_batch(batch: Batch, servers: list[str], stop: Optional[threading.Event]
     except KeyboardInterrupt:
         batch.stopping.set()
         batch.dispatch.stop()
-        manifest.save()
+        _save(batch)
         in_flight = [i for i in manifest.snapshot() if i["status"] == "running" and i["prompt_id"]]
         if opts.interrupt_on_exit:
             for item in in_flight:
                 Worker(batch, ComfyClient(item["server"], timeout=5.0)).cancel(item["prompt_id"])
         for worker in workers:
             worker.join(2.0)
-        manifest.save()
+        _save(batch)
         note = ("cancelled on their servers" if opts.interrupt_on_exit
                 else "still running on their servers; the rerun collects them")
         return _summary(batch, skipped, [f"interrupted: manifest saved; {len(in_flight)} in-flight item(s) {note}; "
                                          "rerun the same command to resume"], interrupted=True)
     messages = []
     left = [i for i in manifest.items if i["status"] in ("pending", "running")]
-    if left:
+    if batch.local_error:
+        _save(batch)
+        messages.append(f"stopped by a local error: {batch.local_error}; fix it and rerun the same command: finished "
+                        f"prompts are collected from the servers, nothing is rendered twice ({manifest.path})")
+    elif left:
         messages.append(f"all servers stopped responding with {len(left)} item(s) left; rerun the same command "
                         f"(with a working --server) to resume from {manifest.path}")
     return _summary(batch, skipped, messages)
+
+
+def _save(batch: Batch) -> None:
+    """A last save at the end of a run: a failure is reported, the last good manifest on disk stays valid."""
+    try:
+        batch.manifest.save()
+    except LocalWriteError as e:
+        batch.local_failure(None, e)
 
 
 def _summary(batch: Batch, skipped: int, messages: list[str], interrupted: bool = False) -> Summary:
@@ -223,4 +309,4 @@ def _summary(batch: Batch, skipped: int, messages: list[str], interrupted: bool 
         return [i for i in items if i["status"] in states]
 
     return Summary(batch.run_id, batch.manifest.path, len(items), by("done"), by("failed"), by("pending", "running"),
-                   skipped, interrupted, messages)
+                   skipped, interrupted, messages, batch.local_error)

@@ -4,6 +4,7 @@ sorted into "this attempt failed" (ItemFailed) or "this server is gone" (ServerG
 
 from __future__ import annotations
 
+import errno
 import json
 import threading
 import time
@@ -12,10 +13,9 @@ import uuid
 from typing import Any, Callable, Optional, TypeVar
 
 from .batch import Batch
-from .client import ComfyClient, describe_execution_error, describe_rejection, history_error
-from .errors import HttpError, ItemFailed, ItemRejected, ServerGone, ServerUnreachable, Stopped
+from .client import ComfyClient, EventStream, describe_execution_error, describe_rejection, history_error
+from .errors import HttpError, ItemFailed, ItemRejected, LocalWriteError, ServerGone, ServerUnreachable, Stopped
 from .outputs import collect_outputs, local_names, summarize_files
-from .websocket import WebSocket
 
 T = TypeVar("T")
 
@@ -28,7 +28,7 @@ class Worker(threading.Thread):
         self.batch, self.client = batch, client
         self.grace = batch.opts.server_grace if grace is None else grace
         self.may_wait = may_wait
-        self.ws: Optional[WebSocket] = None
+        self.ws: Optional[EventStream] = None
         self.ws_error: Optional[str] = None
         self.ws_warned = False
         self.gone: Optional[str] = None
@@ -48,14 +48,19 @@ class Worker(threading.Thread):
                     requeue = index if self.server_lost(index, kind) else None
                 except Stopped:
                     pass
+                except LocalWriteError as e:
+                    batch.local_failure(index, e)
                 finally:
                     batch.dispatch.finish(requeue)
                     batch.progress.update(self.client.label, None)
         finally:
-            if not batch.stopping.is_set():
-                for index, _ in batch.dispatch.release(self.client.base):
-                    batch.update(index, status="pending")
-                    batch.dispatch.push(index)
+            try:
+                if not batch.stopping.is_set():
+                    for index, _ in batch.dispatch.release(self.client.base):
+                        batch.update(index, status="pending")
+                        batch.dispatch.push(index)
+            except LocalWriteError as e:
+                batch.local_failure(None, e)
             if self.ws is not None:
                 self.ws.close(wait=0.2)
 
@@ -69,6 +74,9 @@ class Worker(threading.Thread):
             return self.attempt(index)
         except (ServerGone, Stopped):
             raise
+        except LocalWriteError as e:  # not the server's fault and not the item's: stop, keep it collectable
+            self.batch.local_failure(index, e)
+            return False
         except Exception as e:  # a bug must not hang the batch: count it as a failed attempt
             self.batch.log(traceback.format_exc().rstrip())
             if kind != "run":
@@ -132,7 +140,7 @@ class Worker(threading.Thread):
                     self.batch.log(f"warning: no websocket to {self.client.label} ({e}); polling /history instead")
         self.ws_error = None
         try:
-            status, body = self.client.queue_prompt(graph, prompt_id)
+            status, body = self.client.queue_prompt(graph, prompt_id, self.batch.extra_data_for(graph))
         except HttpError as e:
             raise ItemFailed(f"POST /prompt failed: HTTP {e.status}: {str(e.body)[:300]}") from None
         except ServerUnreachable as e:
@@ -237,8 +245,20 @@ class Worker(threading.Thread):
         self.show(index, f"done -> {summarize_files(names)}", event=True)
 
     def download(self, ref: dict[str, str], name: str) -> None:
+        folder = self.batch.manifest.folder
         try:
-            self.until_back(lambda: self.client.download(ref, self.batch.manifest.folder / name))
+            try:
+                self.until_back(lambda: self.client.download(ref, folder / name))
+            except LocalWriteError as e:
+                if e.errno != errno.ENOENT or folder.is_dir():
+                    raise
+                try:
+                    folder.mkdir(parents=True, exist_ok=True)  # the output folder was deleted mid-run: make it again
+                except OSError as error:
+                    raise LocalWriteError(folder, error) from None
+                self.batch.log(f"warning: {folder} was deleted during the run; made it again (rerun to fetch "
+                               "the files of earlier items)")
+                self.until_back(lambda: self.client.download(ref, folder / name))
         except HttpError as e:
             raise ItemFailed(f"cannot download {ref['subfolder']}/{ref['filename']} from {self.client.label}: "
                              f"HTTP {e.status}") from None

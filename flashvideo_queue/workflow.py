@@ -1,6 +1,7 @@
-"""Loads an API-format ComfyUI graph and makes one copy per prompt: the prompt text, a per-item seed,
-a predictable ``filename_prefix`` and the user's ``--set`` overrides. Everything is checked up front so
-a typo fails in a second with exit code 2 rather than on the server, once per prompt."""
+"""Loads a workflow (API prompt, or UI workflow converted with the server's /object_info) and makes one copy per
+prompt: the prompt text, a per-item seed, a predictable ``filename_prefix`` and the user's ``--set`` overrides.
+Everything is checked up front so a typo fails in a second with exit code 2 rather than on the server, once
+per prompt. Nodes are named by id, title or class_type in ``--set``/``--prompt-target``."""
 
 from __future__ import annotations
 
@@ -9,19 +10,20 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from .errors import InputError
+from .uigraph import UiWorkflow, convert, is_ui_workflow
 
 TEXT_ENCODE = "FlashVideoTextEncode"
 SAVE_VIDEO = "SaveVideo"
-UI_HINT = "this is a UI workflow; use the API twin under example_workflows/api/ or Export (API) in ComfyUI"
+REF_HELP = "NODE.INPUT where NODE is a node id, its title or its class_type, e.g. 12.steps or 'Stage I model.attention'"
 
 Graph = dict[str, dict[str, Any]]
 
 
-def load_workflow(path: Path) -> tuple[Graph, str]:
-    """The graph and the file's sha256, or an InputError that says what is wrong with the file."""
+def read_json(path: Path) -> tuple[Any, str]:
+    """The parsed file and its sha256, or an InputError that says what is wrong with it."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -29,30 +31,78 @@ def load_workflow(path: Path) -> tuple[Graph, str]:
     except OSError as e:
         raise InputError(f"cannot read workflow {path}: {e.strerror or e}") from None
     try:
-        graph = json.loads(data.decode("utf-8-sig"))
+        parsed = json.loads(data.decode("utf-8-sig"))
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not UTF-8 text (byte {e.start}); is this a workflow JSON?") from None
     except json.JSONDecodeError as e:
         raise InputError(f"{path}:{e.lineno}:{e.colno}: not valid JSON: {e.msg}") from None
+    except RecursionError:
+        raise InputError(f"{path}: JSON nested too deeply; is this a workflow?") from None
+    return parsed, hashlib.sha256(data).hexdigest()
+
+
+def check_api_graph(graph: Any, path: Path) -> Graph:
     if not isinstance(graph, dict) or not graph:
-        raise InputError(f"{path}: expected a JSON object of nodes {{id: {{class_type, inputs}}}}")
-    if "nodes" in graph and "links" in graph:
-        raise InputError(f"{path}: {UI_HINT}")
+        raise InputError(f"{path}: expected a JSON object of nodes {{id: {{class_type, inputs}}}} (API format) or a "
+                         "UI workflow with 'nodes' and 'links'")
     for node_id, node in graph.items():
         if not isinstance(node, dict) or not isinstance(node.get("class_type"), str):
-            raise InputError(f"{path}: node {node_id!r} has no class_type; is this an API-format workflow? ({UI_HINT})")
+            raise InputError(f"{path}: node {node_id!r} has no class_type; expected an API-format workflow "
+                             "(Save (API) in ComfyUI) or a UI workflow with 'nodes' and 'links'")
         if not isinstance(node.setdefault("inputs", {}), dict):
             raise InputError(f"{path}: node {node_id!r} ({node['class_type']}): 'inputs' is not an object")
-    return graph, hashlib.sha256(data).hexdigest()
+    return graph
+
+
+@dataclass
+class Workflow:
+    graph: Graph  # the API prompt
+    sha256: str  # of the file as given
+    ui: Optional[UiWorkflow] = None  # set when the file was a UI workflow
+
+
+def load_workflow(path: Path, object_info: Callable[[], dict]) -> Workflow:
+    """The workflow as an API prompt; ``object_info()`` (the server's node definitions) is only called for a
+    UI workflow."""
+    data, sha = read_json(path)
+    if is_ui_workflow(data):
+        ui = convert(data, object_info(), str(path))
+        return Workflow(ui.graph, sha, ui)
+    return Workflow(check_api_graph(data, path), sha)
+
+
+def title_of(node: dict) -> Optional[str]:
+    meta = node.get("_meta")
+    return meta.get("title") if isinstance(meta, dict) and isinstance(meta.get("title"), str) else None
+
+
+def _describe(graph: Graph, node_id: str) -> str:
+    title = title_of(graph[node_id])
+    node = graph[node_id]["class_type"]
+    return f"{node_id} ({node}{', ' + repr(title) if title and title != node else ''})"
 
 
 def _split_ref(graph: Graph, ref: str, option: str) -> tuple[str, str]:
-    node_id, dot, name = ref.partition(".")
-    if not dot or not node_id or not name:
-        raise InputError(f"{option} {ref!r}: expected NODE_ID.INPUT, e.g. 3.prompt")
-    if node_id not in graph:
-        raise InputError(f"{option} {ref!r}: no node {node_id!r} in the workflow (nodes: {', '.join(graph)})")
-    return node_id, name
+    """``NODE.INPUT`` -> (node id, input). NODE: an id (exact; ids win), else a title or class_type that names
+    exactly one node. Titles may contain dots: every split that names a node is considered."""
+    matches: list[tuple[str, str]] = []
+    for i, char in enumerate(ref):
+        if char != "." or i == 0 or i == len(ref) - 1:
+            continue
+        node, name = ref[:i], ref[i + 1:]
+        if node in graph:
+            matches.append((node, name))
+            continue
+        matches += [(n, name) for n, d in graph.items() if title_of(d) == node or d["class_type"] == node]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        if "." not in ref.strip("."):
+            raise InputError(f"{option} {ref!r}: expected {REF_HELP}")
+        raise InputError(f"{option} {ref!r}: no node with that id, title or class_type in the workflow (nodes: "
+                         f"{'; '.join(_describe(graph, n) for n in graph)})")
+    raise InputError(f"{option} {ref!r} is ambiguous: it names " + ", ".join(
+        f"node {_describe(graph, n)} input {name!r}" for n, name in matches) + "; use the node id instead")
 
 
 def parse_targets(graph: Graph, refs: list[str]) -> list[tuple[str, str]]:
@@ -70,17 +120,17 @@ def parse_targets(graph: Graph, refs: list[str]) -> list[tuple[str, str]]:
     targets = [(node_id, "prompt") for node_id, node in graph.items() if node["class_type"] == TEXT_ENCODE]
     if not targets:
         raise InputError(f"the workflow has no {TEXT_ENCODE} node to put the prompt in; name the input with "
-                         "--prompt-target NODE_ID.INPUT")
+                         "--prompt-target NODE.INPUT")
     return targets
 
 
 def parse_sets(graph: Graph, items: list[str]) -> list[tuple[str, str, Any]]:
-    """``--set NODE_ID.INPUT=VALUE`` overrides; VALUE is JSON if it parses (20, 7.5, true, ["4", 0]), else a string."""
+    """``--set NODE.INPUT=VALUE`` overrides; VALUE is JSON if it parses (20, 7.5, true, ["4", 0]), else a string."""
     sets = []
     for item in items:
         ref, eq, raw = item.partition("=")
         if not eq:
-            raise InputError(f"--set {item!r}: expected NODE_ID.INPUT=VALUE, e.g. 11.steps=5")
+            raise InputError(f"--set {item!r}: expected NODE.INPUT=VALUE with {REF_HELP}")
         node_id, name = _split_ref(graph, ref, "--set")
         try:
             value = json.loads(raw)
@@ -103,6 +153,13 @@ class Plan:
     targets: list[tuple[str, str]]
     sets: list[tuple[str, str, Any]] = field(default_factory=list)
     keep_seeds: bool = False
+    ui: Optional[UiWorkflow] = None  # the UI workflow it came from, if any
+
+    def extra_data(self, graph: Graph) -> Optional[dict]:
+        """``extra_data`` for POST /prompt: the UI workflow showing this item's values, which the server embeds in
+        the saved video (drag it into ComfyUI to get the item back). An API-only input has no UI workflow to
+        send; the server still embeds the API prompt itself."""
+        return {"extra_pnginfo": {"workflow": self.ui.updated(graph)}} if self.ui is not None else None
 
     def seed_inputs(self) -> list[tuple[str, str]]:
         """Literal ``seed`` inputs (a linked seed, ["node", slot], is left to its source node)."""

@@ -1,6 +1,7 @@
 """flashvideo_queue against an in-process fake ComfyUI (tests/support/fake_comfy_server.py): substitution,
 downloads and manifest, server errors and bounded retries, resume after a crash or Ctrl-C, dying and
-unreachable servers, input errors, two servers, and the websocket codec byte for byte (RFC 6455 examples)."""
+unreachable servers, input errors, two servers, UI workflows (conversion, extra_pnginfo), node titles, and
+hostile or damaged manifests and local write failures. tests/test_queue_real_host.py covers real hosts."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import ast
 import io
 import json
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -20,8 +20,6 @@ import pytest
 from flashvideo_queue import InputError, Options, run
 from flashvideo_queue.cli import main
 from flashvideo_queue.outputs import collect_outputs, local_names, slug
-from flashvideo_queue.websocket import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, WebSocket,
-                                        WebSocketClosed, WebSocketError, accept_key, decode_frame, encode_frame)
 from flashvideo_queue.workflow import Plan, load_workflow, parse_sets, parse_targets
 from support.fake_comfy_server import FLAKY, FakeComfy
 
@@ -96,72 +94,14 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-# -- the websocket codec (RFC 6455 section 5.7 examples) ---------------------------------------------------------------
-def test_frame_encoding_matches_the_rfc_examples():
-    assert encode_frame(OP_TEXT, b"Hello") == bytes.fromhex("810548656c6c6f")
-    masked = bytes.fromhex("818537fa213d7f9f4d5158")
-    assert encode_frame(OP_TEXT, b"Hello", mask=bytes.fromhex("37fa213d")) == masked
-    assert decode_frame(masked) == (decode_frame(bytes.fromhex("810548656c6c6f"))[0], 11)
-    assert decode_frame(masked)[0].payload == b"Hello"
-    assert encode_frame(OP_BINARY, bytes(256))[:4] == bytes.fromhex("827e0100")  # 16-bit length
-    assert encode_frame(OP_BINARY, bytes(65536))[:10] == bytes.fromhex("827f0000000000010000")  # 64-bit length
-    assert encode_frame(OP_PING, b"Hello") == bytes.fromhex("890548656c6c6f")
-    assert accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # RFC 6455 section 1.3
-
-
-@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 70000])
-@pytest.mark.parametrize("mask", [None, b"\x01\x80\xfe\x7f"])
-def test_frame_round_trip_and_incomplete_buffers(size, mask):
-    payload = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
-    frame = encode_frame(OP_BINARY, payload, mask=mask, fin=False)
-    header = 2 + (0 if size < 126 else 2 if size < 65536 else 8) + (4 if mask else 0)
-    assert len(frame) == header + size and frame[1] & 0x80 == (0x80 if mask else 0)
-    if mask and size:
-        assert frame[header:] != payload
-    decoded, used = decode_frame(frame + b"next")
-    assert (decoded.fin, decoded.opcode, decoded.payload, used) == (False, OP_BINARY, payload, len(frame))
-    for cut in {0, 1, header - 1, len(frame) - 1} - {len(frame)}:
-        if 0 <= cut < len(frame):
-            assert decode_frame(frame[:cut]) is None
-
-
-def test_bad_frames_are_rejected():
-    with pytest.raises(WebSocketError, match="reserved"):
-        decode_frame(b"\xc1\x00")
-    with pytest.raises(WebSocketError, match="control"):
-        decode_frame(bytes([0x89, 126, 0, 200]) + bytes(200))
-    with pytest.raises(WebSocketError, match="opcode"):
-        decode_frame(b"\x83\x00")
-    with pytest.raises(WebSocketError, match="limit"):
-        decode_frame(encode_frame(OP_BINARY, bytes(100)), max_payload=10)
-
-
-def test_websocket_reassembles_fragments_answers_pings_and_closes():
-    ours, theirs = socket.socketpair()
-    ws = WebSocket(ours)
-    theirs.sendall(encode_frame(OP_TEXT, b'{"type": ', fin=False) + encode_frame(OP_PING, b"hb")
-                   + encode_frame(OP_CONT, b'"executing"}') + encode_frame(OP_BINARY, b"\x00\x00\x00\x01jpeg"))
-    assert ws.recv(1.0) == '{"type": "executing"}'
-    assert ws.recv(1.0) == b"\x00\x00\x00\x01jpeg"
-    theirs.settimeout(1.0)
-    pong, _ = decode_frame(theirs.recv(100))  # decode_frame unmasks: the client masked it
-    assert (pong.opcode, pong.payload) == (OP_PONG, b"hb")
-    assert ws.recv(0.05) is None  # timeout, nothing lost
-    theirs.sendall(encode_frame(OP_CLOSE, struct.pack("!H", 1001) + b"bye"))
-    with pytest.raises(WebSocketClosed, match="1001"):
-        ws.recv(1.0)
-    reply, _ = decode_frame(theirs.recv(100))
-    assert reply.opcode == OP_CLOSE and reply.payload == struct.pack("!H", 1001)
-    theirs.close()
-
-
-def test_package_uses_the_standard_library_only():
+def test_package_imports_the_standard_library_and_websocket_client_only():
     for path in (REPO / "flashvideo_queue").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
                 [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
             for name in names:
-                assert name.split(".")[0] in sys.stdlib_module_names, f"{path.name} imports {name}"
+                assert name.split(".")[0] in sys.stdlib_module_names | {"websocket"}, f"{path.name} imports {name}"
+    assert not (REPO / "flashvideo_queue" / "websocket.py").exists()  # no home-made RFC 6455 code
 
 
 # -- graph substitution and naming ------------------------------------------------------------------------------------
@@ -169,7 +109,7 @@ def test_plan_puts_prompt_seeds_prefix_and_overrides_in_a_copy(tmp_path):
     workflow = json.loads(json.dumps(WORKFLOW))
     workflow["9"] = {"class_type": "FlashVideoVAEEncode", "inputs": {"images": ["6", 0], "seed": ["10", 0]}}
     write_inputs(tmp_path, workflow=workflow)
-    graph, _ = load_workflow(tmp_path / "workflow.json")
+    graph = load_workflow(tmp_path / "workflow.json", dict).graph
     plan = Plan(graph, parse_targets(graph, []), parse_sets(graph, ["4.steps=20", "3.attention=sdpa", '9.x=["5", 0]']))
     built = plan.build("a cat", 42, "flashvideo_queue/run/0007")
     assert built["2"]["inputs"]["prompt"] == "a cat"
@@ -433,11 +373,11 @@ def test_progress_line_on_a_terminal(tmp_path, fakes, monkeypatch):
     ("comments only", "prompts.txt: no prompts"),
     ("missing workflow", "workflow not found"),
     ("not json", "workflow.json:1:2: not valid JSON"),
-    ("ui workflow", "this is a UI workflow; use the API twin under example_workflows/api/ or Export (API)"),
+    ("ui workflow, no server", "a UI workflow is converted with a server's /object_info, and none answered"),
     ("no text encode", "no FlashVideoTextEncode node"),
-    ("bad target node", "--prompt-target '99.prompt': no node '99'"),
+    ("bad target node", "--prompt-target '99.prompt': no node with that id, title or class_type"),
     ("bad target input", "node 2 (FlashVideoTextEncode) has no input 'text'"),
-    ("bad set", "--set '4.steps': expected NODE_ID.INPUT=VALUE"),
+    ("bad set", "--set '4.steps': expected NODE.INPUT=VALUE"),
 ])
 def test_bad_input_exits_2_with_a_clear_message(tmp_path, capsys, case, message):
     prompts_file, workflow_file = write_inputs(tmp_path)
@@ -454,7 +394,7 @@ def test_bad_input_exits_2_with_a_clear_message(tmp_path, capsys, case, message)
         workflow_file.unlink()
     elif case == "not json":
         workflow_file.write_text("{oops")
-    elif case == "ui workflow":
+    elif case == "ui workflow, no server":
         workflow_file.write_text(json.dumps({"nodes": [], "links": [], "version": 0.4}))
     elif case == "no text encode":
         workflow_file.write_text(json.dumps({k: v for k, v in WORKFLOW.items() if k != "2"}))
@@ -468,6 +408,7 @@ def test_bad_input_exits_2_with_a_clear_message(tmp_path, capsys, case, message)
                  "--output-dir", str(tmp_path / "out"), *extra])
     err = capsys.readouterr().err
     assert code == 2 and message in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err  # one line
     assert not (tmp_path / "out" / "manifest.json").exists()  # nothing was started
 
 
@@ -481,7 +422,15 @@ def test_changed_inputs_refuse_to_resume_until_restart(tmp_path, fakes):
         write_inputs(tmp_path)
         run_quiet(options(tmp_path, [fake], seed_base=5))
     write_inputs(tmp_path, prompts=PROMPTS[:2])
-    assert run_quiet(options(tmp_path, [fake], restart=True)).exit_code == 0 and len(fake.received) == 5
+    # --restart keeps what is finished when its graph did not change: nothing is rendered twice ...
+    summary = run_quiet(options(tmp_path, [fake], restart=True))
+    assert summary.exit_code == 0 and len(fake.received) == 3 and "pass --rerender" in summary.log
+    assert [i["status"] for i in manifest(tmp_path)["items"]] == ["done", "done"]
+    # ... unless asked to
+    assert run_quiet(options(tmp_path, [fake], restart=True, rerender=True)).exit_code == 0
+    assert fake.texts() == PROMPTS + PROMPTS[:2]
+    with pytest.raises(InputError, match="--rerender only goes with --restart"):
+        run_quiet(options(tmp_path, [fake], rerender=True))
 
 
 def test_command_line_module_runs_a_batch(tmp_path, fakes):
@@ -496,3 +445,314 @@ def test_command_line_module_runs_a_batch(tmp_path, fakes):
     assert [r["graph"]["4"]["inputs"]["seed"] for r in fake.received] == [7, 8]
     assert fake.received[0]["graph"]["4"]["inputs"]["cfg"] == 7.5
     assert len(list((tmp_path / "out").glob("*.mp4"))) == 2
+
+
+# -- UI workflows -----------------------------------------------------------------------------------------------------
+EXAMPLES = REPO / "example_workflows"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in EXAMPLES.glob("*.json")))
+def test_shipped_ui_templates_convert_to_their_api_twins(name):
+    """With /object_info as the fake serves it (widget order from support/node_schemas.py, which
+    tests/test_comfyui_real.py checks against real hosts; tests/test_queue_real_host.py uses the hosts' own)."""
+    from support.fake_comfy_server import fake_object_info
+
+    from flashvideo_queue.uigraph import convert
+
+    ui = json.loads((EXAMPLES / f"{name}.json").read_text())
+    assert convert(ui, fake_object_info(), name).graph == json.loads((EXAMPLES / "api" / f"{name}.json").read_text())
+
+
+def ui_node(node_id, kind, values, inputs=(), mode=0, title=None, outputs=()):
+    node = {"id": node_id, "type": kind, "mode": mode, "widgets_values": values,
+            "inputs": [{"name": n, "type": t, "link": link} for n, t, link in inputs],
+            "outputs": [{"name": t, "type": t, "links": links} for t, links in outputs]}
+    if title:
+        node["title"] = title
+    return node
+
+
+INFO = {  # a hand-written /object_info in the shape ComfyUI serves it
+    "Loader": {"input": {"required": {"name": [["a.pt", "b.pt"], {}]}}, "input_order": {"required": ["name"]},
+               "display_name": "Loader"},
+    "Sampler": {"input": {"required": {"model": ["MODEL", {}], "steps": ["INT", {"default": 5}],
+                                       "seed": ["INT", {"control_after_generate": True}],
+                                       "cfg": ["FLOAT", {}], "latent": ["LATENT", {"forceInput": True}]},
+                          "optional": {"note": ["STRING", {}], "hidden_one": ["INT", {"hidden": True}]},
+                          "hidden": {"prompt": "PROMPT"}},
+                "input_order": {"required": ["model", "steps", "seed", "cfg", "latent"], "optional": ["note"]},
+                "display_name": "My Sampler"},
+    "Filter": {"input": {"required": {"model": ["MODEL", {}], "strength": ["FLOAT", {}]}},
+               "input_order": {"required": ["model", "strength"]}, "display_name": "Filter"},
+    "Empty": {"input": {"required": {"width": ["INT", {}]}}, "input_order": {"required": ["width"]},
+              "display_name": "Empty"},
+    "Save": {"input": {"required": {"latent": ["LATENT", {}], "filename_prefix": ["STRING", {}],
+                                    "format": ["COMFY_DYNAMICCOMBO_V3", {"options": [
+                                        {"key": "mp4", "inputs": {"required": {"codec": [["h264", "av1"], {}]},
+                                                                  "optional": {"crf": ["FLOAT", {}]}}},
+                                        {"key": "gif", "inputs": {}}]}]}},
+             "input_order": {"required": ["latent", "filename_prefix", "format"]}, "display_name": "Save"},
+}
+
+
+def small_ui():
+    """Loader -> Filter (bypassed) -> Reroute -> Sampler <- Empty; a PrimitiveNode feeds the sampler's cfg widget;
+    a muted Filter feeds nothing; the sampler feeds Save."""
+    nodes = [
+        ui_node(1, "Loader", ["b.pt"], outputs=[("MODEL", [1])]),
+        ui_node(2, "Filter", [0.5], inputs=[("model", "MODEL", 1)], mode=4, outputs=[("MODEL", [2])]),
+        ui_node(3, "Reroute", [], inputs=[("", "*", 2)], outputs=[("MODEL", [3])]),
+        ui_node(4, "Sampler", [7, 123, "randomize", 1.5, "a note"],
+                inputs=[("model", "MODEL", 3), ("latent", "LATENT", 4), ("cfg", "FLOAT", 5)], title="Main sampler",
+                outputs=[("LATENT", [6])]),
+        ui_node(5, "Empty", [64], outputs=[("LATENT", [4])]),
+        ui_node(6, "PrimitiveNode", [4.5, "fixed"], outputs=[("FLOAT", [5])]),
+        ui_node(7, "Filter", [1.0], inputs=[("model", "MODEL", None)], mode=2),
+        ui_node(8, "Save", ["out/x", "mp4", "av1"], inputs=[("latent", "LATENT", 6)]),
+        ui_node(8, "Note", ["a note may share an id"]),
+    ]
+    nodes[3]["inputs"][2]["widget"] = {"name": "cfg"}
+    links = [[1, 1, 0, 2, 0, "MODEL"], [2, 2, 0, 3, 0, "MODEL"], [3, 3, 0, 4, 0, "MODEL"],
+             [4, 5, 0, 4, 1, "LATENT"], {"id": 5, "origin_id": 6, "origin_slot": 0, "target_id": 4, "target_slot": 2,
+                                         "type": "FLOAT"}, [6, 4, 0, 8, 0, "LATENT"]]
+    return {"nodes": nodes, "links": links, "version": 0.4}
+
+
+def test_ui_conversion_handles_seeds_links_bypass_mute_reroute_primitives_and_dynamic_combos():
+    from flashvideo_queue.uigraph import convert
+
+    result = convert(small_ui(), INFO, "small.json")
+    assert result.graph == {
+        "1": {"class_type": "Loader", "inputs": {"name": "b.pt"}, "_meta": {"title": "Loader"}},
+        "4": {"class_type": "Sampler", "_meta": {"title": "Main sampler"}, "inputs": {
+            "steps": 7, "seed": 123, "cfg": 4.5, "note": "a note", "model": ["1", 0], "latent": ["5", 0]}},
+        "5": {"class_type": "Empty", "inputs": {"width": 64}, "_meta": {"title": "Empty"}},
+        "8": {"class_type": "Save", "inputs": {"filename_prefix": "out/x", "format": "mp4", "format.codec": "av1",
+                                               "latent": ["4", 0]}, "_meta": {"title": "Save"}},
+    }
+    # what was submitted goes back into the UI copy: values in place, seed controls "fixed", the primitive too
+    graph = json.loads(json.dumps(result.graph))
+    graph["4"]["inputs"].update(seed=9, steps=3, cfg=2.0)
+    graph["8"]["inputs"]["format.crf"] = 20.0
+    nodes = {(n["id"], n["type"]): n for n in result.updated(graph)["nodes"]}
+    assert nodes[(4, "Sampler")]["widgets_values"] == [3, 9, "fixed", 2.0, "a note"]
+    assert nodes[(6, "PrimitiveNode")]["widgets_values"] == [2.0, "fixed"]
+    assert nodes[(8, "Save")]["widgets_values"] == ["out/x", "mp4", "av1", 20.0]
+    assert small_ui()["nodes"][3]["widgets_values"][2] == "randomize"  # the input is left alone
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda ui: ui["nodes"][0].update(type="Missing"), "node 1 (Missing): the server has no node type 'Missing'"),
+    (lambda ui: ui["nodes"][3]["widgets_values"].__setitem__(0, "seven"),
+     "node 4 'Main sampler' (Sampler): widget value 'seven' does not fit input 'steps' (INT)"),
+    (lambda ui: ui["nodes"][1]["inputs"][0].update(type="CLIP"),
+     "node 2 (Filter) is bypassed but has no linked input of type MODEL"),
+    (lambda ui: ui["nodes"][7]["widgets_values"].__setitem__(1, "webm"), "'webm' is not an option of 'format'"),
+    (lambda ui: ui["nodes"].append(ui_node(5, "Empty", [1])), "two nodes have id 5"),
+    (lambda ui: ui["nodes"][4].update(type="0a5d-subgraph") or ui.update(
+        definitions={"subgraphs": [{"id": "0a5d-subgraph"}]}), "node 5 (0a5d-subgraph) is a subgraph"),
+    (lambda ui: ui["links"].pop(), "node 8 (Save) input 'latent' uses link 6, which the workflow does not have"),
+])
+def test_ui_conversion_refuses_what_it_cannot_convert_naming_the_node_and_the_fix(change, message):
+    from flashvideo_queue.uigraph import convert
+
+    ui = small_ui()
+    change(ui)
+    with pytest.raises(InputError) as err:
+        convert(ui, INFO, "small.json")
+    assert message in str(err.value) and str(err.value).startswith("small.json: ")
+    assert "Save (API)" in str(err.value) or "un-bypass" in str(err.value)
+
+
+def test_batch_from_a_ui_workflow_sends_it_along_with_the_items_values(tmp_path, fakes):
+    fake = fakes()
+    write_inputs(tmp_path, prompts=PROMPTS[:2], workflow=json.loads((EXAMPLES / "flashvideo_1080p.json").read_text()))
+    summary = run_quiet(options(tmp_path, [fake], seed_base=70, sets=["Stage II upscale (bridge).resolution=custom",
+                                                                      "FlashVideoStage2Refiner.steps=4"]))
+    assert summary.exit_code == 0, summary.report()
+    twin = json.loads((EXAMPLES / "api" / "flashvideo_1080p.json").read_text())
+    for i, received in enumerate(fake.received):
+        graph = received["graph"]
+        assert graph["10"]["inputs"]["resolution"] == "custom" and graph["12"]["inputs"]["steps"] == 4
+        assert {k: v["class_type"] for k, v in graph.items()} == {k: v["class_type"] for k, v in twin.items()}
+        ui = received["extra_data"]["extra_pnginfo"]["workflow"]
+        nodes = {n["id"]: n for n in ui["nodes"] if n["type"] != "Note"}
+        assert nodes[2]["widgets_values"] == [PROMPTS[i]]
+        assert nodes[4]["widgets_values"][5:] == [70 + i, "fixed"]
+        assert nodes[10]["widgets_values"][:5] == ["custom", 1920, 1072, 70 + i, "fixed"]
+        assert nodes[11]["widgets_values"] == [675, 70 + i, "fixed"] and nodes[12]["widgets_values"][0] == 4
+        assert nodes[15]["widgets_values"][0] == graph["15"]["inputs"]["filename_prefix"]
+    api_fake = fakes()  # API input: nothing to send along (the server embeds the API prompt itself)
+    other = tmp_path / "api"
+    other.mkdir()
+    write_inputs(other, prompts=PROMPTS[:1])
+    assert run_quiet(options(other, [api_fake])).exit_code == 0 and api_fake.received[0]["extra_data"] is None
+
+
+def test_nodes_are_addressed_by_id_title_or_class_type_and_ambiguity_is_refused(tmp_path):
+    graph = json.loads((EXAMPLES / "api" / "flashvideo_1080p.json").read_text())
+    sets = parse_sets(graph, ["Stage I model.attention=sdpa", "FlashVideoStage2Refiner.steps=5", "7.fps=16",
+                              "Save preview (270p).format=mp4"])
+    assert sets == [("3", "attention", "sdpa"), ("12", "steps", 5), ("7", "fps", 16), ("8", "format", "mp4")]
+    assert parse_targets(graph, ["FlashVideoTextEncode.prompt"]) == [("2", "prompt")]
+    with pytest.raises(InputError) as err:
+        parse_sets(graph, ["FlashVideoVAEDecode.slicing=manual"])
+    assert "is ambiguous" in str(err.value) and "node 6 (FlashVideoVAEDecode, 'Decode preview')" in str(err.value)
+    assert "node 13 (FlashVideoVAEDecode, 'Decode refined')" in str(err.value) and "node id instead" in str(err.value)
+    with pytest.raises(InputError, match="no node with that id, title or class_type.*12 \\(FlashVideoStage2Refiner\\)"):
+        parse_sets(graph, ["Stage 2.steps=5"])
+
+
+def test_help_examples_run_on_the_shipped_workflows(tmp_path, fakes, capsys):
+    """Every example command in --help, pointed at a fake server, runs its batch to the end."""
+    import shlex
+
+    from flashvideo_queue.cli import EPILOG
+
+    fake = fakes()
+    text = EPILOG.split("Examples")[1].split("Workflows:")[0].replace("\\\n", " ")
+    commands = [shlex.split(line)[3:] for line in text.splitlines() if "python -m flashvideo_queue" in line]
+    assert len(commands) >= 3
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text(PROMPTS[0] + "\n")
+    for n, args in enumerate(commands):
+        args = [a for i, a in enumerate(args) if a != "--server" and (i == 0 or args[i - 1] != "--server")]
+        code = main([str(prompts), *[str(REPO / a) if a.startswith("example_workflows") else a for a in args[1:]],
+                     "--server", fake.url, "--output-dir", str(tmp_path / f"out{n}"), "--poll-interval", "0.05"])
+        assert code == 0, (args, capsys.readouterr().err)
+    assert len(fake.received) == len(commands)
+
+
+# -- damaged or hostile manifests, local failures ------------------------------------------------------------------------
+def test_manifest_missing_or_garbled_items_renders_them_and_never_reports_them_done(tmp_path, fakes):
+    fake = fakes()
+    assert run_quiet(options(tmp_path, [fake])).exit_code == 0
+    data = manifest(tmp_path)
+    data["items"] = [data["items"][0], dict(data["items"][2], status="finished")]  # item 1 lost, item 2 garbled
+    (tmp_path / "out" / "manifest.json").write_text(json.dumps(data))
+    summary = run_quiet(options(tmp_path, [fake]))
+    assert summary.exit_code == 0 and summary.skipped == 1, summary.report()
+    assert fake.texts() == PROMPTS + PROMPTS[1:]
+    assert "manifest item 1 (line 4): missing; rendering it" in summary.log
+    assert "manifest item 2 (line 5): unknown status 'finished'" in summary.log
+    assert [i["status"] for i in manifest(tmp_path)["items"]] == ["done"] * 3
+
+
+def test_hostile_manifest_cannot_make_the_client_write_outside_the_output_folder(tmp_path, fakes):
+    fake = fakes()
+    assert run_quiet(options(tmp_path, [fake])).exit_code == 0
+    out, data = tmp_path / "out", manifest(tmp_path)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    for item, name in zip(data["items"][:2], ["../victim.txt", str(victim)]):
+        (out / item["outputs"][0]).unlink()
+        item["outputs"] = [name]
+    third = data["items"][2]["outputs"][0]
+    (out / third).unlink()  # to be downloaded again, through a link planted where the download is written first
+    (out / f".{third}.part").symlink_to(victim)
+    (out / "manifest.json").write_text(json.dumps(data))
+    summary = run_quiet(options(tmp_path, [fake]))
+    assert summary.exit_code == 0, summary.report()
+    assert victim.read_text() == "precious" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "out", "prompts.txt", "victim.txt", "workflow.json"]
+    assert "output names are not plain file names" in summary.log
+    assert (out / third).is_file() and not (out / third).is_symlink()
+    assert fake.texts() == PROMPTS + PROMPTS[:2]  # the edited items rendered again, the third only downloaded
+
+
+def test_read_only_output_folder_is_one_clear_line(tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+
+    prompts_file, workflow_file = write_inputs(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o555)
+    real_open = os.open
+
+    def read_only(path, *args, **kwargs):  # root ignores the mode bits: refuse like a read-only folder would
+        if str(path).startswith(str(out)):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    code = main([str(prompts_file), "--workflow", str(workflow_file), "--output-dir", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"cannot write in --output-dir {out}: Permission denied; make it writable" in err
+
+
+def test_local_write_failure_stops_the_run_and_the_rerun_collects_without_rendering_again(tmp_path, fakes, monkeypatch):
+    import flashvideo_queue.worker as worker_module
+
+    fake = fakes()
+    real_names = worker_module.local_names
+    monkeypatch.setattr(worker_module, "local_names", lambda i, p, refs: ["0000_" + "x" * 300 + ".mp4"] * len(refs))
+    summary = run_quiet(options(tmp_path, [fake]))
+    assert summary.exit_code == 1 and "File name too long" in summary.local_error
+    assert "stopped by a local error" in summary.report() and "server" not in summary.local_error.split(":")[0]
+    assert "stopped responding" not in summary.log
+    item = manifest(tmp_path)["items"][0]
+    assert item["status"] == "running" and item["prompt_id"] == fake.received[0]["prompt_id"]
+    assert len(fake.received) == 1  # the run stopped at once
+
+    monkeypatch.setattr(worker_module, "local_names", real_names)
+    summary = run_quiet(options(tmp_path, [fake]))
+    assert summary.exit_code == 0 and "collected prompt" in summary.log
+    assert fake.texts() == PROMPTS  # item 0 was collected from the server, not rendered again
+
+
+def test_output_folder_deleted_mid_run_loses_no_item(tmp_path, fakes):
+    import shutil
+
+    hold = threading.Event()
+    fake = fakes(hold=hold)
+    write_inputs(tmp_path, prompts=PROMPTS[:2])
+    thread, log, result = start_in_thread(options(tmp_path, [fake]))
+    wait_for(lambda: fake.received)
+    shutil.rmtree(tmp_path / "out")
+    hold.set()
+    thread.join(20)
+    assert result["summary"].exit_code == 0, log.getvalue()
+    assert [i["status"] for i in manifest(tmp_path)["items"]] == ["done", "done"]
+    again = run_quiet(options(tmp_path, [fake]))
+    assert again.exit_code == 0 and fake.texts() == PROMPTS[:2]
+    assert all((tmp_path / "out" / n).is_file() for i in manifest(tmp_path)["items"] for n in i["outputs"])
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://host:99999", "ftp://host:8188", "http://", "http://a b:8188",
+                                 "host:80/?x=1", "127.0.0.1:abc", "http://host:0", "http://ünï:8188"])
+def test_invalid_server_url_is_one_clear_line(tmp_path, capsys, url):
+    prompts_file, workflow_file = write_inputs(tmp_path)
+    code = main([str(prompts_file), "--workflow", str(workflow_file), "--server", url,
+                 "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"flashvideo_queue: error: --server {url!r}: ") and err.count("\n") == 1, err
+    assert "http://HOST:PORT" in err
+
+
+def test_usage_errors_are_one_line(capsys):
+    assert main(["prompts.txt"]) == 2
+    err = capsys.readouterr().err
+    assert err == "flashvideo_queue: error: the following arguments are required: --workflow (see --help)\n"
+    assert main(["p.txt", "--workflow", "w.json", "--retries", "-1"]) == 2
+    assert capsys.readouterr().err == "flashvideo_queue: error: --retries -1: must be >= 0\n"
+
+
+def test_restart_collects_a_prompt_still_running_instead_of_resubmitting_it(tmp_path, fakes):
+    hold, stop = threading.Event(), threading.Event()
+    fake = fakes(hold=hold)
+    write_inputs(tmp_path, prompts=PROMPTS[:1])
+    thread, _, result = start_in_thread(options(tmp_path, [fake]), stop)
+    wait_for(lambda: fake.received)
+    stop.set()
+    thread.join(10)
+    assert result["summary"].exit_code == 130
+    write_inputs(tmp_path, prompts=PROMPTS[:2])  # inputs changed: only --restart may go on in this folder
+    thread, log, result = start_in_thread(options(tmp_path, [fake], restart=True))
+    wait_for(lambda: "is still on" in log.getvalue())
+    hold.set()
+    thread.join(10)
+    assert result["summary"].exit_code == 0, log.getvalue()
+    assert fake.texts() == PROMPTS[:2]  # item 0 collected, not submitted a second time
+    assert manifest(tmp_path)["items"][0]["prompt_id"] == fake.received[0]["prompt_id"]

@@ -45,6 +45,8 @@ HOST_PROVIDED = HOST_MODULES | {"torch", "PIL", "comfy_execution", "node_helpers
 #: optional attention kernels, used only when the user installed them (probed, never required)
 OPTIONAL = {"flash_attn", "sageattention"}
 PACK_CODE = ("__init__.py", "nodes", "flashvideo_core", "flashvideo_queue")
+#: distribution name -> the module it provides, where the two differ
+IMPORT_NAME = {"websocket-client": "websocket"}
 
 
 def _third_party_imports() -> set:
@@ -63,7 +65,8 @@ def _third_party_imports() -> set:
 def test_requirements_are_exactly_what_the_pack_imports_and_never_torch():
     lines = [l.split("#")[0].strip() for l in open(os.path.join(REPO, "requirements.txt"))]
     names = {l.split(">")[0].split("=")[0].split("<")[0].strip().lower() for l in lines if l}
-    assert names == _third_party_imports() == {"safetensors", "numpy", "av"}
+    assert {IMPORT_NAME.get(n, n) for n in names} == _third_party_imports() == {"safetensors", "numpy", "av",
+                                                                                "websocket"}
     pyproject = open(os.path.join(REPO, "pyproject.toml")).read()
     dependencies = pyproject.split("[tool.comfy]")[0].split("dependencies = [")[1].split("]")[0]
     assert '"torch' not in dependencies

@@ -1,7 +1,8 @@
 """An in-process stand-in for ComfyUI's HTTP and websocket API (COMFYUI.md §11), for testing flashvideo_queue
 without a GPU or a ComfyUI checkout.
 
-It serves /prompt, /ws, /history/{id}, /queue, /interrupt, /view and /system_stats on 127.0.0.1:<free port>,
+It serves /prompt, /ws, /history/{id}, /queue, /interrupt, /view, /system_stats and /object_info (built from
+support/node_schemas.py, whose orders tests/test_comfyui_real.py checks against real hosts) on 127.0.0.1:<free port>,
 runs queued prompts one at a time in a background thread (execution_start, executing per node, progress with
 binary previews, executed, then executing with node None, history written first as ComfyUI does), records
 every graph it receives, and writes a fake mp4 per save node. The websocket side is its own small server
@@ -36,6 +37,38 @@ from typing import Any, Callable, Optional, Union
 from urllib.parse import parse_qs, unquote, urlsplit
 
 Predicate = Union[bool, Callable[[str, int], bool], None]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def fake_object_info() -> dict:
+    """/object_info for every node the shipped templates use, in the ComfyUI 0.3.64 form: widget order from
+    support/node_schemas.py (a CONTROL slot becomes control_after_generate on the widget before it), widget
+    types from the values the templates store (combos as STRING: the client does not check options)."""
+    from support.node_schemas import CONTROL, CORE_SOCKETS, CORE_WIDGETS, FROZEN_SOCKETS, FROZEN_WIDGETS
+
+    kinds: dict[tuple[str, str], str] = {}
+    for path in sorted((REPO / "example_workflows").glob("*.json")):
+        for node in json.loads(path.read_text())["nodes"]:
+            names = [n for n in {**FROZEN_WIDGETS, **CORE_WIDGETS}.get(node["type"], [])]
+            for name, value in zip(names, node.get("widgets_values") or []):
+                kind = ("BOOLEAN" if isinstance(value, bool) else "INT" if isinstance(value, int)
+                        else "FLOAT" if isinstance(value, float) else "STRING")
+                kinds.setdefault((node["type"], name), kind)
+    info = {}
+    for node_type, widgets in {**FROZEN_WIDGETS, **CORE_WIDGETS}.items():
+        required: dict[str, list] = {}
+        for name, kind in {**FROZEN_SOCKETS, **CORE_SOCKETS}.get(node_type, []):
+            required[name] = [kind, {}]
+        for name in widgets:
+            if name == CONTROL:
+                last = [k for k in required if required[k][0] != "*"][-1]
+                required[last][1]["control_after_generate"] = True
+            else:
+                required[name] = [kinds.get((node_type, name), "STRING"), {}]
+        info[node_type] = {"input": {"required": required}, "input_order": {"required": list(required)},
+                           "name": node_type, "display_name": node_type, "output_node": node_type == "SaveVideo"}
+    return info
+
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 PREVIEW = struct.pack(">II", 1, 1) + b"\xff\xd8\xff\xe0fake-jpeg-preview"
 
@@ -116,6 +149,7 @@ class FakeComfy:
         self.client_closes = 0
         self.dead = False
         self.out_dir = Path(tempfile.mkdtemp(prefix="fake_comfy_"))
+        self.object_info = fake_object_info()
         self._seen: Counter = Counter()
         self._number = 0
         self._sockets: dict[str, _WsConn] = {}
@@ -177,7 +211,8 @@ class FakeComfy:
         with self._cond:
             self._seen[text] += 1
             seen = self._seen[text]
-            self.received.append({"prompt_id": prompt_id, "client_id": client_id, "graph": graph, "text": text})
+            self.received.append({"prompt_id": prompt_id, "client_id": client_id, "graph": graph, "text": text,
+                                  "extra_data": body.get("extra_data")})
         node_errors = {"3": {"errors": [{"type": "value_not_in_list", "message": "Value not in list",
                                          "details": "model_name: 'stage1.pt' not in ['other.pt']", "extra_info": {}}],
                              "dependent_outputs": ["8"], "class_type": "FlashVideoModelLoader"}}
@@ -352,6 +387,8 @@ def _handler(fake: FakeComfy) -> type:
             query = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
             if url.path == "/ws":
                 fake.serve_ws(self, query.get("clientId") or uuid.uuid4().hex)
+            elif url.path == "/object_info":
+                self.reply(200, fake.object_info)
             elif url.path == "/system_stats":
                 self.reply(200, {"system": {"os": "fake", "comfyui_version": "0.0-fake"}, "devices": []})
             elif url.path.startswith("/history/"):
