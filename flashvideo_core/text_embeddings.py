@@ -15,7 +15,9 @@ import os
 
 import torch
 
+from .checkpoints.files import describe
 from .checkpoints.io import read_checkpoint, write_safetensors
+from .checkpoints.strict import FLOAT_DTYPES
 from .checkpoints.metadata import FORMAT_KEY, FORMAT_VERSION, MODEL_KEY
 from .errors import CheckpointError, InputError
 
@@ -45,6 +47,14 @@ def save_prompt_embedding(path: str, context: torch.Tensor, prompt: str = "") ->
 
 def load_prompt_embedding(path: str) -> tuple[torch.Tensor, str]:
     raw = read_checkpoint(path)
+    shown = describe(path)
     if raw.metadata.get(MODEL_KEY) != KIND or "context" not in raw.tensors:
-        raise CheckpointError(f"{path}: not a FlashVideo prompt embedding (save one with FlashVideo Save Prompt Embedding)")
-    return check_context(raw.tensors["context"], path), raw.metadata.get(PROMPT_KEY, "")
+        raise CheckpointError(f"{shown}: not a FlashVideo prompt embedding (save one with FlashVideo Save Prompt Embedding)")
+    context = raw.tensors["context"]
+    if context.dtype not in FLOAT_DTYPES:
+        raise CheckpointError(f"{shown}: the prompt embedding is stored as {context.dtype}, not real floating point; "
+                              "the file is damaged: save the embedding again")
+    try:
+        return check_context(context, shown), raw.metadata.get(PROMPT_KEY, "")
+    except InputError as e:
+        raise CheckpointError(f"{shown}: {e}") from None

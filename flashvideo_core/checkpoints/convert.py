@@ -18,6 +18,7 @@ from torch import nn
 from ..errors import CheckpointError
 from . import metadata as md
 from . import scaled_fp8
+from .files import describe
 from .io import RawCheckpoint, read_checkpoint, sha256_of_file, write_safetensors
 from .strict import check_state_dict
 
@@ -63,15 +64,35 @@ def detect_kind(raw: RawCheckpoint) -> ModelKind:
     raise CheckpointError(f"{raw.path}: no known FlashVideo model found ({md.describe_foreign_checkpoint(raw)})")
 
 
+def check_output_path(src: str, dst: str, overwrite: bool) -> None:
+    """Refuse, before reading anything, an output that would clobber the input, a folder or an existing file."""
+    shown = describe(dst)
+    if os.path.lexists(dst) and os.path.exists(src) and os.path.samefile(src, dst) or \
+            os.path.abspath(src) == os.path.abspath(dst):
+        raise CheckpointError(f"convert: the output {shown} is the input file; give another output name")
+    if os.path.isdir(dst):
+        raise CheckpointError(f"convert: the output {shown} is a folder; give a file name inside it, "
+                              f"e.g. {os.path.join(shown, 'model.safetensors')}")
+    if os.path.lexists(dst) and not overwrite:
+        raise CheckpointError(f"convert: the output {shown} already exists; choose another name, or pass --force "
+                              "(overwrite=True) to replace it")
+    parent = os.path.dirname(os.path.abspath(dst))
+    if not os.path.isdir(parent):
+        raise CheckpointError(f"convert: the output folder {describe(parent)} does not exist; create it first")
+    if not os.access(parent, os.W_OK):
+        raise CheckpointError(f"convert: the output folder {describe(parent)} is not writable; pick another one")
+
+
 def convert_checkpoint(
-    src: str, dst: str, trust_pickle: bool = False, dtype: Optional[torch.dtype] = None, quantize: Optional[str] = None
+    src: str, dst: str, trust_pickle: bool = False, dtype: Optional[torch.dtype] = None, quantize: Optional[str] = None,
+    overwrite: bool = False,
 ) -> dict:
     """Convert ``src`` to ``dst``; returns the metadata written. ``quantize="scaled_fp8"`` stores a DiT's
-    transformer-block weights in the scaled fp8 format ComfyUI reads natively (about half the bytes of bf16)."""
+    transformer-block weights in the scaled fp8 format ComfyUI reads natively (about half the bytes of bf16).
+    An existing ``dst`` is refused before any work unless ``overwrite`` (the CLI's ``--force``)."""
     if quantize not in (None, "scaled_fp8"):
         raise CheckpointError(f"convert: unknown quantisation {quantize!r}; the one available is scaled_fp8")
-    if os.path.abspath(src) == os.path.abspath(dst):
-        raise CheckpointError("convert: the output must be a different file from the input")
+    check_output_path(src, dst, overwrite)
     raw = read_checkpoint(src, trust_pickle=trust_pickle)
     kind = detect_kind(raw)
     config, tensors, layout = kind.canonicalize(raw)

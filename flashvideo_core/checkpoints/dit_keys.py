@@ -14,6 +14,9 @@ import re
 
 import torch
 
+from ..errors import CheckpointError
+from .strict import FLOAT_DTYPES
+
 log = logging.getLogger("flashvideo")
 
 SAT_PREFIX = "model.diffusion_model."
@@ -58,67 +61,105 @@ def has_unmerged_lora(keys) -> bool:
     return any(".matrix_A." in k for k in keys)
 
 
-def merge_lora(state_dict: dict) -> dict:
+def merge_lora(state_dict: dict, source: str = "state dict") -> dict:
     """Fold ``X.original.*`` + ``X.matrix_A.k``/``X.matrix_B.k`` into plain ``X.weight``/``X.bias``.
 
     Partition k of the output rows gets B_k @ A_k * alpha / rank (1/128 for stage1.pt);
-    computed in fp32, stored in the original weight's dtype.
+    computed in fp32, stored in the original weight's dtype. Every fault (missing or extra
+    partner, non-numeric or gapped index, ranks that disagree, a delta that does not match the
+    weight) is a :class:`CheckpointError` naming ``source`` and the layer.
     """
     out = {}
     bases = {k[: -len(".original.weight")] for k in state_dict if k.endswith(".original.weight")}
     for key, value in state_dict.items():
-        if (".matrix_A." in key or ".matrix_B." in key) and re.sub(r"\.matrix_[AB]\.\d+$", "", key) in bases:
+        if (".matrix_A." in key or ".matrix_B." in key) and re.sub(r"\.matrix_[AB]\.[^.]*$", "", key) in bases:
             continue  # merged below; LoRA on a linear without ".original" stays, so strict loading reports it
         base = key.rsplit(".original.", 1)[0] if ".original." in key else None
         if base in bases:
             out[key.replace(".original.", ".")] = value
         else:
             out[key] = value
-    for base in bases:
-        a = [state_dict[k] for k in sorted(_lora_keys(state_dict, base, "A"), key=_part)]
-        b = [state_dict[k] for k in sorted(_lora_keys(state_dict, base, "B"), key=_part)]
-        if not a:
+    for base in sorted(bases):
+        a = _lora_parts(state_dict, base, "A", source)
+        b = _lora_parts(state_dict, base, "B", source)
+        if not a and not b:
             continue
-        if len(a) != len(b):
-            raise ValueError(f"{base}: {len(a)} LoRA A matrices but {len(b)} B matrices")
         weight = state_dict[f"{base}.original.weight"]
-        scale = LORA_ALPHA / a[0].shape[0]
-        delta = torch.cat([bk.float() @ ak.float() for ak, bk in zip(a, b)], dim=0) * scale
-        out[f"{base}.weight"] = (weight.float() + delta).to(weight.dtype)
+        out[f"{base}.weight"] = _merged(weight, a, b, f"{source}: LoRA of {SAT_PREFIX}{base}")
     return out
 
 
-def _lora_keys(state_dict, base, which):
-    return [k for k in state_dict if k.startswith(f"{base}.matrix_{which}.")]
+def _merged(weight, a: list, b: list, where: str):
+    fix = "the file is damaged or from an unknown training setup; download the official stage1.pt again"
+    if len(a) != len(b):
+        raise CheckpointError(f"{where}: {len(a)} matrix_A but {len(b)} matrix_B partitions; {fix}")
+    tensors = [weight] + a + b
+    if any(t.dtype not in FLOAT_DTYPES for t in tensors):
+        raise CheckpointError(f"{where}: LoRA and base weights must be real floating point, got "
+                              f"{sorted({str(t.dtype) for t in tensors})}; {fix}")
+    if weight.ndim != 2 or any(t.ndim != 2 for t in a + b):
+        raise CheckpointError(f"{where}: the base weight and every LoRA matrix must be 2-D; {fix}")
+    rank = a[0].shape[0]
+    if rank == 0 or any(ak.shape != (rank, weight.shape[1]) for ak in a) or any(bk.shape[1] != rank for bk in b):
+        raise CheckpointError(
+            f"{where}: LoRA shapes disagree (A {[tuple(t.shape) for t in a][:3]}, B {[tuple(t.shape) for t in b][:3]}, "
+            f"weight {tuple(weight.shape)}): every A must be (rank, in) and every B (rows, rank); {fix}")
+    if sum(bk.shape[0] for bk in b) != weight.shape[0]:
+        raise CheckpointError(f"{where}: the B partitions cover {sum(bk.shape[0] for bk in b)} output rows, the weight "
+                              f"has {weight.shape[0]}; {fix}")
+    scale = LORA_ALPHA / rank
+    delta = torch.cat([bk.float() @ ak.float() for ak, bk in zip(a, b)], dim=0) * scale
+    return (weight.float() + delta).to(weight.dtype)
 
 
-def _part(key: str) -> int:
-    return int(key.rsplit(".", 1)[1])
+def _lora_parts(state_dict, base, which, source) -> list:
+    """The partitions ``{base}.matrix_{which}.0 .. n-1`` in order."""
+    prefix = f"{base}.matrix_{which}."
+    parts = {}
+    for key in state_dict:
+        if key.startswith(prefix):
+            index = key[len(prefix):]
+            if not index.isdigit() or len(index) > 4:
+                raise CheckpointError(f"{source}: LoRA key {SAT_PREFIX}{key} has a non-numeric partition index "
+                                      f"{index[:20]!r}; the file is damaged: download the official stage1.pt again")
+            parts[int(index)] = state_dict[key]
+    if sorted(parts) != list(range(len(parts))):
+        raise CheckpointError(f"{source}: LoRA partitions of {SAT_PREFIX}{base}.matrix_{which} are numbered "
+                              f"{sorted(parts)[:8]}, not 0..{len(parts) - 1}; the file is damaged: download it again")
+    return [parts[i] for i in range(len(parts))]
 
 
-def sat_to_canonical(state_dict: dict) -> tuple[dict, list]:
+def sat_to_canonical(state_dict: dict, source: str = "state dict") -> tuple[dict, list]:
     """Convert a SAT state dict; returns (canonical state dict, names of ignored non-DiT keys)."""
     inner = {k[len(SAT_PREFIX):]: v for k, v in state_dict.items() if k.startswith(SAT_PREFIX)}
     outside = sorted(k for k in state_dict if not k.startswith(SAT_PREFIX))
     if outside:
-        log.info("FlashVideo DiT: ignoring %d keys outside %s (e.g. %s)", len(outside), SAT_PREFIX, outside[0])
+        log.info("FlashVideo DiT: ignoring %d keys outside %s (e.g. %s)", len(outside), SAT_PREFIX, outside[0][:80])
     inner = {k: v for k, v in inner.items() if k not in IGNORED_SAT_KEYS}
     if has_unmerged_lora(inner):
-        inner = merge_lora(inner)
+        inner = merge_lora(inner, source)
     out = {}
     for key, value in inner.items():
         if m := _QKV.match(key):
             layer, kind = m.groups()
+            _check_splittable(value, 3, key, source)
             for name, part in zip(("to_q", "to_k", "to_v"), value.chunk(3, dim=0)):
                 out[f"transformer_blocks.{layer}.attn1.{name}.{kind}"] = part.contiguous()
         elif m := _ADALN.match(key):
             layer, kind = m.groups()
+            _check_splittable(value, 12, key, source)
             chunks = value.chunk(12, dim=0)
             out[f"transformer_blocks.{layer}.norm1.linear.{kind}"] = torch.cat([chunks[i] for i in NORM1_CHUNKS])
             out[f"transformer_blocks.{layer}.norm2.linear.{kind}"] = torch.cat([chunks[i] for i in NORM2_CHUNKS])
         else:
             out[_rename(key)] = value
     return out, outside
+
+
+def _check_splittable(value, parts: int, key: str, source: str) -> None:
+    if value.ndim == 0 or value.shape[0] == 0 or value.shape[0] % parts:
+        raise CheckpointError(f"{source}: {SAT_PREFIX}{key} has shape {tuple(value.shape)}, but its rows must split "
+                              f"into {parts} equal parts; the file is damaged or not a FlashVideo DiT")
 
 
 def _rename(key: str) -> str:

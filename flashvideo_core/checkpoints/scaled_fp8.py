@@ -17,6 +17,9 @@ from ..errors import CheckpointError
 FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0
 MARKER = "scaled_fp8"
+#: what a quantised weight and its scale may be stored as
+STORED_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2, torch.float32, torch.float16, torch.bfloat16)
+SCALE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 SCALE_SUFFIX = ".scale_weight"
 #: the weights that are quantised: 2-D ``.weight`` tensors, i.e. every Linear of the DiT
 LINEAR_WEIGHT = re.compile(r"\.weight$")
@@ -57,9 +60,14 @@ def dequantize(tensors: dict, source: str) -> dict:
             continue
         scale_key = key[: -len(".weight")] + SCALE_SUFFIX if key.endswith(".weight") else None
         if scale_key in tensors:
+            if value.dtype not in STORED_DTYPES or tensors[scale_key].dtype not in SCALE_DTYPES:
+                raise CheckpointError(f"{source}: {key} ({value.dtype}) with scale {scale_key} "
+                                      f"({tensors[scale_key].dtype}): a scaled-fp8 weight must be fp8 (or float) with a "
+                                      "float scale; the file is damaged: convert the original again")
             scale = tensors[scale_key].float()
             if scale.numel() != 1 or not torch.isfinite(scale).all() or float(scale) <= 0:
-                raise CheckpointError(f"{source}: {scale_key} must be one positive finite number, got {scale.tolist()}")
+                raise CheckpointError(f"{source}: {scale_key} must be one positive finite number, got "
+                                      f"{str(scale.flatten()[:4].tolist())[:80]}; the file is damaged: convert again")
             out[key] = value.float() * scale
         elif value.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
             raise CheckpointError(f"{source}: {key} is stored in fp8 without a {SCALE_SUFFIX}; the file is incomplete")

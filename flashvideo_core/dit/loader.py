@@ -19,8 +19,9 @@ import torch
 
 from ..checkpoints import scaled_fp8
 from ..checkpoints.dit_keys import has_unmerged_lora, is_sat_layout, sat_to_canonical
+from ..checkpoints.files import describe
 from ..checkpoints.io import RawCheckpoint, read_checkpoint
-from ..checkpoints.metadata import MODEL_KEY, config_from_metadata, describe_foreign_checkpoint
+from ..checkpoints.metadata import MODEL_KEY, check_config, config_from_metadata, describe_foreign_checkpoint
 from ..checkpoints.strict import materialize
 from ..errors import CheckpointError
 from .config import DiTConfig, infer_dit_config
@@ -40,7 +41,7 @@ def detect_dit_layout(raw: RawCheckpoint) -> str:
     if any(k.startswith("transformer_blocks.") for k in keys):
         return "diffusers"
     raise CheckpointError(
-        f"{raw.path}: not a FlashVideo DiT ({describe_foreign_checkpoint(raw)}). Expected stage1.pt/stage2.pt, "
+        f"{describe(raw.path)}: not a FlashVideo DiT ({describe_foreign_checkpoint(raw)}). Expected stage1.pt/stage2.pt, "
         "a diffusers CogVideoXTransformer3DModel file, or a file written by `python -m flashvideo_core convert`."
     )
 
@@ -50,17 +51,23 @@ def canonical_dit_state_dict(raw: RawCheckpoint, dequantize: bool = True) -> tup
     is False (ComfyUI keeps their fp8 weights)."""
     layout = detect_dit_layout(raw)
     tensors = raw.tensors
+    shown = describe(raw.path)
     if scaled_fp8.is_scaled_fp8(tensors) and dequantize:
-        tensors = scaled_fp8.dequantize(tensors, raw.path)
+        tensors = scaled_fp8.dequantize(tensors, shown)
     if layout == "sat":
         if has_unmerged_lora(tensors):
-            log.info("FlashVideo DiT: merging LoRA (scale 1/128) from %s", raw.path)
-        tensors, _ = sat_to_canonical(tensors)
-    source = f"{raw.path} (detected layout: {layout})"
+            log.info("FlashVideo DiT: merging LoRA (scale 1/128) from %s", shown)
+        tensors, _ = sat_to_canonical(tensors, shown)
+    source = f"{shown} (detected layout: {layout})"
     if layout == "flashvideo":
         config = config_from_metadata(raw, DiTConfig)
     else:
-        config = infer_dit_config(tensors, source=source)
+        try:
+            config = infer_dit_config(tensors, source=source)
+        except (IndexError, ValueError, TypeError, ArithmeticError) as e:
+            raise CheckpointError(f"{source}: its tensor shapes describe no valid DiT ({e}); the file is damaged "
+                                  "or not a FlashVideo DiT") from None
+        check_config(config, source)
     return config, tensors, layout
 
 
@@ -78,7 +85,7 @@ def load_dit(
             "a stage-II file must contain ref_step_time_embedding and time_size_embedding (the reference would "
             "silently run without them)" if expect_stage == "stage2" else "this is the stage-II refiner"
         )
-        raise CheckpointError(f"{path} (detected layout: {layout}) is a {config.stage} DiT, expected {expect_stage}: {hint}")
+        raise CheckpointError(f"{describe(path)} (detected layout: {layout}) is a {config.stage} DiT, expected {expect_stage}: {hint}")
     model = materialize(lambda: FlashVideoDiT(config), tensors, raw.path, layout, device=device, dtype=dtype or torch.float32)
     log.info("FlashVideo DiT loaded from %s: %s, %d layers, width %d (layout %s)", path, config.stage,
              config.num_layers, config.hidden_size, layout)

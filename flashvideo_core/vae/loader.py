@@ -14,8 +14,9 @@ from typing import Optional
 
 import torch
 
+from ..checkpoints.files import describe
 from ..checkpoints.io import RawCheckpoint, read_checkpoint
-from ..checkpoints.metadata import MODEL_KEY, config_from_metadata, describe_foreign_checkpoint
+from ..checkpoints.metadata import MODEL_KEY, check_config, config_from_metadata, describe_foreign_checkpoint
 from ..checkpoints.strict import materialize
 from ..checkpoints.vae_keys import diffusers_to_official
 from ..errors import CheckpointError
@@ -36,7 +37,7 @@ def detect_vae_layout(raw: RawCheckpoint) -> str:
     if any(k.startswith("encoder.down_blocks.") for k in keys):
         return "diffusers"
     raise CheckpointError(
-        f"{raw.path}: not a CogVideoX/FlashVideo VAE ({describe_foreign_checkpoint(raw)}). "
+        f"{describe(raw.path)}: not a CogVideoX/FlashVideo VAE ({describe_foreign_checkpoint(raw)}). "
         "Expected the official 3d-vae.pt, a diffusers AutoencoderKLCogVideoX file, or a file written "
         "by `python -m flashvideo_core convert`."
     )
@@ -53,7 +54,13 @@ def canonical_vae_state_dict(raw: RawCheckpoint) -> tuple[VAEConfig, dict, str]:
     if layout == "flashvideo":
         config = config_from_metadata(raw, VAEConfig)
     else:
-        config = infer_vae_config(tensors, source=f"{raw.path} (detected layout: {layout})")
+        source = f"{describe(raw.path)} (detected layout: {layout})"
+        try:
+            config = infer_vae_config(tensors, source=source)
+        except (IndexError, ValueError, TypeError, ArithmeticError) as e:
+            raise CheckpointError(f"{source}: its tensor shapes describe no valid VAE ({e}); the file is damaged "
+                                  "or not a CogVideoX VAE") from None
+        check_config(config, source)
     return config, tensors, layout
 
 
