@@ -1,8 +1,14 @@
-"""Command line: ``python -m flashvideo_core {demo,generate,make-tiny,convert} ...``."""
+"""Command line: ``python -m flashvideo_core {demo,generate,make-tiny,convert} ...``.
+
+Every argument is checked before a model loads (minutes with the real checkpoints) and every output path
+before generation starts, so a bad value never costs a run and finished work is never thrown away by a
+late check. Errors end in one line naming the argument, the cause and the fix.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -12,17 +18,72 @@ import time
 import torch
 
 from .dit.attention import BACKENDS
+from .dit.memory import MODES as MEMORY_MODES
 from .dit.window_attention import DEFAULT_WINDOW
 from .errors import FlashVideoError
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DEBUG_ENV = "FLASHVIDEO_DEBUG"
+#: the outputs of one clip; write_video writes to a ``.partial`` sibling first (its name must fit too)
+OUTPUT_KINDS = ("stage1", "stage2", "joint")
+
+
+def _input_file(flag: str, path: str, what: str) -> None:
+    if not os.path.exists(path):
+        raise FlashVideoError(f"{flag} {path}: no such file; give the path of {what}")
+    if os.path.isdir(path):
+        raise FlashVideoError(f"{flag} {path} is a folder; give the path of {what} (the file itself)")
+
+
+def _writable_folder(flag: str, folder: str) -> None:
+    """Create ``folder`` if needed and prove a file can be written there."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise FlashVideoError(f"{flag} {folder} is a file, not a folder; choose a folder")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise FlashVideoError(f"cannot write to {flag} {folder}: {e.strerror or e}; choose another folder") from None
+
+
+def _path_limit(folder: str, name: str, default: int) -> int:
+    try:
+        return os.pathconf(folder, name)
+    except (OSError, ValueError, AttributeError):
+        return default
+
+
+def _check_output_file(flag: str, path: str, overwrite: bool, overwrite_flag: str, fix_name: str) -> None:
+    """A file about to be written: its name must fit, a folder there is refused, a file only replaced on request."""
+    from .io.video import partial_path
+
+    folder = os.path.dirname(os.path.abspath(path))
+    longest = max(len(os.fsencode(os.path.basename(p))) for p in (path, partial_path(path)))
+    name_max = _path_limit(folder, "PC_NAME_MAX", 255)
+    if longest > name_max:
+        raise FlashVideoError(f"{flag}: the output name {os.path.basename(path)[:60]}... is {longest} bytes, over "
+                              f"the file system's limit of {name_max}; {fix_name}")
+    full = len(os.fsencode(os.path.abspath(partial_path(path))))
+    if full >= _path_limit(folder, "PC_PATH_MAX", 4096):
+        raise FlashVideoError(f"{flag}: the output path {os.path.abspath(path)[:60]}... is {full} bytes, over the "
+                              "system's path limit; choose a shorter output folder")
+    if os.path.isdir(path):
+        raise FlashVideoError(f"{flag}: {path} is a folder where an output file goes; move it away or choose "
+                              "another output")
+    if os.path.lexists(path) and not overwrite:
+        raise FlashVideoError(f"{flag}: {path} already exists; pass {overwrite_flag} to replace it, or choose "
+                              "another output")
 
 
 def _convert(args) -> int:
     from .checkpoints.convert import convert_checkpoint
 
+    _input_file("input", args.input, "the checkpoint to convert")
+    _writable_folder("output folder", os.path.dirname(os.path.abspath(args.output)))
+    _check_output_file("output", args.output, args.force, "--force", "choose a shorter output name")
     meta = convert_checkpoint(args.input, args.output, trust_pickle=args.trust_pickle, dtype=DTYPES.get(args.dtype),
-                              quantize=args.quantize)
+                              quantize=args.quantize, overwrite=args.force)
     print(f"wrote {args.output}: {meta['flashvideo.model']} from layout {meta['flashvideo.source_layout']}, "
           f"source sha256 {meta['flashvideo.source_sha256']}")
     return 0
@@ -31,6 +92,8 @@ def _convert(args) -> int:
 def _make_tiny(args) -> int:
     from .tiny_install import make_tiny
 
+    if os.path.exists(args.models_dir) and not os.path.isdir(args.models_dir):
+        raise FlashVideoError(f"models_dir {args.models_dir} is a file, not a folder; give ComfyUI's models folder")
     for kind, path in make_tiny(args.models_dir, force=args.force).items():
         print(f"{kind:>9}: {path}")
     print("random weights: every output is noise. Copy or point ComfyUI's models folder here to try workflows.")
@@ -40,7 +103,12 @@ def _make_tiny(args) -> int:
 def _device_and_dtype(device_name: str, dtype_name: str) -> tuple[torch.device, torch.dtype]:
     if device_name == "auto":
         device_name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device_name)
+    try:
+        device = torch.device(device_name)
+    except (RuntimeError, ValueError):
+        raise FlashVideoError(f"--device {device_name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
+        raise FlashVideoError(f"--device {device_name}: no such CUDA device here; use --device cpu (or auto)")
     if dtype_name == "auto":
         bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
         return device, torch.bfloat16 if bf16 else torch.float32
@@ -69,7 +137,7 @@ def _settings(args):
     else:
         try:
             width, height = (int(v) for v in args.resolution.lower().split("x"))
-        except ValueError:
+        except (ValueError, AttributeError):
             raise FlashVideoError(f"--resolution must be 1080p, 2K or WIDTHxHEIGHT, got {args.resolution!r}") from None
     stage1 = Stage1Settings(height=args.height, width=args.width, frames=args.frames, steps=args.steps1,
                             cfg=args.cfg1, seed=args.seed)
@@ -80,47 +148,99 @@ def _settings(args):
     return stage1, stage2
 
 
+def _output_path(out_dir: str, stem: str, b: int, batch: int, kind: str) -> str:
+    return os.path.join(out_dir, f"{stem if batch == 1 else f'{stem}_{b}'}_{kind}.mp4")
+
+
+def _stem(args, name: str) -> str:
+    return f"{name}_seed{args.seed}"
+
+
 def _write_outputs(result, out_dir: str, stem: str, fps: int) -> list:
     from .io.video import write_video
     from .stage2.bridge import resize_video
 
     os.makedirs(out_dir, exist_ok=True)
     written = []
-    for b in range(result.preview.shape[0]):
-        tag = stem if result.preview.shape[0] == 1 else f"{stem}_{b}"
-        path = os.path.join(out_dir, f"{tag}_stage1.mp4")
+    batch = result.preview.shape[0]
+    for b in range(batch):
+        path = _output_path(out_dir, stem, b, batch, "stage1")
         write_video(path, result.preview[b], fps=fps)
         written.append(path)
         if result.refined is None:
             continue
-        path = os.path.join(out_dir, f"{tag}_stage2.mp4")
+        path = _output_path(out_dir, stem, b, batch, "stage2")
         write_video(path, result.refined[b], fps=fps)
         written.append(path)
         upsampled = resize_video(result.preview[b : b + 1], tuple(result.refined.shape[-2:]))[0]
-        path = os.path.join(out_dir, f"{tag}_joint.mp4")
+        path = _output_path(out_dir, stem, b, batch, "joint")
         write_video(path, torch.cat([upsampled.clamp(-1, 1), result.refined[b]], dim=-1), fps=fps, crf=15)
         written.append(path)
     return written
 
 
-def _check_before_loading(args, stage1_settings, stage2_settings) -> None:
-    """Everything that can be refused without the models: sizes, frame counts, steps and the output folder,
-    so a bad argument never costs a model load (minutes with the real checkpoints)."""
-    from .stage1.sampler import latent_shape
-    from .stage2.bridge import check_target_size
+def _setting_names(args) -> dict:
+    """How the CLI calls each pipeline setting, for error messages."""
+    names = {f"stage1.{key}": f"--{key}" for key in ("height", "width", "frames", "seed")}
+    names.update({"stage1.steps": "--steps1", "stage1.cfg": "--cfg1", "stage2.height": "--resolution (height)",
+                  "stage2.width": "--resolution (width)", "stage2.noise_step": "--noise-step",
+                  "stage2.steps": "--steps2", "stage2.cfg": "--cfg2", "stage2.shift": "--shift",
+                  "stage2.seed": "--seed" if args.seed_bridge is None else "--seed-bridge",
+                  "stage2.degrade_seed": "--seed-degrade"})
+    return names
 
-    latent_shape(stage1_settings.frames, stage1_settings.height, stage1_settings.width)
-    if stage1_settings.steps < 2:
-        raise FlashVideoError(f"--steps1 must be at least 2, got {stage1_settings.steps}")
-    if not args.skip_stage2:
-        check_target_size(stage2_settings.height, stage2_settings.width)
+
+def _check_int(flag: str, value, lo: int, hi: int, multiple: int = 1, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if value is None or not lo <= value <= hi or value % multiple:
+        grid = {1: "", 2: " (even)"}.get(multiple, f", a multiple of {multiple}")
+        raise FlashVideoError(f"{flag} is {value}; it must be a whole number in {lo}..{hi}{grid}")
+
+
+def _check_arguments(args) -> None:
+    """Every number, size and seed, before any file is read (pure: no model, no output written)."""
+    from .pipeline import check_settings
+
+    stage1_settings, stage2_settings = _settings(args)
+    check_settings(stage1_settings, None if args.skip_stage2 else stage2_settings, _setting_names(args))
+    if args.skip_stage2:  # stage II is not run, but its seeds still have to be seeds
+        for flag, seed in (("--seed-bridge", args.seed_bridge), ("--seed-degrade", args.seed_degrade)):
+            _check_int(flag, seed, 0, 2**64 - 1, optional=True)
+    _check_int("--fps", args.fps, 1, 240)
+    _check_int("--tile-size", args.tile_size, 0, 8192, 8)
+    _check_int("--tile-overlap", args.tile_overlap, 0, 512, 8)
+    _check_int("--chunk-latents", args.chunk_latents, 2, 64, 2, optional=True)
+    _check_int("--vae-memory-mb", args.vae_memory_mb, 1, 1 << 24, optional=True)
+    _device_and_dtype(args.device, args.dtype)
+
+
+def _check_outputs(args, contexts: list, names: list) -> None:
+    """The output folder and every file about to be written, before any model loads: an existing video is
+    never replaced without --overwrite, and no run is lost to a name the file system refuses."""
+    _writable_folder("--output-dir", args.output_dir)
+    kinds = OUTPUT_KINDS[:1] if args.skip_stage2 else OUTPUT_KINDS
+    planned = {}
+    for (context1, _), name in zip(contexts, names):
+        batch = context1.shape[0]
+        for b in range(batch):
+            for kind in kinds:
+                path = _output_path(args.output_dir, _stem(args, name), b, batch, kind)
+                if path in planned:
+                    raise FlashVideoError(f"--embedding: {planned[path]!r} and {name!r} would write the same "
+                                          f"{os.path.basename(path)}; rename one of the embedding files")
+                planned[path] = name
+                _check_output_file("--output-dir", path, args.overwrite, "--overwrite",
+                                   f"rename the embedding file {name!r} (outputs are named <embedding>_seed<seed>_"
+                                   "<stage>.mp4)")
+
+
+def _check_video_writer() -> None:
     try:
-        os.makedirs(args.output_dir, exist_ok=True)
-        with tempfile.TemporaryFile(dir=args.output_dir):
-            pass
-    except OSError as e:
-        raise FlashVideoError(f"cannot write to --output-dir {args.output_dir}: {e.strerror or e}; choose another "
-                              "folder") from None
+        importlib.import_module("av")
+    except ImportError:
+        raise FlashVideoError("PyAV is not installed, so no mp4 could be written; install it (pip install av) "
+                              "and run again") from None
 
 
 def _check_embedding_widths(contexts: list, names: list, models: dict) -> None:
@@ -142,7 +262,12 @@ def _run_pipeline(args, contexts: list, names: list) -> int:
 
     device, dtype = _device_and_dtype(args.device, args.dtype)
     stage1_settings, stage2_settings = _settings(args)
-    _check_before_loading(args, stage1_settings, stage2_settings)
+    _check_outputs(args, contexts, names)
+    _check_video_writer()
+    _input_file("--stage1", args.stage1, "stage1.pt (or another accepted stage-I layout)")
+    if not args.skip_stage2:
+        _input_file("--stage2", args.stage2, "stage2.pt (or another accepted stage-II layout)")
+    _input_file("--vae", args.vae, "3d-vae.pt (or another accepted VAE layout)")
     # the pipeline sets the stage per decode (stage-II latents get the official 1x2 tiles in reference mode)
     slicing = SlicingOptions(mode=args.slicing, memory_budget_mib=args.vae_memory_mb, hard_seams=args.hard_seams,
                              chunk_latents=args.chunk_latents, tile_latents=args.tile_size // 8 or None,
@@ -157,8 +282,8 @@ def _run_pipeline(args, contexts: list, names: list) -> int:
     print(f"device {device}, dtype {dtype}; models loaded in {load_seconds:.2f} s")
     for (context1, context2), name in zip(contexts, names):
         result = generate_two_stage(stage1, stage2, vae, context1, context2, stage1_settings, stage2_settings,
-                                    slicing, device=device, progress=ConsoleProgress())
-        for path in _write_outputs(result, args.output_dir, f"{name}_seed{args.seed}", args.fps):
+                                    slicing, device=device, progress=ConsoleProgress(), memory=args.memory)
+        for path in _write_outputs(result, args.output_dir, _stem(args, name), args.fps):
             print(f"wrote {path}")
         for phase, seconds in result.timings.items():
             print(f"{phase:>15}: {seconds:7.2f} s")
@@ -172,10 +297,18 @@ def _generate(args) -> int:
         raise FlashVideoError("--stage2 stage2.pt is needed (or --skip-stage2 for the preview only)")
     if args.embedding2 and len(args.embedding2) != len(args.embedding):
         raise FlashVideoError("give one --embedding2 per --embedding (or none: stage II reuses the stage-I embedding)")
+    _check_arguments(args)
+    what = "a prompt embedding saved by FlashVideo Save Prompt Embedding (README)"
+    for flag, paths in (("--embedding", args.embedding), ("--embedding2", args.embedding2 or [])):
+        for path in paths:
+            _input_file(flag, path, what)
     contexts, names = [], []
     for k, path in enumerate(args.embedding):
         context1, prompt = load_prompt_embedding(path)
         context2 = load_prompt_embedding(args.embedding2[k])[0] if args.embedding2 else None
+        if context2 is not None and context2.shape[0] != context1.shape[0]:
+            raise FlashVideoError(f"--embedding2 {args.embedding2[k]} holds {context2.shape[0]} prompts but "
+                                  f"--embedding {path} holds {context1.shape[0]}; pair embeddings of the same batch")
         print(f"prompt {k}: {prompt[:80]!r}" if prompt else f"prompt {k}: {path}")
         contexts.append((context1, context2))
         names.append(os.path.splitext(os.path.basename(path))[0])
@@ -186,6 +319,8 @@ def _demo(args) -> int:
     """The two-stage pipeline on tiny random-weight checkpoints made on the fly."""
     from .tiny_install import make_tiny, tiny_prompt_embedding
 
+    _check_arguments(args)
+    _check_outputs(args, [(tiny_prompt_embedding(), None)], ["demo"])
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         paths = make_tiny(tmp)
@@ -215,6 +350,9 @@ def _add_pipeline_args(p: argparse.ArgumentParser, stage1_size: tuple, resolutio
     p.add_argument("--dtype", default="auto", choices=["auto", *sorted(DTYPES)], help="auto: bf16 on GPU, fp32 on CPU")
     p.add_argument("--seed-bridge", type=int, default=None, help="seed of the bridge's posterior sample (default --seed)")
     p.add_argument("--seed-degrade", type=int, default=None, help="seed of the degradation noise (default --seed)")
+    p.add_argument("--memory", default="auto", choices=list(MEMORY_MODES),
+                   help="how each guided DiT step runs (same result): auto = the fastest that fits the free memory; "
+                        "batched, sequential (cond then uncond) or lean (also in token chunks, least memory)")
     p.add_argument("--attention", default="sdpa", choices=list(BACKENDS),
                    help="attention kernel of both DiTs: sdpa, or flash / sage when installed (else sdpa)")
     p.add_argument("--window-attention", action="store_true",
@@ -229,20 +367,25 @@ def _add_pipeline_args(p: argparse.ArgumentParser, stage1_size: tuple, resolutio
                    help="cut the VAE tiles at their boundary as the official code does (with --slicing reference: "
                    "its exact stage-II decode) instead of blending them")
     p.add_argument("--fps", type=int, default=8)
+    p.add_argument("--overwrite", action="store_true", help="replace output videos that already exist")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m flashvideo_core", description=__doc__)
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help=f"show the traceback of an unexpected error (or set {DEBUG_ENV}=1)")
+    p = argparse.ArgumentParser(prog="python -m flashvideo_core", description=__doc__, parents=[debug])
     sub = p.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("convert", help="rewrite any accepted checkpoint as one pack-native safetensors file")
+    c = sub.add_parser("convert", parents=[debug], help="rewrite any accepted checkpoint as one pack-native safetensors file")
     c.add_argument("input")
     c.add_argument("output")
     c.add_argument("--dtype", choices=sorted(DTYPES), help="cast floating tensors (default: keep)")
     c.add_argument("--trust-pickle", action="store_true", help="allow a pickle that runs code (only for files you trust)")
+    c.add_argument("--force", action="store_true", help="replace the output file if it exists")
     c.add_argument("--quantize", choices=["scaled_fp8"],
                    help="DiTs only: transformer-block weights in ComfyUI's scaled fp8 format (about half of bf16)")
     c.set_defaults(func=_convert)
-    g = sub.add_parser("generate", help="prompt embedding(s) -> stage-I, stage-II and side-by-side mp4s")
+    g = sub.add_parser("generate", parents=[debug], help="prompt embedding(s) -> stage-I, stage-II and side-by-side mp4s")
     g.add_argument("--stage1", required=True, help="stage1.pt (or any accepted stage-I layout)")
     g.add_argument("--stage2", help="stage2.pt (or any accepted stage-II layout)")
     g.add_argument("--vae", required=True, help="3d-vae.pt (or any accepted VAE layout)")
@@ -251,21 +394,42 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--embedding2", nargs="+", help="stage-II embedding(s), e.g. of 'medium motion, <prompt>'")
     _add_pipeline_args(g, (256, 480), "1080p", 49)
     g.set_defaults(func=_generate)
-    t = sub.add_parser("make-tiny", help="write tiny random-weight checkpoints into a ComfyUI models folder")
+    t = sub.add_parser("make-tiny", parents=[debug], help="write tiny random-weight checkpoints into a ComfyUI models folder")
     t.add_argument("models_dir")
     t.add_argument("--force", action="store_true", help="overwrite existing files")
     t.set_defaults(func=_make_tiny)
-    d = sub.add_parser("demo", help="the two-stage pipeline on tiny random weights (CPU, about a minute)")
+    d = sub.add_parser("demo", parents=[debug], help="the two-stage pipeline on tiny random weights (CPU, about a minute)")
     _add_pipeline_args(d, (64, 96), "192x128", 49)
     d.set_defaults(func=_demo)
     return p
 
 
+def _unexpected(e: BaseException) -> str:
+    """One line for an error no check caught: what happened, what to try, how to see the traceback."""
+    detail = (str(e).strip().splitlines() or [""])[0][:300]
+    if isinstance(e, (torch.OutOfMemoryError, MemoryError)):
+        return (f"out of memory ({detail}); lower --vae-memory-mb or use --slicing auto, a smaller --resolution "
+                "or fewer --frames")
+    if isinstance(e, OSError) and e.filename:
+        return f"{e.filename}: {e.strerror or detail}; check the path, its permissions and the free disk space"
+    return (f"unexpected {type(e).__name__}: {detail}. This case is not handled by the pack; please report it. "
+            f"Rerun with --debug (or {DEBUG_ENV}=1) for the traceback")
+
+
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
+    debug = getattr(args, "debug", False) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
         return args.func(args)
     except FlashVideoError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; files already written are complete, nothing half-written is left", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if debug:
+            raise
+        print(f"error: {_unexpected(e)}", file=sys.stderr)
+        return 1

@@ -10,6 +10,7 @@ import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.utils
 
+from ..flashvideo_core.errors import InputError
 from ..flashvideo_core.progress import Progress
 
 log = logging.getLogger("flashvideo")
@@ -54,6 +55,8 @@ def _preview_image(frame: torch.Tensor):
 
 def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
     """auto: bf16 on a GPU that supports it, else fp32 (fp16 overflows in CogVideoX models)."""
+    if choice not in DTYPE_CHOICES:
+        raise InputError(f"dtype {choice!r} is not one of {DTYPE_CHOICES}. Fix: pick one of them")
     if choice != "auto":
         if choice == "fp16":
             log.warning("FlashVideo: fp16 can overflow to NaN in CogVideoX models; prefer bf16 or fp32")

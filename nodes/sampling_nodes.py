@@ -13,6 +13,7 @@ from ..flashvideo_core.stage1.schedule import DEFAULT_STEPS as STAGE1_STEPS
 from ..flashvideo_core.stage2.schedule import DEFAULT_CFG as STAGE2_CFG
 from ..flashvideo_core.stage2.schedule import DEFAULT_STEPS as STAGE2_STEPS
 from ..flashvideo_core.stage2.schedule import MAX_STEPS as STAGE2_MAX_STEPS
+from .input_checks import float_widget, int_widget, latent_tensor, prompt_width, refuse, seed_widget
 
 CATEGORY = "FlashVideo/sampling"
 #: metadata riding on LATENT dicts: the stage whose latent it is, the degradation step and its seed
@@ -30,17 +31,34 @@ def require_stage(model, stage: int, node: str) -> None:
     from .native.model_base import FlashVideoStage1Model, FlashVideoStage2Model
 
     expected = FlashVideoStage1Model if stage == 1 else FlashVideoStage2Model
-    if not isinstance(model.model, expected):
-        found = "a non-FlashVideo model" if "FlashVideo" not in type(model.model).__name__ else "the other FlashVideo stage"
-        raise InputError(f"{node} needs the FlashVideo stage-{'I' if stage == 1 else 'II'} model "
-                         f"({'stage1.pt' if stage == 1 else 'stage2.pt'} from FlashVideo Model Loader), got {found}")
+    inner = getattr(model, "model", None)
+    if not isinstance(inner, expected):
+        found = "a non-FlashVideo model" if "FlashVideo" not in type(inner).__name__ else "the other FlashVideo stage"
+        raise refuse(node, "model", f"needs the FlashVideo stage-{'I' if stage == 1 else 'II'} model, got {found}",
+                     f"connect {'stage1.pt' if stage == 1 else 'stage2.pt'} loaded by FlashVideo Model Loader")
 
 
 def degraded_step(samples: dict, node: str) -> int:
-    if NOISE_STEP_KEY not in samples:
-        raise InputError(f"{node}: the latent has not been degraded; connect FlashVideo Latent Degrade's output "
-                         "(it carries the noise step the model embeds)")
-    return int(samples[NOISE_STEP_KEY])
+    if not isinstance(samples, dict) or NOISE_STEP_KEY not in samples:
+        raise InputError(f"{node}, input 'samples': the latent has not been degraded (or lost its noise step: core "
+                         "Save/Load Latent keep only the tensor). Fix: connect FlashVideo Latent Degrade's output "
+                         "directly (it carries the noise step the model embeds); to reuse a saved stage-II latent, "
+                         "load the Stage II Upscale output and degrade it again")
+    return int_widget(samples[NOISE_STEP_KEY], node, "samples (its noise step)", 0, 999)
+
+
+def text_width(model):
+    """The prompt width the loaded DiT was built for (T5-XXL: 4096), from its ComfyUI model config."""
+    config = getattr(getattr(getattr(model, "model", None), "model_config", None), "unet_config", None)
+    if isinstance(config, dict) and "text_hidden_size" in config:
+        return int(config["text_hidden_size"])
+    return None
+
+
+def check_prompt(model, cond, node: str, name: str, tokens: bool = True) -> None:
+    """A prompt embedding of the wrong width is refused here, naming the input, not as a matmul error later.
+    ``tokens``: also require the reference's 226 tokens (the convenience nodes; the guiders take any length)."""
+    prompt_width(cond, text_width(model), node, name, tokens)
 
 
 class FlashVideoStage1Sigmas(io.ComfyNode):
@@ -57,6 +75,7 @@ class FlashVideoStage1Sigmas(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, steps: int = STAGE1_STEPS) -> io.NodeOutput:
+        steps = int_widget(steps, "FlashVideo Stage I Sigmas", "steps", 2, 200)
         require_stage(model, 1, "FlashVideo Stage I Sigmas")
         return io.NodeOutput(native().stage1_sigmas(model, steps))
 
@@ -75,6 +94,7 @@ class FlashVideoStage1Noise(io.ComfyNode):
 
     @classmethod
     def execute(cls, seed: int = 0) -> io.NodeOutput:
+        seed = seed_widget(seed, "FlashVideo Stage I Noise")
         return io.NodeOutput(native().Stage1ReferenceNoise(seed))
 
 
@@ -97,7 +117,12 @@ class FlashVideoDynamicCFGGuider(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, cfg: float = STAGE1_CFG, negative=None) -> io.NodeOutput:
-        require_stage(model, 1, "FlashVideo DynamicCFG Guider")
+        node = "FlashVideo DynamicCFG Guider"
+        cfg = float_widget(cfg, node, "cfg", 1.0, 15.0)
+        require_stage(model, 1, node)
+        check_prompt(model, positive, node, "positive", tokens=False)
+        if negative is not None:
+            check_prompt(model, negative, node, "negative", tokens=False)
         sampling = native()
         guider = sampling.DynamicCFGGuider(model)
         guider.set_conds(positive, sampling.zero_conditioning(positive) if negative is None else negative)
@@ -136,6 +161,7 @@ class FlashVideoStage2Sigmas(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, steps: int = STAGE2_STEPS) -> io.NodeOutput:
+        steps = int_widget(steps, "FlashVideo Stage II Sigmas", "steps", 1, STAGE2_MAX_STEPS)
         require_stage(model, 2, "FlashVideo Stage II Sigmas")
         return io.NodeOutput(native().stage2_sigmas(model, steps))
 
@@ -154,8 +180,10 @@ class FlashVideoStage2Noise(io.ComfyNode):
 
     @classmethod
     def execute(cls, samples: dict) -> io.NodeOutput:
+        latent_tensor(samples, "FlashVideo Stage II Noise")
         degraded_step(samples, "FlashVideo Stage II Noise")
-        return io.NodeOutput(native().DegradedLatentNoise(samples, samples.get(SEED_KEY, 0)))
+        seed = seed_widget(samples.get(SEED_KEY, 0), "FlashVideo Stage II Noise", "samples (its seed)")
+        return io.NodeOutput(native().DegradedLatentNoise(samples, seed))
 
 
 class FlashVideoStage2Guider(io.ComfyNode):
@@ -177,9 +205,16 @@ class FlashVideoStage2Guider(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, samples: dict, cfg: float = STAGE2_CFG, negative=None) -> io.NodeOutput:
-        require_stage(model, 2, "FlashVideo Stage II Guider")
+        node = "FlashVideo Stage II Guider"
+        cfg = float_widget(cfg, node, "cfg", 1.0, 20.0)
+        latent_tensor(samples, node)
+        step = degraded_step(samples, node)
+        require_stage(model, 2, node)
+        check_prompt(model, positive, node, "positive", tokens=False)
+        if negative is not None:
+            check_prompt(model, negative, node, "negative", tokens=False)
         guider = native().Stage2Guider(model)
-        guider.set_flashvideo_conds(positive, degraded_step(samples, "FlashVideo Stage II Guider"), negative)
+        guider.set_flashvideo_conds(positive, step, negative)
         guider.set_cfg(cfg)
         return io.NodeOutput(guider)
 

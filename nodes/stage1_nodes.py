@@ -18,9 +18,9 @@ import folder_paths
 
 from ..flashvideo_core.stage1.sampler import TRAINED_FRAMES, TRAINED_SIZE, latent_shape
 from ..flashvideo_core.stage1.schedule import DEFAULT_CFG, DEFAULT_STEPS
-from ..flashvideo_core.text_embeddings import check_context
-from .native.options import ATTENTION_CHOICES, HOST_ATTENTION, WEIGHT_DTYPE_CHOICES
-from .sampling_nodes import STAGE_KEY, native, require_stage
+from .input_checks import combo_widget, float_widget, int_widget, model_file, seed_widget
+from .native.options import ATTENTION_CHOICES, HOST_ATTENTION, MEMORY_CHOICES, WEIGHT_DTYPE_CHOICES
+from .sampling_nodes import STAGE_KEY, check_prompt, native, require_stage
 
 log = logging.getLogger("flashvideo")
 
@@ -52,23 +52,30 @@ class FlashVideoModelLoader(io.ComfyNode):
                                tooltip="comfy: the host's attention (as ComfyUI was started: --use-sage-attention, "
                                "--use-flash-attention, xformers or PyTorch SDPA). sdpa / flash / sage: override with "
                                "FlashVideo's own call (flash-attn / SageAttention if installed, else SDPA)."),
+                io.Combo.Input("memory", options=MEMORY_CHOICES, default="auto", optional=True,  # old API prompts
+                               tooltip="Working memory of each step (same result): auto: whole-sequence forwards "
+                               "when they fit the free memory, token chunks otherwise (1080p stage II: ~10 GB fastest, "
+                               "~2.5 GB chunked). whole: never chunk (fastest; may run out of memory). lean: always "
+                               "chunk, and tell ComfyUI to plan for the small figure. ComfyUI runs cond and uncond as "
+                               "one batch when the memory allows."),
             ],
             outputs=[io.Model.Output(display_name="model")],
         )
 
     @classmethod
-    def execute(cls, model_name: str, weight_dtype: str = "auto", attention: str = HOST_ATTENTION) -> io.NodeOutput:
-        from .native.loader import load_flashvideo_model
+    def execute(cls, model_name: str, weight_dtype: str = "auto", attention: str = HOST_ATTENTION,
+                memory: str = "auto") -> io.NodeOutput:
+        node = "FlashVideo Model Loader"
+        combo_widget(weight_dtype, node, "weight_dtype", WEIGHT_DTYPE_CHOICES)
+        combo_widget(attention, node, "attention", ATTENTION_CHOICES)
+        combo_widget(memory, node, "memory", MEMORY_CHOICES)
+        path = model_file(folder_paths, "diffusion_models", model_name, node, "model_name")
+        from .native.loader import load_flashvideo_model  # the host's model classes, needed only from here
 
-        path = folder_paths.get_full_path_or_raise("diffusion_models", model_name)
-        return io.NodeOutput(load_flashvideo_model(path, weight_dtype, attention))
+        return io.NodeOutput(load_flashvideo_model(path, weight_dtype, attention, memory=memory))
 
 
-def _snap(value: int, multiple: int, name: str) -> int:
-    snapped = max(multiple, round(value / multiple) * multiple)
-    if snapped != value:
-        log.warning("FlashVideo: %s %d is not a multiple of %d; using %d", name, value, multiple, snapped)
-    return snapped
+SAMPLER = "FlashVideo Stage I Sampler"
 
 
 class FlashVideoStage1Sampler(io.ComfyNode):
@@ -104,13 +111,16 @@ class FlashVideoStage1Sampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, width: int = 480, height: int = 256, frames: int = 49,
                 steps: int = DEFAULT_STEPS, cfg: float = DEFAULT_CFG, seed: int = 0) -> io.NodeOutput:
-        require_stage(model, 1, "FlashVideo Stage I Sampler")
-        context = check_context(positive[0][0], "positive conditioning")
-        width, height = _snap(width, 16, "width"), _snap(height, 16, "height")
-        if (frames - 1) % 4:
-            fixed = (frames - 1) // 4 * 4 + 1
-            log.warning("FlashVideo: %d frames is not 4k+1; using %d", frames, fixed)
-            frames = fixed
+        # API clients skip the frontend's limits and steps: off-grid sizes are refused, never silently snapped
+        width = int_widget(width, SAMPLER, "width", 16, 2048, multiple=16)
+        height = int_widget(height, SAMPLER, "height", 16, 2048, multiple=16)
+        frames = int_widget(frames, SAMPLER, "frames", 1, 201, multiple=4, offset=1)
+        steps = int_widget(steps, SAMPLER, "steps", 2, 200)
+        cfg = float_widget(cfg, SAMPLER, "cfg", 1.0, 15.0)
+        seed = seed_widget(seed, SAMPLER)
+        require_stage(model, 1, SAMPLER)
+        check_prompt(model, positive, SAMPLER, "positive")
+        context = positive[0][0]
         if (height, width) != TRAINED_SIZE or frames != TRAINED_FRAMES:
             log.warning("FlashVideo: stage I was trained at %dx%d, %d frames; %dx%d, %d frames is off-distribution",
                         TRAINED_SIZE[1], TRAINED_SIZE[0], TRAINED_FRAMES, width, height, frames)

@@ -18,26 +18,36 @@ from ..flashvideo_core.errors import InputError
 from ..flashvideo_core.stage2.bridge import RESOLUTIONS, encode_for_stage2, stage1_to_stage2
 from ..flashvideo_core.stage2.degrade import degrade_latent
 from ..flashvideo_core.stage2.schedule import DEFAULT_CFG, DEFAULT_NOISE_STEP, DEFAULT_SHIFT, DEFAULT_STEPS, MAX_STEPS
-from ..flashvideo_core.text_embeddings import check_context
 from .comfy_bridge import ComfyProgress, ManagedModel
-from .sampling_nodes import NOISE_STEP_KEY, SEED_KEY, STAGE_KEY, degraded_step, native, require_stage
+from .input_checks import combo_widget, float_widget, image_batch, int_widget, latent_tensor, refuse, seed_widget
+from .sampling_nodes import (
+    NOISE_STEP_KEY, SEED_KEY, STAGE_KEY, check_prompt, degraded_step, native, require_stage,
+)
 from .stage1_nodes import sample_with
-from .vae_nodes import FRAME_RULES, FlashVideoVAE, _fit_frame_count, _prepare, _slicing_inputs, _slicing_options
+from .vae_nodes import (
+    FRAME_RULES, FlashVideoVAE, _check_vae, _fit_frame_count, _prepare, _slicing_inputs, _slicing_options,
+    latent_stage, untagged_cause,
+)
 
 log = logging.getLogger("flashvideo")
 
 CATEGORY = "FlashVideo"
 RESOLUTION_CHOICES = ["1080p (1072x1920)", "2K (1440x2560)", "custom"]
 ATTENTION_CHOICES = ["full", "window 7x11x11 (experimental)"]
+UPSCALE, DEGRADE, REFINER = "FlashVideo Stage II Upscale", "FlashVideo Latent Degrade", "FlashVideo Stage II Refiner"
 
 
 def _target_size(resolution: str, width: int, height: int) -> tuple[int, int]:
+    """(height, width) of the stage-II video; width/height are checked only when used (custom)."""
     if resolution == "custom":
-        return height, width
-    for name, size in RESOLUTIONS.items():
-        if resolution.startswith(name):
-            return size
-    raise InputError(f"resolution must be one of {RESOLUTION_CHOICES}, got {resolution!r}")
+        return (int_widget(height, UPSCALE, "height", 16, 4096, multiple=16),
+                int_widget(width, UPSCALE, "width", 16, 4096, multiple=16))
+    if isinstance(resolution, str):
+        for name, size in RESOLUTIONS.items():
+            if resolution.startswith(name + " "):
+                return size
+    raise InputError(f"{UPSCALE}, input 'resolution': resolution must be one of {RESOLUTION_CHOICES}, got "
+                     f"{resolution!r}. Fix: pick one of them")
 
 
 class FlashVideoStage2Upscale(io.ComfyNode):
@@ -79,18 +89,31 @@ class FlashVideoStage2Upscale(io.ComfyNode):
                 seed: int = 0, frame_rule: str = "error", slicing: str = "reference", memory_budget_mb: int = 0,
                 chunk_latents: int = 2, tile_size: int = 0, tile_overlap: int = 128, images=None, samples=None) -> io.NodeOutput:
         if (images is None) == (samples is None):
-            raise InputError("connect exactly one of images (decoded preview or a video) or samples (stage-I latent)")
+            raise InputError(f"{UPSCALE}: connect exactly one of images (decoded preview or a video) or samples "
+                             "(stage-I latent). Fix: disconnect the other input")
+        vae = _check_vae(vae, UPSCALE)
         size = _target_size(resolution, width, height)
-        options = _slicing_options(slicing, memory_budget_mb, chunk_latents, tile_size, tile_overlap)
+        seed = seed_widget(seed, UPSCALE)
+        combo_widget(frame_rule, UPSCALE, "frame_rule", FRAME_RULES)
+        options = _slicing_options(slicing, memory_budget_mb, chunk_latents, tile_size, tile_overlap, node=UPSCALE)
         progress = ComfyProgress(preview=False)
         if samples is not None:
-            z1 = samples["samples"].float() * LATENT_SCALE_STAGE1  # LATENTs are unscaled; the core takes model space
-            if samples.get(STAGE_KEY, 1) != 1:
-                raise InputError("this latent is already a stage-II latent; connect the stage-I sampler's latent")
+            z = latent_tensor(samples, UPSCALE, "samples", vae.model.config.latent_channels)
+            stage, known = latent_stage(samples, z, UPSCALE)
+            if known == "tagged" and stage != 1:
+                raise refuse(UPSCALE, "samples", "this latent is already a stage-II latent",
+                             "connect the stage-I sampler's latent (a stage-II latent goes to FlashVideo Latent "
+                             "Degrade)")
+            if known == "size" and stage != 1:
+                raise refuse(UPSCALE, "samples", f"{untagged_cause(z, stage)}, not of a stage-I preview",
+                             "connect a stage-II latent to FlashVideo Latent Degrade instead; if it really is a "
+                             "stage-I latent, decode it (FlashVideo VAE Decode, latent_scale stage1) and connect "
+                             "the frames to images")
+            z1 = z * LATENT_SCALE_STAGE1  # LATENTs are unscaled; the core takes model space
             budget = _prepare(vae, "decode", tuple(z1.shape), options)
             z2, _ = stage1_to_stage2(vae.model, z1, size, seed, options, progress, budget)
         else:
-            frames = _fit_frame_count(images, frame_rule)
+            frames = _fit_frame_count(image_batch(images, UPSCALE), frame_rule, UPSCALE)
             video = frames.movedim(-1, 0).unsqueeze(0).float() * 2 - 1  # [1, 3, T, H, W] in [-1, 1]
             budget = _prepare(vae, "encode", (1, 3, video.shape[2], *size), options)
             z2 = encode_for_stage2(vae.model, video, size, seed, options, progress, budget)
@@ -119,11 +142,21 @@ class FlashVideoLatentDegrade(io.ComfyNode):
 
     @classmethod
     def execute(cls, samples: dict, noise_step: int = DEFAULT_NOISE_STEP, seed: int = 0) -> io.NodeOutput:
-        if samples.get(STAGE_KEY) == 1:
-            raise InputError("this is a stage-I latent; pass it through FlashVideo Stage II Upscale first")
+        z = latent_tensor(samples, DEGRADE)
+        noise_step = int_widget(noise_step, DEGRADE, "noise_step", 0, 999)
+        seed = seed_widget(seed, DEGRADE)
+        stage, known = latent_stage(samples, z, DEGRADE)
+        if known == "tagged" and stage == 1:
+            raise refuse(DEGRADE, "samples", "this is a stage-I latent",
+                         "pass it through FlashVideo Stage II Upscale first")
+        if known == "size" and stage == 1:
+            raise refuse(DEGRADE, "samples", f"{untagged_cause(z, stage)} (this node takes stage-II latents)",
+                         "pass it through FlashVideo Stage II Upscale first; for a stage-II latent this small, "
+                         "connect the Upscale output directly (it carries its stage)")
         if NOISE_STEP_KEY in samples:
-            raise InputError("this latent is already degraded; connect the upscaler's output instead")
-        x0 = degrade_latent(samples["samples"].float() * LATENT_SCALE_STAGE2, noise_step, seed)
+            raise refuse(DEGRADE, "samples", "this latent is already degraded",
+                         "connect the upscaler's output instead")
+        x0 = degrade_latent(z * LATENT_SCALE_STAGE2, noise_step, seed)
         return io.NodeOutput({"samples": x0 / LATENT_SCALE_STAGE2, STAGE_KEY: 2, NOISE_STEP_KEY: noise_step,
                               SEED_KEY: seed})
 
@@ -161,13 +194,14 @@ class FlashVideoStage2Refiner(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, samples: dict, steps: int = DEFAULT_STEPS, cfg: float = DEFAULT_CFG,
                 shift: float = DEFAULT_SHIFT, attention: str = ATTENTION_CHOICES[0]) -> io.NodeOutput:
-        require_stage(model, 2, "FlashVideo Stage II Refiner")
-        noise_step = degraded_step(samples, "FlashVideo Stage II Refiner")
-        if attention not in ATTENTION_CHOICES:
-            raise InputError(f"attention must be one of {ATTENTION_CHOICES}, got {attention!r}")
-        if not 1 <= steps <= MAX_STEPS:
-            raise InputError(f"stage II takes 1-{MAX_STEPS} Euler steps (4-6 recommended), got {steps}")
-        check_context(positive[0][0], "positive conditioning")
+        steps = int_widget(steps, REFINER, "steps", 1, MAX_STEPS)
+        cfg = float_widget(cfg, REFINER, "cfg", 1.0, 20.0)
+        shift = float_widget(shift, REFINER, "shift", 1.0, 5.0)
+        combo_widget(attention, REFINER, "attention", ATTENTION_CHOICES)
+        latent_tensor(samples, REFINER)
+        noise_step = degraded_step(samples, REFINER)
+        require_stage(model, 2, REFINER)
+        check_prompt(model, positive, REFINER, "positive")
         from .native.dit import WINDOW_OPTION
         from .native.model_base import FlashVideoFlowSampling
 

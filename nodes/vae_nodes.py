@@ -19,6 +19,9 @@ from ..flashvideo_core.vae.loader import load_vae
 from ..flashvideo_core.vae.model import DiagonalGaussian
 from ..flashvideo_core.vae.slicing import MODES, SlicingOptions, decode_sliced, encode_sliced, plan_slicing
 from .comfy_bridge import DTYPE_CHOICES, ComfyProgress, ManagedModel, resolve_dtype
+from .input_checks import (
+    combo_widget, image_batch, int_widget, latent_tensor, model_file, refuse, seed_widget, shape_stage,
+)
 
 log = logging.getLogger("flashvideo")
 
@@ -27,6 +30,9 @@ FlashVideoVAE = io.Custom("FLASHVIDEO_VAE")
 CATEGORY = "FlashVideo"
 STAGES = ["stage1", "stage2"]
 STAGE_NUMBERS = {"stage1": 1, "stage2": 2}
+STAGE_KEY = "flashvideo_stage"  # the same key as sampling_nodes.STAGE_KEY (that module imports the host's samplers)
+POSTERIORS = ["sample", "mode"]
+ENCODE, DECODE = "FlashVideo VAE Encode", "FlashVideo VAE Decode"
 FRAME_RULES = ["error", "trim", "pad"]
 SPATIAL = 8
 
@@ -34,7 +40,8 @@ SCALE_TOOLTIP = (
     "Which FlashVideo stage this latent belongs to: stage1 (the 270p preview) or stage2 (the 1080p/2K refiner). "
     "LATENTs are unscaled, as everywhere in ComfyUI; the models apply their scale (stage1 x0.7, stage2 x1.15258426) "
     "when sampling. Decoding a stage2 latent in reference slicing uses the official left/right tiles; a latent "
-    "that carries its stage is refused under the other one."
+    "that carries its stage is refused under the other one, and so is an untagged one (core Save/Load Latent "
+    "drop the tag) whose size only one stage makes (about 256x480: stage1; 1080p or more: stage2)."
 )
 SLICING_TOOLTIP = (
     "reference: the official chunk boundaries (decode: latent frames 0-2 then pairs; encode: 17 frames then 16s), "
@@ -74,10 +81,14 @@ def _slicing_inputs() -> list:
 
 
 def _slicing_options(slicing, memory_budget_mb, chunk_latents, tile_size, tile_overlap,
-                     stage: int = 1) -> SlicingOptions:
-    """``stage``: the FlashVideo stage of the decoded latent (2: the official stage-II tiles in reference mode)."""
-    if slicing not in MODES:  # ComfyUI 0.3.64 does not check V3 combo values
-        raise InputError(f"slicing must be one of {list(MODES)}, got {slicing!r}")
+                     stage: int = 1, node: str = "FlashVideo VAE") -> SlicingOptions:
+    """``stage``: the FlashVideo stage of the decoded latent (2: the official stage-II tiles in reference mode).
+    The widget ranges are checked here: API clients skip the frontend's limits."""
+    combo_widget(slicing, node, "slicing", MODES)  # ComfyUI 0.3.64 does not check V3 combo values
+    memory_budget_mb = int_widget(memory_budget_mb, node, "memory_budget_mb", 0, 1 << 20)
+    chunk_latents = int_widget(chunk_latents, node, "chunk_latents", 2, 64, multiple=2)
+    tile_size = int_widget(tile_size, node, "tile_size", 0, 8192, multiple=SPATIAL)
+    tile_overlap = int_widget(tile_overlap, node, "tile_overlap", 0, 512, multiple=SPATIAL)
     return SlicingOptions(
         mode=slicing,
         memory_budget_mib=memory_budget_mb or None,
@@ -88,10 +99,38 @@ def _slicing_options(slicing, memory_budget_mb, chunk_latents, tile_size, tile_o
     )
 
 
-def _check_stage(stage: str) -> str:
-    if stage not in STAGES:
-        raise InputError(f"latent_scale must be one of {STAGES}, got {stage!r}")
-    return stage
+def _check_stage(stage: str, node: str = "FlashVideo VAE") -> str:
+    return combo_widget(stage, node, "latent_scale", STAGES)
+
+
+def _check_vae(vae, node: str) -> ManagedModel:
+    if not isinstance(vae, ManagedModel):
+        raise refuse(node, "vae", f"got {type(vae).__name__}, not a FlashVideo VAE",
+                     "connect the output of FlashVideo VAE Loader")
+    return vae
+
+
+def carried_stage(samples: dict, node: str, name: str = "samples"):
+    """The stage tag a LATENT carries (1 or 2), or None when it lost it (core Save/Load Latent)."""
+    carried = samples.get(STAGE_KEY)
+    if carried is not None and carried not in (1, 2):
+        raise refuse(node, name, f"its stage tag {carried!r} is not 1 or 2",
+                     "connect the latent straight from a FlashVideo node")
+    return carried
+
+
+def latent_stage(samples: dict, z: torch.Tensor, node: str, name: str = "samples"):
+    """(stage, how known): the carried tag, else the stage the latent's size points to, else (None, None)."""
+    carried = carried_stage(samples, node, name)
+    if carried is not None:
+        return carried, "tagged"
+    guessed = shape_stage(z)
+    return guessed, None if guessed is None else "size"
+
+
+def untagged_cause(z: torch.Tensor, stage: int) -> str:
+    return (f"this latent carries no stage tag (core Save/Load Latent keep only the tensor) and its "
+            f"{z.shape[-1] * SPATIAL}x{z.shape[-2] * SPATIAL} px size is that of a stage-{stage} latent")
 
 
 def _prepare(vae: ManagedModel, direction: str, shape: tuple, options: SlicingOptions) -> int:
@@ -127,7 +166,9 @@ class FlashVideoVAELoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae_name: str, dtype: str = "auto") -> io.NodeOutput:
-        path = folder_paths.get_full_path_or_raise("vae", vae_name)
+        node = "FlashVideo VAE Loader"
+        combo_widget(dtype, node, "dtype", DTYPE_CHOICES)
+        path = model_file(folder_paths, "vae", vae_name, node, "vae_name")
         load_device, offload_device = mm.vae_device(), mm.vae_offload_device()
         torch_dtype = resolve_dtype(dtype, torch.device(load_device))
         model = load_vae(path, device=offload_device, dtype=torch_dtype)
@@ -155,14 +196,19 @@ class FlashVideoVAEDecode(io.ComfyNode):
     @classmethod
     def execute(cls, vae: ManagedModel, samples: dict, latent_scale: str = "stage1", slicing: str = "reference",
                 memory_budget_mb: int = 0, chunk_latents: int = 2, tile_size: int = 0, tile_overlap: int = 128) -> io.NodeOutput:
-        z = _latent_tensor(samples)  # unscaled: the VAE's own latent space
-        _check_stage(latent_scale)
-        carried = samples.get("flashvideo_stage")
-        if carried is not None and f"stage{carried}" != latent_scale:
-            raise InputError(f"this latent comes from FlashVideo stage {carried} but latent_scale is {latent_scale}: "
-                             f"set latent_scale to stage{carried}, or the colours come out wrong")
+        vae = _check_vae(vae, DECODE)
+        z = latent_tensor(samples, DECODE, "samples", vae.model.config.latent_channels)  # unscaled: the VAE's space
+        _check_stage(latent_scale, DECODE)
+        stage, known = latent_stage(samples, z, DECODE)
+        if known == "tagged" and f"stage{stage}" != latent_scale:
+            raise refuse(DECODE, "latent_scale", f"this latent comes from FlashVideo stage {stage} but latent_scale "
+                         f"is {latent_scale}", f"set latent_scale to stage{stage}")
+        if known == "size" and f"stage{stage}" != latent_scale:
+            raise refuse(DECODE, "latent_scale", f"{untagged_cause(z, stage)}, but latent_scale is {latent_scale}",
+                         f"set latent_scale to stage{stage} (the latent's stage: stage1 for the stage-I preview, "
+                         "stage2 for Stage II Upscale/Refiner outputs)")
         options = _slicing_options(slicing, memory_budget_mb, chunk_latents, tile_size, tile_overlap,
-                                   stage=STAGE_NUMBERS[latent_scale])
+                                   stage=STAGE_NUMBERS[latent_scale], node=DECODE)
         budget = _prepare(vae, "decode", tuple(z.shape), options)
         video = decode_sliced(vae.model, z, options, ComfyProgress(), output_device=mm.intermediate_device(), budget_bytes=budget)
         if not torch.isfinite(video).all():
@@ -210,31 +256,25 @@ class FlashVideoVAEEncode(io.ComfyNode):
     def execute(cls, vae: ManagedModel, images: torch.Tensor, latent_scale: str = "stage2", posterior: str = "sample",
                 seed: int = 0, frame_rule: str = "error", slicing: str = "reference", memory_budget_mb: int = 0,
                 chunk_latents: int = 2, tile_size: int = 0, tile_overlap: int = 128) -> io.NodeOutput:
-        stage = _check_stage(latent_scale)
-        frames = _fit_frame_count(images, frame_rule)
+        vae = _check_vae(vae, ENCODE)
+        stage = _check_stage(latent_scale, ENCODE)
+        combo_widget(posterior, ENCODE, "posterior", POSTERIORS)
+        seed = seed_widget(seed, ENCODE)
+        options = _slicing_options(slicing, memory_budget_mb, chunk_latents, tile_size, tile_overlap, node=ENCODE)
+        frames = _fit_frame_count(image_batch(images, ENCODE), frame_rule, ENCODE)
         _check_size(frames)
         video = (frames.movedim(-1, 0).unsqueeze(0) * 2 - 1).float()  # [1, 3, T, H, W] in [-1, 1]
-        options = _slicing_options(slicing, memory_budget_mb, chunk_latents, tile_size, tile_overlap)
         budget = _prepare(vae, "encode", tuple(video.shape), options)
         moments = encode_sliced(vae.model, video, options, ComfyProgress(preview=False),
                                 output_device=mm.intermediate_device(), budget_bytes=budget)
         gaussian = DiagonalGaussian(moments)
-        if posterior == "sample":
-            z = gaussian.sample(torch.Generator().manual_seed(seed))
-        elif posterior == "mode":
-            z = gaussian.mode()
-        else:
-            raise InputError(f"posterior must be 'sample' or 'mode', got {posterior!r}")
-        return io.NodeOutput({"samples": z, "flashvideo_stage": STAGE_NUMBERS[stage]})
+        z = gaussian.sample(torch.Generator().manual_seed(seed)) if posterior == "sample" else gaussian.mode()
+        return io.NodeOutput({"samples": z, STAGE_KEY: STAGE_NUMBERS[stage]})
 
 
-def _latent_tensor(samples) -> torch.Tensor:
-    if not isinstance(samples, dict) or "samples" not in samples:
-        raise InputError("expected a LATENT (a dict with 'samples')")
-    return samples["samples"].float()
-
-
-def _fit_frame_count(images: torch.Tensor, rule: str) -> torch.Tensor:
+def _fit_frame_count(images: torch.Tensor, rule: str, node: str = ENCODE) -> torch.Tensor:
+    """``images`` already checked by ``image_batch`` (at least one frame)."""
+    combo_widget(rule, node, "frame_rule", FRAME_RULES)
     n = images.shape[0]
     if (n - 1) % 4 == 0:
         return images
@@ -246,8 +286,8 @@ def _fit_frame_count(images: torch.Tensor, rule: str) -> torch.Tensor:
         log.warning("FlashVideo encode: padding %d frames to %d (4k+1) by repeating the last frame", n, upper)
         return torch.cat([images, images[-1:].expand(upper - n, -1, -1, -1)], dim=0)
     raise InputError(
-        f"the VAE needs 4k+1 frames (..., 17, 33, 49, ...); got {n}. Use {lower} or {upper} frames, or set "
-        "frame_rule to trim or pad."
+        f"{node}, input 'images': the VAE needs 4k+1 frames (..., 17, 33, 49, ...); got {n}. Fix: use {lower} or "
+        f"{upper} frames, or set frame_rule to trim or pad."
     )
 
 
@@ -255,6 +295,7 @@ def _check_size(frames: torch.Tensor) -> None:
     height, width = frames.shape[1:3]
     if height % SPATIAL or width % SPATIAL:
         raise InputError(
-            f"frame size {width}x{height} is not a multiple of {SPATIAL}; resize or crop to "
-            f"{width // 16 * 16}x{height // 16 * 16} (multiples of 16 suit FlashVideo stage II)."
+            f"{ENCODE}, input 'images': frame size {width}x{height} is not a multiple of {SPATIAL}. Fix: resize or "
+            f"crop to {max(16, width // 16 * 16)}x{max(16, height // 16 * 16)} (multiples of 16 suit FlashVideo "
+            "stage II)."
         )

@@ -149,6 +149,17 @@ def test_generate_has_a_flag_for_every_node_knob(tiny_models, tmp_path, capsys):
     assert (refined("window", "--window-attention") - base).abs().mean() < 1.0
     assert refined("manual", "--slicing", "manual", "--chunk-latents", "2", "--tile-size", "64",
                    "--tile-overlap", "16").shape == base.shape
+    # the memory mode reaches both samplers and does not change the picture (cond and uncond one after the other)
+    import flashvideo_core.cli as cli
+    import flashvideo_core.stage2.refiner as refiner
+
+    seen, plan_for = [], refiner.plan_for
+    refiner.plan_for = lambda *args: seen.append(args[-1]) or plan_for(*args)
+    try:
+        assert (refined("lean", "--memory", "sequential") - base).abs().mean() < 1.0
+    finally:
+        refiner.plan_for = plan_for
+    assert seen == ["sequential"] and cli.MEMORY_MODES == ("auto", "batched", "sequential", "lean")
     capsys.readouterr()
     assert main(["generate", *common, "--output-dir", str(tmp_path / "x"), "--slicing", "manual",
                  "--chunk-latents", "3"]) == 2  # checked before loading: decode chunks are even

@@ -41,6 +41,14 @@ def check_target_size(height: int, width: int) -> tuple[int, int]:
     return height, width
 
 
+def _check_finite(x: torch.Tensor, what: str, fix: str) -> None:
+    """NaN/Inf would pass through resize and the VAE into a silently black or noisy video."""
+    if not x.is_floating_point():
+        raise InputError(f"stage-II bridge: the {what} has dtype {x.dtype}, not floating point. Fix: {fix}")
+    if not torch.isfinite(x).all():
+        raise InputError(f"stage-II bridge: the {what} holds NaN/Inf values. Fix: {fix}")
+
+
 def resize_video(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(B, 3, T, H, W) -> (B, 3, T, *size): bilinear, antialiased, fp32, a few frames at a time."""
     batch, channels, frames = video.shape[:3]
@@ -69,8 +77,12 @@ def encode_for_stage2(
     The posterior noise is one draw from a CPU generator seeded with ``seed`` (the reference
     draws per encode chunk on the GPU, which no other device can reproduce anyway).
     """
+    if video.ndim != 5 or video.shape[1] != 3 or video.shape[2] == 0:
+        raise InputError(f"stage-II bridge: the video has shape {tuple(video.shape)}. Fix: pass (batch, 3, frames, "
+                         "height, width) with at least one frame")
     if (video.shape[2] - 1) % 4:
         raise InputError(f"the VAE needs 4k+1 frames (17, 33, 49, ...), got {video.shape[2]}")
+    _check_finite(video, "video", "pass frames with values in [-1, 1] (an fp16 decode overflows: use bf16 or fp32)")
     height, width = check_target_size(*size)
     resized = resize_video(video.clamp(-1, 1), (height, width))
     moments = encode_sliced(vae, resized, options, progress, output_device=video.device, budget_bytes=budget_bytes)
@@ -89,6 +101,10 @@ def stage1_to_stage2(
     budget_bytes: Optional[int] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Stage-I latent (B, 16, T', h, w), scaled by 0.7 -> (stage-II latent, decoded stage-I video in [-1, 1])."""
+    if stage1_latent.ndim != 5 or 0 in stage1_latent.shape:
+        raise InputError(f"stage-II bridge: the stage-I latent has shape {tuple(stage1_latent.shape)}. Fix: pass "
+                         "(batch, 16, latent frames, height/8, width/8)")
+    _check_finite(stage1_latent, "stage-I latent", "re-run stage I (fp16 overflows in CogVideoX models: use bf16)")
     stage1_options = replace(options, stage=1)  # a stage-I latent, whatever stage the caller's options name
     preview = decode_sliced(vae, stage1_latent.float() / LATENT_SCALE_STAGE1, stage1_options, progress,
                             budget_bytes=budget_bytes)

@@ -24,7 +24,7 @@ from ...flashvideo_core.dit.loader import canonical_dit_state_dict
 from ...flashvideo_core.dit.model import FlashVideoDiT, sdpa_attention
 from ...flashvideo_core.errors import InputError
 from .model_base import model_config_for
-from .options import ATTENTION_CHOICES, HOST_ATTENTION, WEIGHT_DTYPE_CHOICES, WEIGHT_DTYPES
+from .options import ATTENTION_CHOICES, HOST_ATTENTION, MEMORY_CHOICES, MEMORY_MODES, WEIGHT_DTYPE_CHOICES, WEIGHT_DTYPES
 
 log = logging.getLogger("flashvideo")
 
@@ -50,19 +50,22 @@ def _patcher_class():
 
 
 def load_flashvideo_model(path: str, weight_dtype: str = "auto", attention: str = HOST_ATTENTION,
-                          disable_dynamic: bool = False):
-    """A core MODEL (model patcher) for the DiT in ``path``."""
+                          disable_dynamic: bool = False, memory: str = "auto"):
+    """A core MODEL (model patcher) for the DiT in ``path``; ``memory`` is one of ``MEMORY_CHOICES``."""
     if weight_dtype not in WEIGHT_DTYPE_CHOICES:
         raise InputError(f"weight_dtype must be one of {WEIGHT_DTYPE_CHOICES}, got {weight_dtype!r}")
     if attention not in ATTENTION_CHOICES:
         raise InputError(f"attention must be one of {ATTENTION_CHOICES}, got {attention!r}")
+    if memory not in MEMORY_MODES:
+        raise InputError(f"memory must be one of {MEMORY_CHOICES}, got {memory!r}")
     raw = read_checkpoint(path)
     dit_config, tensors, layout = canonical_dit_state_dict(raw, dequantize=False)
     quantized = scaled_fp8.is_scaled_fp8(tensors)
     plain = {k: v for k, v in tensors.items() if not quantized or not scaled_fp8.is_quantization_key(k)}
     with torch.device("meta"):
-        check_state_dict(FlashVideoDiT(dit_config), plain, f"{path}", layout)
+        check_state_dict(FlashVideoDiT(dit_config), plain, f"{path}", layout, allow_fp8=quantized)
     model_config = model_config_for(dit_config)
+    model_config.memory_mode = MEMORY_MODES[memory]
     params = sum(t.numel() for t in plain.values())
     load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
     supported = model_config.supported_inference_dtypes
@@ -93,7 +96,8 @@ def load_flashvideo_model(path: str, weight_dtype: str = "auto", attention: str 
             model.to(offload_device)
         model.load_model_weights(weights, "")
     if hasattr(patcher, "cached_patcher_init"):  # 0.33: lets TorchCompile, hooks and multi-GPU rebuild the model
-        patcher.cached_patcher_init = (load_flashvideo_model, (path, weight_dtype, attention))
-    log.info("FlashVideo: %s from %s (layout %s) as a native %s model, weights %s, compute %s, attention %s",
-             dit_config.stage, path, layout, type(model).__name__, dtype, manual_cast or dtype, attention)
+        patcher.cached_patcher_init = (load_flashvideo_model, (path, weight_dtype, attention, False, memory))
+    log.info("FlashVideo: %s from %s (layout %s) as a native %s model, weights %s, compute %s, attention %s, "
+             "memory %s", dit_config.stage, path, layout, type(model).__name__, dtype, manual_cast or dtype, attention,
+             memory)
     return patcher
