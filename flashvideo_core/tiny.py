@@ -114,3 +114,56 @@ def write_tiny_dit(path: str, stage: str = "stage1", lora: bool = True, seed: in
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     torch.save({"module": sat}, path)
     return path
+
+
+#: Tiny T5-v1.1 encoder: the key layout of t5xxl_fp16.safetensors (ComfyUI's and Hugging Face's T5 encoder),
+#: 32 wide so its states fit the tiny DiTs' ``text_hidden_size``; the real vocabulary, so the real tokenizer works.
+TINY_T5_CONFIG = {"d_model": TINY_STAGE1_CONFIG.text_hidden_size, "num_heads": 2, "d_kv": 16, "d_ff": 64,
+                  "num_layers": 2, "vocab_size": 32128, "relative_attention_num_buckets": 32}
+
+
+def t5_encoder_shapes(config: dict) -> dict:
+    """{key: shape} of a gated (v1.1) T5 encoder; the relative position bias lives in block 0 only."""
+    d, inner, ff = config["d_model"], config["num_heads"] * config["d_kv"], config["d_ff"]
+    shapes = {"shared.weight": (config["vocab_size"], d), "encoder.final_layer_norm.weight": (d,),
+              "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight":
+                  (config["relative_attention_num_buckets"], config["num_heads"])}
+    for i in range(config["num_layers"]):
+        attn, ffn = f"encoder.block.{i}.layer.0.", f"encoder.block.{i}.layer.1."
+        shapes.update({attn + "SelfAttention.q.weight": (inner, d), attn + "SelfAttention.k.weight": (inner, d),
+                       attn + "SelfAttention.v.weight": (inner, d), attn + "SelfAttention.o.weight": (d, inner),
+                       attn + "layer_norm.weight": (d,), ffn + "DenseReluDense.wi_0.weight": (ff, d),
+                       ffn + "DenseReluDense.wi_1.weight": (ff, d), ffn + "DenseReluDense.wo.weight": (d, ff),
+                       ffn + "layer_norm.weight": (d,)})
+    return shapes
+
+
+def random_t5_state_dict(config: dict = TINY_T5_CONFIG, seed: int = 0) -> dict:
+    """Random T5 encoder weights: unit-variance token embeddings (T5 does not scale them), fan-in scaled
+    matrices, RMS-norm scales near 1, a small relative position bias."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for key, shape in t5_encoder_shapes(config).items():
+        if key == "shared.weight":
+            out[key] = torch.randn(shape, generator=gen)
+        elif len(shape) == 1:
+            out[key] = 1.0 + 0.1 * torch.randn(shape, generator=gen)
+        elif key.endswith("relative_attention_bias.weight"):
+            out[key] = 0.1 * torch.randn(shape, generator=gen)
+        else:
+            out[key] = torch.randn(shape, generator=gen) / shape[1] ** 0.5
+    return out
+
+
+TINY_T5_MARK = "tiny_t5"
+
+
+def write_tiny_t5(path: str, config: dict = TINY_T5_CONFIG, seed: int = 0) -> str:
+    """Write a tiny random T5 encoder as ``t5xxl_fp16.safetensors`` is stored (its key layout, fp16), marked in
+    its metadata as make-tiny's."""
+    from .checkpoints.metadata import MODEL_KEY
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tensors = {k: v.half() for k, v in random_t5_state_dict(config, seed).items()}
+    write_safetensors(path, tensors, {MODEL_KEY: TINY_T5_MARK})
+    return path

@@ -5,6 +5,7 @@ from comfy_api.latest import ComfyExtension, io
 from .sampling_nodes import SAMPLING_NODES
 from .stage1_nodes import FlashVideoModelLoader, FlashVideoStage1Sampler
 from .stage2_nodes import FlashVideoLatentDegrade, FlashVideoStage2Refiner, FlashVideoStage2Upscale
+from .t5_loader import FlashVideoT5Loader
 from .text_nodes import (
     FlashVideoLoadPromptEmbedding,
     FlashVideoSavePromptEmbedding,
@@ -19,6 +20,7 @@ NODES = [
     FlashVideoVAELoader,
     FlashVideoVAEEncode,
     FlashVideoVAEDecode,
+    FlashVideoT5Loader,
     FlashVideoTextEncode,
     FlashVideoSavePromptEmbedding,
     FlashVideoLoadPromptEmbedding,

@@ -1,9 +1,10 @@
-"""Prompt conditioning: T5-XXL through ComfyUI's own CLIPLoader, and prompt-embedding files.
+"""Prompt conditioning: T5-XXL (FlashVideo T5 Loader or core Load CLIP) into 226 tokens, and prompt-embedding files.
 
 Both FlashVideo stages read exactly 226 T5 tokens without an attention mask. Core
 ComfyUI pads T5 to a type-dependent length and never truncates, so the text node
 clones the CLIP, pads to 226 and truncates keeping the end-of-sequence token. It
-works the same whether the T5 file was loaded with type sd3, cogvideox or another.
+works the same whether the T5 file came from FlashVideo T5 Loader or core Load CLIP (type sd3, cogvideox or
+another).
 """
 
 from __future__ import annotations
@@ -45,10 +46,12 @@ class FlashVideoTextEncode(io.ComfyNode):
             node_id="FlashVideoTextEncode",
             display_name="FlashVideo Text Encode",
             category=CATEGORY,
-            description="Encodes a prompt with T5-v1.1-XXL (load t5xxl_*.safetensors with the core Load CLIP node) "
+            description="Encodes a prompt with T5-v1.1-XXL (load t5xxl_*.safetensors with FlashVideo T5 Loader, or "
+            "core Load CLIP with type sd3) "
             "into exactly 226 tokens, as both FlashVideo stages expect.",
             inputs=[
-                io.Clip.Input("clip", tooltip="A T5-v1.1-XXL text encoder from Load CLIP (type sd3 or cogvideox)."),
+                io.Clip.Input("clip", tooltip="A T5-v1.1-XXL text encoder from FlashVideo T5 Loader (or core Load CLIP, "
+                              "type sd3 or cogvideox)."),
                 io.String.Input(
                     "prompt", multiline=True,
                     tooltip="Both stages were trained on long, detailed prompts (several sentences describing subject, "
@@ -67,7 +70,8 @@ class FlashVideoTextEncode(io.ComfyNode):
         # disable_weights: the reference feeds the raw text, so "(word:1.3)" stays literal text
         tokens = truncate_t5_tokens(clip.tokenize(prompt, disable_weights=True))
         if not any(key in tokens for key in T5_KEYS):
-            raise InputError("this CLIP has no T5-XXL tokenizer; load t5xxl_*.safetensors with Load CLIP (type sd3)")
+            raise InputError("FlashVideo Text Encode: the connected CLIP has no T5-XXL tokenizer (a CLIP-L/G or other "
+                             "encoder); load t5xxl_fp16.safetensors with FlashVideo T5 Loader (or Load CLIP, type sd3)")
         conditioning = clip.encode_from_tokens_scheduled(tokens)
         check_context(conditioning[0][0], "the T5 output")
         return io.NodeOutput(conditioning)

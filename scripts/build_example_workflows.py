@@ -1,9 +1,13 @@
 #!/usr/bin/env python
-"""Writes the example workflows (UI format, shown by ComfyUI as templates) and their API twins.
+"""Writes the example workflows (UI format, shown by ComfyUI as templates), their API twins and thumbnails.
 
 One description per workflow below produces both files, so they cannot drift; the tests convert
 each UI file back to API form on their own and compare (tests/test_example_workflows.py).
-Run after changing a workflow: ``python scripts/build_example_workflows.py``.
+Each template also gets ``<name>.jpg`` beside it, the thumbnail both tested frontends show in the
+template browser: a titled card drawn here (title, one-line description, the stages it runs, its
+place in the suggested order), since neither frontend reads a description or an order for a custom
+node's templates (they show the file name and list the server's unsorted directory scan).
+Run after changing a workflow: ``python scripts/build_example_workflows.py`` (needs Pillow).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ OUT_DIR = os.path.join(ROOT, "example_workflows")
 
 #: file names as in the README's "Which file goes where"
 T5_FILE, VAE_FILE, STAGE1_FILE, STAGE2_FILE = "t5xxl_fp16.safetensors", "3d-vae.pt", "stage1.pt", "stage2.pt"
-INPUT_VIDEO = "flashvideo_input.mp4"
+INPUT_VIDEO = "flashvideo_input.mp4"  # make-tiny's example clip (flashvideo_core.tiny_install.EXAMPLE_CLIP)
 PROMPT = (
     "A red fox trots through fresh powder snow in a quiet pine forest at dawn. Soft golden light filters "
     "between the trunks, breath steams from its muzzle, snowflakes drift slowly through the air. The camera "
@@ -33,14 +37,15 @@ MODEL_SOURCES = {
     STAGE2_FILE: ("https://huggingface.co/FoundationVision/FlashVideo/resolve/main/stage2.pt", "diffusion_models"),
 }
 #: loader widget naming its model file
-LOADER_FILE_WIDGET = {"CLIPLoader": "clip_name", "FlashVideoVAELoader": "vae_name", "FlashVideoModelLoader": "model_name"}
+LOADER_FILE_WIDGET = {"FlashVideoT5Loader": "clip_name", "FlashVideoVAELoader": "vae_name",
+                      "FlashVideoModelLoader": "model_name"}
 FIXED = "fixed"  # control_after_generate: keep seeds, so re-queuing with new stage-II settings reuses stage I
 
 #: class -> (widget names in order, with "<control>" after a seed), (input sockets), (outputs: name, type)
 NODE_TYPES = {
-    "CLIPLoader": (["clip_name", "type", "device"], [], [("CLIP", "CLIP")]),
+    "FlashVideoT5Loader": (["clip_name", "device"], [], [("clip", "CLIP")]),
     "FlashVideoTextEncode": (["prompt"], [("clip", "CLIP")], [("conditioning", "CONDITIONING")]),
-    "FlashVideoModelLoader": (["model_name", "weight_dtype", "attention"], [], [("model", "MODEL")]),
+    "FlashVideoModelLoader": (["model_name", "weight_dtype", "attention", "memory"], [], [("model", "MODEL")]),
     "FlashVideoStage1Sampler": (["width", "height", "frames", "steps", "cfg", "seed", "<control>"],
                                 [("model", "MODEL"), ("positive", "CONDITIONING")], [("latent", "LATENT")]),
     "FlashVideoVAELoader": (["vae_name", "dtype"], [], [("vae", "FLASHVIDEO_VAE")]),
@@ -84,7 +89,7 @@ class Node:
 
 def clip_and_text(x: int, y: int) -> list:
     return [
-        Node(1, "CLIPLoader", {"clip_name": T5_FILE, "type": "sd3", "device": "default"}, title="Load T5-XXL (CLIP)",
+        Node(1, "FlashVideoT5Loader", {"clip_name": T5_FILE, "device": "default"}, title="Load T5-XXL",
              pos=(x, y), size=(320, 110)),
         Node(2, "FlashVideoTextEncode", {"prompt": PROMPT}, {"clip": (1, 0)}, pos=(x, y + 150), size=(320, 220)),
     ]
@@ -99,7 +104,7 @@ ROOM = {"loader": 170, "sampler": 320, "decode": 480, "create": 150, "save": 400
 def stage1(x: int, y: int) -> list:
     decode_y = y + ROOM["loader"]
     return [
-        Node(3, "FlashVideoModelLoader", {"model_name": STAGE1_FILE, "weight_dtype": "auto", "attention": "comfy"},
+        Node(3, "FlashVideoModelLoader", {"model_name": STAGE1_FILE, "weight_dtype": "auto", "attention": "comfy", "memory": "auto"},
              title="Stage I model", pos=(x, y)),
         Node(4, "FlashVideoStage1Sampler", {"width": 480, "height": 256, "frames": 49, "steps": 51, "cfg": 8.0,
                                             "seed": 0, "<control>": FIXED}, {"model": (3, 0), "positive": (2, 0)},
@@ -123,7 +128,7 @@ def stage2(x: int, y: int, resolution: str, frames_from: tuple, prefix: str, fir
     refiner_y = middle_y + ROOM["degrade"]
     decode_y = refiner_y + ROOM["refiner"]
     return [
-        Node(i, "FlashVideoModelLoader", {"model_name": STAGE2_FILE, "weight_dtype": "auto", "attention": "comfy"},
+        Node(i, "FlashVideoModelLoader", {"model_name": STAGE2_FILE, "weight_dtype": "auto", "attention": "comfy", "memory": "auto"},
              title="Stage II model", pos=(x, y)),
         Node(i + 1, "FlashVideoStage2Upscale", {"resolution": resolution, "width": 1920, "height": 1072, "seed": 0,
                                                 "<control>": FIXED, "frame_rule": "trim", **SLICING},
@@ -178,7 +183,8 @@ FILES_NOTE = (
     "Models (README, 'Which file goes where'): models/text_encoders/t5xxl_fp16.safetensors (any T5-v1.1-XXL), "
     "models/vae/3d-vae.pt, models/diffusion_models/stage1.pt and stage2.pt from Hugging Face "
     "FoundationVision/FlashVideo (the loaders carry the download links). No weights yet? From the pack folder "
-    "`python -m flashvideo_core make-tiny ../../models` writes tiny random ones (noise) to try the graph.\n\n"
+    "`python -m flashvideo_core make-tiny ../../models` writes tiny random ones under these names (a tiny T5 "
+    "included, and an example clip in ComfyUI/input): every template then runs as it is (the videos are noise).\n\n"
     "To skip T5 (9.5 GB) on later runs: FlashVideo Save Prompt Embedding once, then FlashVideo Load Prompt Embedding."
 )
 REFINE_NOTE = (
@@ -209,8 +215,10 @@ def workflows() -> dict:
         Node(21, "GetVideoComponents", {}, {"video": (20, 0)}, pos=(380, 460), size=(260, 90)),
         Node(5, "FlashVideoVAELoader", {"vae_name": VAE_FILE, "dtype": "auto"}, pos=(740, 0)),
         *stage2(740, 170, "1080p (1072x1920)", (21, 0), "flashvideo/enhanced"),
-        note(30, "Experimental: enhance an existing video with FlashVideo stage II. Put the clip in ComfyUI/input "
-             "and pick it in Load Video; describe it in the prompt. Stage II was trained on FlashVideo's own 270p "
+        note(30, "Experimental: enhance an existing video with FlashVideo stage II. Put your clip in ComfyUI/input "
+             "(or use Load Video's upload button) and pick it in Load Video; describe it in the prompt. "
+             "flashvideo_input.mp4 is make-tiny's short synthetic example clip. Stage II was trained on "
+             "FlashVideo's own 270p "
              "previews at 49 frames and 8 fps: clips near that look best; frame counts are trimmed to 4k+1. Raise "
              "noise_step (up to ~750) for heavier clean-up, lower it to stay closer to the input.\n\n" + FILES_NOTE,
              (0, 420), (360, 480)),
@@ -225,6 +233,71 @@ def workflows() -> dict:
                      "another sampler).\n\n" + FILES_NOTE, (0, 420), (360, 520))]
     return {"flashvideo_270p_preview": preview, "flashvideo_1080p": full, "flashvideo_2k": two_k,
             "flashvideo_enhance_video": enhance, "flashvideo_1080p_advanced": advanced}
+
+
+#: template -> (card title, one-line description, stages it runs); the dict's order is the suggested order
+CARDS = {
+    "flashvideo_270p_preview": ("270p preview", "Prompt to a 49-frame 256x480 preview in 51 steps. Start here.",
+                                ["T5", "Stage I", "VAE"]),
+    "flashvideo_1080p": ("1080p", "The preview, then stage II refines it to 1072x1920 in 5 steps; saves both.",
+                         ["T5", "Stage I", "Stage II", "VAE"]),
+    "flashvideo_2k": ("2K", "As 1080p, refined to 1440x2560 by RoPE extrapolation (about 3x the stage-II time).",
+                      ["T5", "Stage I", "Stage II", "VAE"]),
+    "flashvideo_enhance_video": ("Enhance a video", "Experimental: your clip from ComfyUI/input through stage II "
+                                 "to 1072x1920.", ["Clip", "T5", "Stage II", "VAE"]),
+    "flashvideo_1080p_advanced": ("1080p advanced", "1080p with stage II as core SamplerCustomAdvanced and "
+                                  "FlashVideo's noise, guider, sampler and sigmas.",
+                                  ["T5", "Stage I", "Sampler", "VAE"]),
+}
+THUMB_SIZE = 512
+ACCENTS = [(230, 140, 60), (70, 160, 230), (150, 110, 230), (80, 190, 130), (220, 90, 120)]
+
+
+def thumbnail(name: str):
+    """The template's card as a PIL image: a titled card, not a rendering, so it never pretends to show output."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+
+    order = list(CARDS).index(name)
+    title, description, stages = CARDS[name]
+    accent = ACCENTS[order % len(ACCENTS)]
+    ramp = np.linspace(0, 1, THUMB_SIZE)[:, None, None]
+    pixels = (np.array([30, 34, 44]) * (1 - ramp) + np.array([14, 16, 22]) * ramp) * np.ones((1, THUMB_SIZE, 1))
+    card = Image.fromarray(pixels.astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(card)
+    font = lambda size: ImageFont.load_default(size=size)  # noqa: E731  (Pillow's bundled font: same everywhere)
+    margin = 36
+    draw.rectangle([0, 0, THUMB_SIZE, 14], fill=accent)
+    draw.text((margin, 48), "FlashVideo", font=font(28), fill=(170, 176, 190))
+    draw.text((THUMB_SIZE - margin, 48), f"{order + 1} of {len(CARDS)}", font=font(24), fill=accent, anchor="ra")
+    size = 60
+    while draw.textlength(title, font=font(size)) > THUMB_SIZE - 2 * margin:  # long titles: smaller type
+        size -= 2
+    draw.text((margin, 96 + (60 - size) // 2), title, font=font(size), fill=(245, 245, 250))
+    lines, line = [], ""
+    for word in description.split():
+        candidate = f"{line} {word}".strip()
+        if draw.textlength(candidate, font=font(26)) > THUMB_SIZE - 2 * margin:
+            lines, line = lines + [line], word
+        else:
+            line = candidate
+    assert len(lines) < 5, f"{name}: description too long for the card"
+    for i, text in enumerate(lines + [line]):
+        draw.text((margin, 190 + 36 * i), text, font=font(26), fill=(205, 210, 222))
+    box_w, gap, y = 92, 24, 390
+    x = (THUMB_SIZE - len(stages) * box_w - (len(stages) - 1) * gap) // 2
+    for i, stage in enumerate(stages):
+        left = x + i * (box_w + gap)
+        draw.rounded_rectangle([left, y, left + box_w, y + 56], radius=10, outline=accent, width=3, fill=(38, 43, 56))
+        draw.text((left + box_w / 2, y + 28), stage, font=font(20), fill=(235, 235, 240), anchor="mm")
+        if i:
+            draw.line([left - gap + 4, y + 28, left - 6, y + 28], fill=accent, width=3)
+    draw.text((margin, THUMB_SIZE - 40), "ComfyUI-FlashVideo template", font=font(20), fill=(120, 126, 140))
+    return card
+
+
+def write_thumbnail(name: str, path: str) -> None:
+    thumbnail(name).save(path, "JPEG", quality=88, optimize=True)
 
 
 def to_api(nodes: list) -> dict:
@@ -292,7 +365,8 @@ def main() -> None:
         with open(os.path.join(OUT_DIR, "api", f"{name}.json"), "w") as f:
             json.dump(to_api(nodes), f, indent=1)
             f.write("\n")
-        print(f"wrote example_workflows/{name}.json and example_workflows/api/{name}.json")
+        write_thumbnail(name, os.path.join(OUT_DIR, f"{name}.jpg"))
+        print(f"wrote example_workflows/{name}.json, .jpg and example_workflows/api/{name}.json")
 
 
 if __name__ == "__main__":

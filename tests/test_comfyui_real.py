@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,7 @@ TINY_VAE = "flashvideo-tiny-vae.pt"
 TINY_STAGE1 = "flashvideo-tiny-stage1.pt"
 TINY_STAGE2 = "flashvideo-tiny-stage2.pt"
 TINY_PROMPT = "flashvideo-tiny-prompt.safetensors"
+NOT_T5 = "not-a-t5.safetensors"  # a prompt embedding put among the text encoders: the T5 loader must refuse it
 EXAMPLES = REPO / "example_workflows"
 WORKFLOWS = EXAMPLES / "api"
 STARTUP_TIMEOUT_S = 90
@@ -104,7 +106,8 @@ def server(comfyui_host, tmp_path_factory):
     write_tiny_vae(str(base / "models" / "vae" / TINY_VAE))
     write_tiny_dit(str(base / "models" / "diffusion_models" / TINY_STAGE1))
     write_tiny_dit(str(base / "models" / "diffusion_models" / TINY_STAGE2), "stage2")
-    install_models(base)  # the example workflows' file names
+    install_models(base)  # make-tiny: every file the example workflows name, the tiny T5 included
+    save_prompt_embedding(str(base / "models" / "text_encoders" / NOT_T5), torch.zeros(1, 226, 32), "not a T5")
     context = torch.randn(1, 226, 32, generator=torch.Generator().manual_seed(0))
     save_prompt_embedding(str(base / "models" / "flashvideo_embeddings" / TINY_PROMPT), context, "a tiny test prompt")
     host = ComfyUIServer(comfyui_host.location, base, base / "server.log").start()
@@ -285,10 +288,37 @@ def test_two_stage_graph_writes_preview_and_refined_videos(server):
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_VIDEOS))
 def test_example_workflow_runs(server, name):
+    """Each template as shipped (its T5 loader, text encode, the clip it names), on make-tiny's files only; only
+    sizes, frames and steps are CPU-sized."""
     api = json.loads((WORKFLOWS / f"{name}.json").read_text())
     entry = server.run_prompt(smoke_variant(api), PROMPT_TIMEOUT_S)
     assert entry["status"]["status_str"] == "success", history_messages(entry, "execution_error")
     check_smoke_run(entry, server.base, name)
+
+
+def test_templates_and_their_thumbnails_are_served(server):
+    """What the template browser of both frontends fetches: the pack's template names (every UI json, nothing
+    else) and <name>.jpg from the pack's example_workflows."""
+    listed = server.get("/workflow_templates")[PACK_FOLDER]
+    names = sorted(p.stem for p in EXAMPLES.glob("*.json"))
+    assert sorted(listed) == names
+    for name in names:
+        url = f"{server.url}/api/workflow_templates/{PACK_FOLDER}/{name}.jpg"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            assert resp.status == 200 and resp.headers["Content-Type"] == "image/jpeg"
+            assert resp.read() == (EXAMPLES / f"{name}.jpg").read_bytes()
+
+
+def test_t5_loader_refuses_a_file_that_is_not_t5(server):
+    graph = {"1": {"class_type": "FlashVideoT5Loader", "inputs": {"clip_name": NOT_T5, "device": "default"}},
+             "2": {"class_type": "FlashVideoTextEncode", "inputs": {"clip": ["1", 0], "prompt": "a fox"}},
+             "3": {"class_type": "FlashVideoSavePromptEmbedding", "inputs": {"conditioning": ["2", 0], "name": "x"}}}
+    status, body = server.queue_prompt(graph)
+    assert status == 200 and not body.get("node_errors"), body
+    entry = server.wait_history(body["prompt_id"], PROMPT_TIMEOUT_S)
+    (error,) = history_messages(entry, "execution_error")
+    assert error["node_type"] == "FlashVideoT5Loader" and error["exception_type"].endswith("CheckpointError")
+    assert NOT_T5 in error["exception_message"] and "'shared.weight'" in error["exception_message"], error
 
 
 def test_stage1_is_cached_when_only_stage2_widgets_change(server):
@@ -343,17 +373,17 @@ def test_quick_test_for_ci(quick_test):
 
 
 def test_batch_queue_runs_an_example_workflow_and_resumes(server, tmp_path):
-    """python -m flashvideo_queue against the real server: two items over saved prompt embeddings
-    (the tiny install has no T5), outputs downloaded, manifest written; a rerun redoes nothing."""
+    """python -m flashvideo_queue against the real server on a shipped workflow as it is (make-tiny's tiny T5
+    encodes each prompt): two items, outputs downloaded, manifest written; a rerun redoes nothing."""
     import flashvideo_queue
     import io as text_io
 
     workflow = tmp_path / "workflow.json"
     workflow.write_text(json.dumps(smoke_variant(json.loads((WORKFLOWS / "flashvideo_1080p.json").read_text()))))
-    prompts = tmp_path / "embeddings.txt"
-    prompts.write_text("flashvideo_example_prompt.safetensors\n# a comment\nflashvideo_example_prompt.safetensors\n")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("A red fox trots through snow.\n# a comment\nA paper boat drifts down a rainy street.\n")
     options = flashvideo_queue.Options(prompts=prompts, workflow=workflow, servers=[server.url],
-                                       output_dir=tmp_path / "out", prompt_targets=["2.embedding"], poll_interval=0.5)
+                                       output_dir=tmp_path / "out", poll_interval=0.5)
     summary = flashvideo_queue.run(options, stream=text_io.StringIO(), tty=False)
     assert summary.exit_code == 0 and len(summary.done) == 2, summary.report()
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
@@ -370,11 +400,11 @@ def test_batch_queue_runs_an_example_workflow_and_resumes(server, tmp_path):
 
 def test_interrupt_during_stage1_stops_within_one_step_and_the_next_prompt_runs(server):
     """POST /interrupt while the stage-I sampler runs: at most one more step reports progress."""
-    from flashvideo_queue.websocket import WebSocket
+    from flashvideo_queue.client import EventStream
 
     graph = copy.deepcopy(STAGE1_GRAPH)
     graph["3"]["inputs"].update(width=96, height=64, frames=17, steps=200, seed=77)
-    ws = WebSocket.connect(f"{server.url.replace('http', 'ws', 1)}/ws?clientId={server.client_id}", timeout=10)
+    ws = EventStream.connect(f"{server.url.replace('http', 'ws', 1)}/ws?clientId={server.client_id}", timeout=10)
     try:
         status, body = server.queue_prompt(graph)
         assert status == 200 and not body.get("node_errors"), body

@@ -1,6 +1,7 @@
 """The example workflows: each UI file (what ComfyUI shows as a template) converted to API form here,
 independently of scripts/build_example_workflows.py, must equal its API twin; file names must be the
-README's and make-tiny's; every workflow ends in CreateVideo (8 fps) + SaveVideo. Runs without ComfyUI
+README's and make-tiny's (so a make-tiny install runs every template as shipped); every workflow ends in
+CreateVideo (8 fps) + SaveVideo; each has a JPEG thumbnail beside it. Runs without ComfyUI
 (tests/test_comfyui_real.py runs every workflow in a real one)."""
 
 import json
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from flashvideo_core.tiny_install import TINY_FILES
+from flashvideo_core.tiny_install import EXAMPLE_CLIP, TINY_FILES
 from support.node_schemas import CONTROL, CORE_SOCKETS, CORE_WIDGETS, FROZEN_SOCKETS, FROZEN_WIDGETS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,6 +50,9 @@ def test_the_examples_exist_with_api_twins_outside_scanned_folders():
     assert NAMES == ["flashvideo_1080p", "flashvideo_1080p_advanced", "flashvideo_270p_preview", "flashvideo_2k",
                      "flashvideo_enhance_video"]
     assert sorted(p.stem for p in API_DIR.glob("*.json")) == NAMES
+    # what the hosts list (every *.json here) and serve beside it: the templates, their thumbnails, the read-me
+    assert sorted(p.name for p in UI_DIR.iterdir() if p.is_file()) == sorted(
+        ["README.md", *(f"{n}.json" for n in NAMES), *(f"{n}.jpg" for n in NAMES)])
     for scanned in ("example", "examples", "workflow", "workflows"):  # ComfyUI would list API files there as templates
         assert not (REPO / scanned).exists()
 
@@ -75,8 +79,9 @@ def test_workflow_files_and_outputs_match_the_readme_and_make_tiny(name):
         for key in ("model_name", "vae_name", "clip_name", "embedding"):
             if key in inputs:
                 assert f"`{inputs[key]}`" in readme, f"{inputs[key]} is not named in the README"
-                if key != "clip_name":
-                    assert inputs[key] in tiny_names, f"make-tiny does not write {inputs[key]}"
+                assert inputs[key] in tiny_names, f"make-tiny does not write {inputs[key]}"
+        if node["class_type"] == "LoadVideo":
+            assert inputs["file"] == EXAMPLE_CLIP, "make-tiny's example clip is what the enhance template loads"
     saves = [k for k, n in api.items() if n["class_type"] == "SaveVideo"]
     assert saves
     for key in saves:
@@ -105,6 +110,50 @@ def test_workflow_builder_is_in_sync(tmp_path, monkeypatch):
     for name in NAMES:
         assert (tmp_path / f"{name}.json").read_text() == (UI_DIR / f"{name}.json").read_text()
         assert (tmp_path / "api" / f"{name}.json").read_text() == (API_DIR / f"{name}.json").read_text()
+        # JPEG bytes may differ between Pillow versions: compare the pictures
+        rebuilt, committed = (_pixels(folder / f"{name}.jpg") for folder in (tmp_path, UI_DIR))
+        assert rebuilt.shape == committed.shape and abs(rebuilt - committed).mean() < 2.0, name
+    assert list(builder.CARDS) == list(builder.workflows()), "every template has a card, in the suggested order"
+
+
+def _pixels(path):
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.float32)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_template_has_a_small_jpeg_thumbnail(name):
+    """Both tested frontends show <name>.jpg from the template's folder (custom-node templates are listed with
+    mediaSubtype "jpg"); under 100 KB each."""
+    from PIL import Image
+
+    path = UI_DIR / f"{name}.jpg"
+    assert path.stat().st_size < 100_000
+    with Image.open(path) as image:
+        assert image.format == "JPEG" and image.size == (512, 512)
+    pixels = _pixels(path)
+    assert pixels.std() > 10, "a card with text on it, not a flat colour"
+
+
+def test_readme_lists_the_templates_in_the_suggested_order():
+    """Neither host lets a pack order its templates (the server lists an unsorted directory scan): the README's
+    table and the cards' "n of 5" give the order instead."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("builder_cards", REPO / "scripts" / "build_example_workflows.py")
+    builder = importlib.util.module_from_spec(spec)
+    sys.modules["builder_cards"] = builder
+    try:
+        spec.loader.exec_module(builder)
+    finally:
+        del sys.modules["builder_cards"]
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("| template | what it does | needs |"):]
+    table = table[: table.index("\n\n")]
+    assert re.findall(r"^\| `(\w+)`", table, re.M) == list(builder.CARDS)
 
 
 def test_readme_names_each_template():
@@ -117,14 +166,15 @@ def test_readme_names_each_template():
 def test_loaders_tell_the_frontend_where_to_download_their_models(name):
     """properties.models on every loader: the file it loads, an official download URL and the ComfyUI folder
     (README 'Which file goes where'), so the frontend's missing-model dialog can fetch it."""
-    folders = {"CLIPLoader": "text_encoders", "FlashVideoVAELoader": "vae", "FlashVideoModelLoader": "diffusion_models"}
+    folders = {"FlashVideoT5Loader": "text_encoders", "FlashVideoVAELoader": "vae",
+               "FlashVideoModelLoader": "diffusion_models"}
     loaders = [n for n in json.loads((UI_DIR / f"{name}.json").read_text())["nodes"] if n["type"] in folders]
     assert loaders
     for node in loaders:
         (model,) = node["properties"]["models"]
         assert model["name"] == node["widgets_values"][0] and model["directory"] == folders[node["type"]]
         assert model["url"].startswith("https://huggingface.co/") and model["url"].endswith("/resolve/main/" + model["name"])
-        repo = "comfyanonymous/flux_text_encoders" if node["type"] == "CLIPLoader" else "FoundationVision/FlashVideo"
+        repo = "comfyanonymous/flux_text_encoders" if node["type"] == "FlashVideoT5Loader" else "FoundationVision/FlashVideo"
         assert f"/{repo}/" in model["url"]
 
 
@@ -145,3 +195,41 @@ def test_readme_node_id_map_matches_the_api_workflows():
     for path in API_DIR.glob("*.json"):
         for node_id, node in json.loads(path.read_text()).items():
             assert node["class_type"] in classes.get(node_id, set()), (path.name, node_id, node["class_type"])
+
+
+FOLDER_OF = {"model_name": "diffusion_models", "vae_name": "vae", "clip_name": "text_encoders",
+             "embedding": "flashvideo_embeddings", "file": "../input"}
+
+
+def test_make_tiny_writes_every_file_the_templates_name(tmp_path):
+    """The README's make-tiny step in a ComfyUI layout (models/ with input/ beside it) gives every file each
+    template names, in the folder its loader lists: the tiny T5 under the T5-XXL name and the example clip too."""
+    from flashvideo_core.tiny_install import make_tiny
+
+    (tmp_path / "input").mkdir()
+    written = make_tiny(str(tmp_path / "models"))
+    assert written["input_clip"] == str(tmp_path / "input" / EXAMPLE_CLIP)
+    for name in NAMES:
+        for node in json.loads((API_DIR / f"{name}.json").read_text()).values():
+            for key, folder in FOLDER_OF.items():
+                value = node["inputs"].get(key)
+                if isinstance(value, str):
+                    assert (tmp_path / "models" / folder / value).is_file(), (name, key, value)
+
+
+def test_make_tiny_never_overwrites_real_weights_and_places_no_clip_outside_comfyui(tmp_path):
+    from flashvideo_core.errors import InputError
+    from flashvideo_core.tiny_install import REAL_WEIGHTS_BYTES, make_tiny
+
+    models = tmp_path / "models"
+    (tmp_path / "input").mkdir()
+    real = models / "text_encoders" / "t5xxl_fp16.safetensors"
+    real.parent.mkdir(parents=True)
+    with open(real, "wb") as f:
+        f.truncate(REAL_WEIGHTS_BYTES)  # sparse: the size of real weights, no disk
+    with pytest.raises(InputError, match="real weights.*--base-directory"):
+        make_tiny(str(models), force=True)
+    assert real.stat().st_size == REAL_WEIGHTS_BYTES and not (models / "vae").exists()  # checked before writing
+    assert not (tmp_path / "input" / EXAMPLE_CLIP).exists()
+    elsewhere = make_tiny(str(tmp_path / "not-a-comfyui-tree"))  # e.g. the demo's temporary folder
+    assert "input_clip" not in elsewhere and set(elsewhere) == set(TINY_FILES.values())

@@ -23,7 +23,7 @@ FROZEN_INPUTS = {
     "FlashVideoTextEncode": ["clip", "prompt"],
     "FlashVideoSavePromptEmbedding": ["conditioning", "name", "prompt"],
     "FlashVideoLoadPromptEmbedding": ["embedding"],
-    "FlashVideoModelLoader": ["model_name", "weight_dtype", "attention"],
+    "FlashVideoModelLoader": ["model_name", "weight_dtype", "attention", "memory"],
     "FlashVideoStage1Sampler": ["model", "positive", "width", "height", "frames", "steps", "cfg", "seed"],
     "FlashVideoStage2Upscale": ["vae", "resolution", "width", "height", "seed", "frame_rule", "slicing",
                                 "memory_budget_mb", "chunk_latents", "tile_size", "tile_overlap", "images", "samples"],
@@ -37,6 +37,7 @@ FROZEN_INPUTS = {
     "FlashVideoStage2Noise": ["samples"],
     "FlashVideoStage2Guider": ["model", "positive", "samples", "cfg", "negative"],
     "FlashVideoStage2SamplerSelect": [],
+    "FlashVideoT5Loader": ["clip_name", "device"],
 }
 
 

@@ -16,7 +16,7 @@ FROZEN_WIDGETS = {
     "FlashVideoVAEDecode": [
         "latent_scale", "slicing", "memory_budget_mb", "chunk_latents", "tile_size", "tile_overlap",
     ],
-    "FlashVideoModelLoader": ["model_name", "weight_dtype", "attention"],
+    "FlashVideoModelLoader": ["model_name", "weight_dtype", "attention", "memory"],
     "FlashVideoStage1Sampler": ["width", "height", "frames", "steps", "cfg", "seed", CONTROL],
     "FlashVideoLoadPromptEmbedding": ["embedding"],
     "FlashVideoStage2Upscale": [
@@ -35,6 +35,7 @@ FROZEN_WIDGETS = {
     "FlashVideoStage2Noise": [],
     "FlashVideoStage2Guider": ["cfg"],
     "FlashVideoStage2SamplerSelect": [],
+    "FlashVideoT5Loader": ["clip_name", "device"],
 }
 FROZEN_SOCKETS = {  # link inputs (name, type), in order
     "FlashVideoVAELoader": [],
@@ -57,6 +58,7 @@ FROZEN_SOCKETS = {  # link inputs (name, type), in order
     "FlashVideoStage2Guider": [("model", "MODEL"), ("positive", "CONDITIONING"), ("samples", "LATENT"),
                                ("negative", "CONDITIONING")],
     "FlashVideoStage2SamplerSelect": [],
+    "FlashVideoT5Loader": [],
 }
 FROZEN_OUTPUTS = {
     "FlashVideoVAELoader": ["FLASHVIDEO_VAE"],
@@ -78,6 +80,7 @@ FROZEN_OUTPUTS = {
     "FlashVideoStage2Noise": ["NOISE"],
     "FlashVideoStage2Guider": ["GUIDER"],
     "FlashVideoStage2SamplerSelect": ["SAMPLER"],
+    "FlashVideoT5Loader": ["CLIP"],
 }
 
 #: The host the example workflows are written for: its core-node forms run on every tested host

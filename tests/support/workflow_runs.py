@@ -1,5 +1,6 @@
-"""Running the example workflows on a real host at CPU size: the model files they name, the input clip, the
-smoke variant of a prompt, and checks of the videos it writes. Shared by the server and browser tests."""
+"""Running the example workflows on a real host at CPU size: make-tiny's files (all the templates need), the
+smoke variant of a prompt (sizes only), and checks of the videos it writes. Shared by the server and browser
+tests."""
 
 from __future__ import annotations
 
@@ -7,64 +8,50 @@ import copy
 from fractions import Fraction
 from pathlib import Path
 
-INPUT_VIDEO = "flashvideo_input.mp4"
-T5_FILE = "t5xxl_fp16.safetensors"
+from flashvideo_core.tiny_install import EXAMPLE_CLIP_FRAMES
 
-#: workflow -> {SaveVideo node id: (frames, width, height)} of its smoke variant
+#: workflow -> {SaveVideo node id: (frames, width, height)} of its smoke variant (the enhance template reads
+#: make-tiny's example clip: all its frames, 4k+1)
 EXPECTED_VIDEOS = {
     "flashvideo_270p_preview": {"8": (9, 48, 32)},
     "flashvideo_1080p": {"8": (9, 48, 32), "15": (9, 96, 64)},
     "flashvideo_2k": {"8": (9, 48, 32), "15": (9, 96, 64)},
-    "flashvideo_enhance_video": {"15": (9, 96, 64)},
+    "flashvideo_enhance_video": {"15": (EXAMPLE_CLIP_FRAMES, 96, 64)},
     "flashvideo_1080p_advanced": {"8": (9, 48, 32), "15": (9, 96, 64)},
 }
 
 
-def write_input_video(path: Path, frames: int = 10, width: int = 64, height: int = 48) -> None:
-    """A small clip for the enhance-a-video workflow (10 frames: the workflow trims to 4k+1 = 9)."""
-    import torch
-
-    from flashvideo_core.io.video import write_video
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    t = torch.linspace(0, 1, frames)[:, None, None]
-    x = torch.linspace(-1, 1, width)[None, None, :].expand(frames, height, width)
-    write_video(str(path), torch.stack([torch.sin(3 * x + 4 * t), torch.cos(2 * x - t), x * 0.5]), fps=8)
-
-
-def install_models(base: Path, t5_listing: bool = False) -> None:
-    """Every file the example workflows name, in a ComfyUI base directory: make-tiny's models and prompt
-    embedding, the enhance workflow's input clip and, with ``t5_listing``, an empty file under the T5 name so
-    the frontend finds it in CLIPLoader's list (never loaded: the smoke variant replaces T5)."""
+def install_models(base: Path) -> dict:
+    """What the README's make-tiny step gives a ComfyUI base directory, and nothing else: every model file the
+    example workflows name (the tiny T5 under the T5-XXL name included) and the enhance template's example clip
+    in ``input``. Returns make-tiny's {kind: path}."""
     from flashvideo_core.tiny_install import make_tiny
 
-    make_tiny(str(Path(base) / "models"))
-    write_input_video(Path(base) / "input" / INPUT_VIDEO)
-    if t5_listing:
-        (Path(base) / "models" / "text_encoders").mkdir(parents=True, exist_ok=True)
-        (Path(base) / "models" / "text_encoders" / T5_FILE).write_bytes(b"")
+    (Path(base) / "input").mkdir(parents=True, exist_ok=True)
+    paths = make_tiny(str(Path(base) / "models"))
+    assert "input_clip" in paths, "make-tiny did not find the base directory's input folder"
+    return paths
+
+
+#: the widgets a CPU-sized run overrides (sizes, frames, steps); everything else runs as the template has it
+SMOKE_SIZES = {
+    "FlashVideoStage1Sampler": {"width": 48, "height": 32, "frames": 9, "steps": 4},
+    "FlashVideoStage2Upscale": {"resolution": "custom", "width": 96, "height": 64},
+    "FlashVideoStage2Refiner": {"steps": 3},
+    "FlashVideoStage2Sigmas": {"steps": 3},
+}
 
 
 def smoke_variant(api: dict, output_folder: str = "") -> dict:
-    """An example workflow as a smoke install runs it: the saved prompt embedding instead of T5 (9.5 GB),
-    and CPU-sized stage I (9 frames, 48x32) and stage II (96x64, 3 steps). Wiring and node settings stay.
+    """An example workflow at CPU size: stage I 9 frames at 48x32, stage II to 96x64 in 3 steps. Only those
+    widgets change: the nodes, their wiring (T5 loader and text encode included) and every other setting stay.
     ``output_folder`` prefixes the saved videos' names (a re-post that differs only there still saves)."""
     graph = copy.deepcopy(api)
-    for node_id, node in list(graph.items()):
+    for node in graph.values():
         kind, inputs = node["class_type"], node["inputs"]
         if kind == "SaveVideo" and output_folder:
             inputs["filename_prefix"] = f"{output_folder}/{inputs['filename_prefix']}"
-        if kind == "CLIPLoader":
-            del graph[node_id]
-        elif kind == "FlashVideoTextEncode":
-            graph[node_id] = {"class_type": "FlashVideoLoadPromptEmbedding",
-                              "inputs": {"embedding": "flashvideo_example_prompt.safetensors"}}
-        elif kind == "FlashVideoStage1Sampler":
-            inputs.update(width=48, height=32, frames=9, steps=4)
-        elif kind == "FlashVideoStage2Upscale":
-            inputs.update(resolution="custom", width=96, height=64)
-        elif kind in ("FlashVideoStage2Refiner", "FlashVideoStage2Sigmas"):
-            inputs.update(steps=3)
+        inputs.update(SMOKE_SIZES.get(kind, {}))
     return graph
 
 
