@@ -6,15 +6,16 @@
 //   attention = layers * 4 * batch * width * tokens^2          (QK^T and PV)
 // = 5.61 PFLOP at 1080p and 17.2 PFLOP at 2K (benchmarks/results/dit_cpu.md). The fastest time is that at
 // 100 % of an H100's dense bf16 peak; the slowest assumes 38 % of it, about what the paper's stage-II
-// times imply (~72 s at 1080p, ~210 s at 2K, 5 steps). Memory: bf16 weights + the peak activations of one
-// CFG-batched forward (12 x width values per token, flashvideo_core/dit/memory.py) + ~2 GB for the CUDA
-// context, latents and VAE tiles. T5 is left out: ComfyUI unloads it before stage II runs.
+// times imply (~72 s at 1080p, ~210 s at 2K, 5 steps). Memory (flashvideo_core/dit/memory.py): bf16 weights
+// + the peak activations of one forward + ~2 GB for the CUDA context, latents and VAE tiles; the fastest mode
+// batches CFG (2 x 12 x width values per token), the lean mode runs the halves one after the other in token
+// chunks (6 x width per token), which is what a smaller GPU gets. T5 is left out: ComfyUI unloads it first.
 
 export const TEXT_TOKENS = 226;
 export const RESOLUTIONS = { "1080p (1072x1920)": [1072, 1920], "2K (1440x2560)": [1440, 2560] };
 export const WINDOW_ATTENTION = "window 7x11x11 (experimental)";
-// Window attention runs 11x11-patch query tiles against the 7 x 21 x 21 keys their windows can reach
-// (flashvideo_core/dit/window_attention.py): that, not the 847-token window itself, sets the work.
+// Window attention evaluates ~7 x 21 x 21 keys per query, not just the 847 of its window: the block-sparse
+// kernel (flashvideo_core/dit/window_blocks.py) evaluates 2.9 % of full attention at 1080p, 1.6 % at 2K.
 export const WINDOW_TOKENS = 7 * 21 * 21;
 export const DEFAULT_FRAMES = 49;
 export const DEFAULT_STEPS = 5;
@@ -24,6 +25,7 @@ const PARAMS = LAYERS * (12 * WIDTH * WIDTH + 2 * TIME_DIM * 6 * WIDTH) + TEXT_D
 const H100_BF16_FLOPS = 989e12;
 const SLOW_EFFICIENCY = 0.38;
 const OVERHEAD_BYTES = 2e9;
+const ROPE_BYTES_PER_TOKEN = 2 * 64 * 4 * 2; // cos and sin tables, fp32, a CPU and a GPU copy
 const GPU_CLASSES_GB = [8, 12, 16, 24, 32, 40, 48, 80, 141];
 
 /** Latent frames of a 4k+1-frame video (49 -> 13). */
@@ -44,18 +46,26 @@ export function flopsPerStep(tokens, windowed = false) {
   return linear + attention;
 }
 
-/** Bytes the GPU needs while stage II runs (weights + one forward's activations + overhead). */
+/** Bytes the GPU needs while stage II runs (weights + one forward's activations + overhead), fastest mode. */
 export function stage2Bytes(tokens) {
-  return PARAMS * 2 + CFG_BATCH * tokens * WIDTH * 12 * 2 + OVERHEAD_BYTES;
+  return PARAMS * 2 + CFG_BATCH * tokens * WIDTH * 12 * 2 + tokens * ROPE_BYTES_PER_TOKEN + OVERHEAD_BYTES;
 }
 
-/** {tokens, seconds: [fastest, slowest], gpuClassGB} for one refiner run on an H100. */
+/** The same in the lean memory mode (CFG halves one after the other, token chunks). */
+export function stage2LeanBytes(tokens) {
+  return PARAMS * 2 + tokens * WIDTH * 6 * 2 + tokens * ROPE_BYTES_PER_TOKEN + OVERHEAD_BYTES;
+}
+
+const gpuClass = (bytes) => GPU_CLASSES_GB.find((c) => c >= bytes / 1e9) ?? Math.ceil(bytes / 1e9);
+
+/** {tokens, seconds: [fastest, slowest], gpuClassGB, leanGpuClassGB} for one refiner run on an H100. */
 export function estimate({ height, width, frames = DEFAULT_FRAMES, steps = DEFAULT_STEPS, windowed = false }) {
   const tokens = stage2Tokens(height, width, frames);
   const fastest = (flopsPerStep(tokens, windowed) * steps) / H100_BF16_FLOPS;
-  const gb = stage2Bytes(tokens) / 1e9;
-  const gpuClassGB = GPU_CLASSES_GB.find((c) => c >= gb) ?? Math.ceil(gb);
-  return { tokens, seconds: [fastest, fastest / SLOW_EFFICIENCY], gpuClassGB };
+  return {
+    tokens, seconds: [fastest, fastest / SLOW_EFFICIENCY],
+    gpuClassGB: gpuClass(stage2Bytes(tokens)), leanGpuClassGB: gpuClass(stage2LeanBytes(tokens)),
+  };
 }
 
 /** "~28-75 s", "~1.4-3.8 min"; a single value when the range rounds to one, "<1 s" below a second. */
@@ -77,6 +87,6 @@ export function describe({ label, height, width, frames = DEFAULT_FRAMES, steps 
   return [
     `${size}${frameNote} · ${e.tokens.toLocaleString("en-US")} tokens`,
     `${formatDuration(e.seconds)} on an H100 at ${steps} step${steps === 1 ? "" : "s"}` +
-      `${windowed ? " (window attn)" : ""} · needs ~${e.gpuClassGB} GB+`,
+      `${windowed ? " (window attn)" : ""} · ~${e.gpuClassGB} GB+ (lean: ${e.leanGpuClassGB} GB)`,
   ];
 }
