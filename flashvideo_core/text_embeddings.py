@@ -18,12 +18,11 @@ import torch
 from .checkpoints.files import describe
 from .checkpoints.io import read_checkpoint, write_safetensors
 from .checkpoints.strict import FLOAT_DTYPES
-from .checkpoints.metadata import FORMAT_KEY, FORMAT_VERSION, MODEL_KEY
+from .checkpoints.metadata import FORMAT_KEY, FORMAT_VERSION, MODEL_KEY, PROMPT_KEY
 from .errors import CheckpointError, InputError
 
 TEXT_TOKENS = 226
 KIND = "prompt_embedding"
-PROMPT_KEY = "flashvideo.prompt"
 
 
 def check_context(context: torch.Tensor, what: str = "prompt embedding") -> torch.Tensor:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from support.comfyui_host import ComfyUIServer, history_messages, make_base_dir
+from support.comfyui_host import history_messages, make_base_dir, running_server
 from support.hosts import version_key
 from support.workflow_runs import install_models
 
@@ -78,12 +78,8 @@ def server(comfyui_host, tmp_path_factory):
     install_models(base)
     z = torch.randn(1, 16, 3, HEIGHT // 4, WIDTH // 4, generator=torch.Generator().manual_seed(7))
     save_file({"latent_tensor": z, "latent_format_version_0": torch.tensor([])}, str(base / "input" / STAGE2_INPUT))
-    host = ComfyUIServer(comfyui_host.location, base, base / "server.log").start()
-    try:
-        host.wait_ready(90)
+    with running_server(comfyui_host.location, base) as host:
         yield host
-    finally:
-        host.stop()
 
 
 def run_for_latents(server, graph: dict) -> dict:

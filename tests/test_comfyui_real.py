@@ -35,12 +35,12 @@ from support.workflow_runs import (
 )
 from support.comfyui_host import (
     IMPORT_FAILED,
-    ComfyUIServer,
     HostProcess,
     history_messages,
     import_line,
     make_base_dir,
     output_files,
+    running_server,
 )
 
 pytestmark = pytest.mark.comfyui
@@ -110,15 +110,8 @@ def server(comfyui_host, tmp_path_factory):
     save_prompt_embedding(str(base / "models" / "text_encoders" / NOT_T5), torch.zeros(1, 226, 32), "not a T5")
     context = torch.randn(1, 226, 32, generator=torch.Generator().manual_seed(0))
     save_prompt_embedding(str(base / "models" / "flashvideo_embeddings" / TINY_PROMPT), context, "a tiny test prompt")
-    host = ComfyUIServer(comfyui_host.location, base, base / "server.log").start()
-    try:
-        try:
-            host.wait_ready(STARTUP_TIMEOUT_S)
-        except RuntimeError as err:
-            pytest.fail(f"ComfyUI server ({' '.join(host.command)}) did not start: {err}", pytrace=False)
+    with running_server(comfyui_host.location, base, STARTUP_TIMEOUT_S) as host:
         yield host
-    finally:
-        host.stop()
 
 
 @pytest.fixture(scope="module")

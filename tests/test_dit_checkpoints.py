@@ -1,7 +1,5 @@
 """Loading the DiT from the official SAT layout (LoRA unmerged or merged), diffusers and converted files."""
 
-import os
-
 import pytest
 import torch
 

@@ -248,6 +248,22 @@ def test_flipped_weight_bytes_in_a_zip_fail_the_crc(files, tmp_path):
         load_vae(str(path))
 
 
+def test_a_damaged_checksum_name_does_not_hide_a_changed_weight(tmp_path):
+    """Found by the fuzz: one byte in the name "flashvideo.crc32" made the file look foreign (no checksum), so a
+    second flipped byte in the data loaded silently."""
+    from flashvideo_core.text_embeddings import load_prompt_embedding, save_prompt_embedding
+
+    path = tmp_path / "prompt.safetensors"
+    save_prompt_embedding(str(path), torch.ones(1, 226, 8), "a cat")
+    data = bytearray(path.read_bytes())
+    data[data.index(b"flashvideo.crc32") + 3] = ord("X")
+    data[-5] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"prompt.safetensors: its metadata entry 'flaXhvideo.crc32' is a damaged "
+                                              r"'flashvideo.crc32'"):
+        load_prompt_embedding(str(path))
+
+
 # ------------------------------------------------------------------------------------------ safetensors headers
 
 

@@ -444,18 +444,14 @@ def test_unexpected_errors_end_in_one_line_unless_debugging(missing, tmp_path, c
 def api_server(comfyui_host, tmp_path_factory):
     from pathlib import Path
 
-    from support.comfyui_host import ComfyUIServer, make_base_dir
+    from support.comfyui_host import make_base_dir, running_server
     from support.workflow_runs import install_models
 
     base = make_base_dir(tmp_path_factory.mktemp("comfyui-hostile"), Path(__file__).resolve().parents[1],
                          "ComfyUI-FlashVideo")
     install_models(base)
-    server = ComfyUIServer(comfyui_host.location, base, base / "server.log").start()
-    try:
-        server.wait_ready(90)
+    with running_server(comfyui_host.location, base) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _stage1_graph(**widgets) -> dict:

@@ -15,7 +15,7 @@ import pytest
 
 from flashvideo_queue import Options, run
 from flashvideo_queue.uigraph import DYNAMIC_COMBO, convert
-from support.comfyui_host import ComfyUIServer, make_base_dir
+from support.comfyui_host import make_base_dir, running_server
 from support.workflow_runs import SMOKE_SIZES, install_models
 
 pytestmark = pytest.mark.comfyui
@@ -30,15 +30,8 @@ PACK_FOLDER = "ComfyUI-FlashVideo"
 def server(comfyui_host, tmp_path_factory):
     base = make_base_dir(tmp_path_factory.mktemp("comfyui-queue"), REPO, PACK_FOLDER)
     install_models(base)
-    host = ComfyUIServer(comfyui_host.location, base, base / "server.log").start()
-    try:
-        try:
-            host.wait_ready(90)
-        except RuntimeError as err:
-            pytest.fail(f"ComfyUI server ({' '.join(host.command)}) did not start: {err}", pytrace=False)
+    with running_server(comfyui_host.location, base) as host:
         yield host
-    finally:
-        host.stop()
 
 
 @pytest.fixture(scope="module")

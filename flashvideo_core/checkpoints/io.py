@@ -8,6 +8,7 @@ a downloaded file takes over a machine). Truncated and corrupt files raise a
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import io
 import json
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import CheckpointError
+from . import metadata as md
 from . import pickle_scan
 from .files import check_memory, describe, open_regular_file
 from .safetensors_reader import read_safetensors
@@ -48,6 +50,9 @@ _UNSUPPORTED = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 MAX_SKIPPED_GLOBALS = 32
 #: metadata entry of the pack's own safetensors files: CRC-32 of metadata and tensors (see content_crc32)
 CHECKSUM_KEY = "flashvideo.crc32"
+#: every metadata entry the pack writes; a near miss of one of them is a damaged name (which could hide the checksum)
+PACK_METADATA_KEYS = (md.FORMAT_KEY, md.MODEL_KEY, md.CONFIG_KEY, md.SOURCE_SHA_KEY, md.SOURCE_LAYOUT_KEY,
+                      md.SOURCE_NAME_KEY, md.PROMPT_KEY, CHECKSUM_KEY)
 #: entries of a torch.save zip: one per storage plus a few
 MAX_ZIP_ENTRIES = 300_000
 #: data.pkl of the official stage1.pt is ~1 MB
@@ -433,6 +438,11 @@ def content_crc32(tensors: dict, metadata: dict) -> int:
 
 
 def _verify_checksum(shown: str, tensors: dict, metadata: dict) -> None:
+    for key in metadata:
+        near = difflib.get_close_matches(key, PACK_METADATA_KEYS, n=1, cutoff=0.85)
+        if near and key != near[0]:
+            raise CheckpointError(f"{shown}: its metadata entry {key!r} is a damaged {near[0]!r} (a damaged copy or "
+                                  "download). Convert or save it again from the original.")
     want = metadata.get(CHECKSUM_KEY)
     if want is None:  # written by another tool, or by an older pack: nothing to check against
         return

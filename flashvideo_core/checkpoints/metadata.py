@@ -20,6 +20,7 @@ CONFIG_KEY = "flashvideo.config"
 SOURCE_SHA_KEY = "flashvideo.source_sha256"
 SOURCE_LAYOUT_KEY = "flashvideo.source_layout"
 SOURCE_NAME_KEY = "flashvideo.source_file"
+PROMPT_KEY = "flashvideo.prompt"
 
 
 #: Sane ranges for every architecture field, checked before any model is built: a file whose metadata
@@ -122,3 +123,14 @@ def describe_foreign_checkpoint(raw) -> str:
     if any("encoder.block." in k or "shared.weight" == k for k in keys):
         return "it looks like a T5 text encoder: load it with ComfyUI's CLIPLoader"
     return f"{len(keys)} tensors, first keys: {', '.join(k[:80] for k in keys[:3])}"
+
+
+def config_from_shapes(infer, tensors: dict, source: str, model: str):
+    """``infer(tensors, source=)`` range-checked; shapes that describe no valid ``model`` refuse the file."""
+    try:
+        config = infer(tensors, source=source)
+    except (IndexError, ValueError, TypeError, ArithmeticError) as e:
+        raise CheckpointError(f"{source}: its tensor shapes describe no valid {model} ({e}); the file is damaged "
+                              f"or not a {model}") from None
+    check_config(config, source)
+    return config

@@ -21,7 +21,7 @@ from ..checkpoints import scaled_fp8
 from ..checkpoints.dit_keys import has_unmerged_lora, is_sat_layout, sat_to_canonical
 from ..checkpoints.files import describe
 from ..checkpoints.io import RawCheckpoint, read_checkpoint
-from ..checkpoints.metadata import MODEL_KEY, check_config, config_from_metadata, describe_foreign_checkpoint
+from ..checkpoints.metadata import MODEL_KEY, config_from_metadata, config_from_shapes, describe_foreign_checkpoint
 from ..checkpoints.strict import materialize
 from ..errors import CheckpointError
 from .config import DiTConfig, infer_dit_config
@@ -62,12 +62,7 @@ def canonical_dit_state_dict(raw: RawCheckpoint, dequantize: bool = True) -> tup
     if layout == "flashvideo":
         config = config_from_metadata(raw, DiTConfig)
     else:
-        try:
-            config = infer_dit_config(tensors, source=source)
-        except (IndexError, ValueError, TypeError, ArithmeticError) as e:
-            raise CheckpointError(f"{source}: its tensor shapes describe no valid DiT ({e}); the file is damaged "
-                                  "or not a FlashVideo DiT") from None
-        check_config(config, source)
+        config = config_from_shapes(infer_dit_config, tensors, source, "FlashVideo DiT")
     return config, tensors, layout
 
 

@@ -16,7 +16,7 @@ import torch
 
 from ..checkpoints.files import describe
 from ..checkpoints.io import RawCheckpoint, read_checkpoint
-from ..checkpoints.metadata import MODEL_KEY, check_config, config_from_metadata, describe_foreign_checkpoint
+from ..checkpoints.metadata import MODEL_KEY, config_from_metadata, config_from_shapes, describe_foreign_checkpoint
 from ..checkpoints.strict import materialize
 from ..checkpoints.vae_keys import diffusers_to_official
 from ..errors import CheckpointError
@@ -55,12 +55,7 @@ def canonical_vae_state_dict(raw: RawCheckpoint) -> tuple[VAEConfig, dict, str]:
         config = config_from_metadata(raw, VAEConfig)
     else:
         source = f"{describe(raw.path)} (detected layout: {layout})"
-        try:
-            config = infer_vae_config(tensors, source=source)
-        except (IndexError, ValueError, TypeError, ArithmeticError) as e:
-            raise CheckpointError(f"{source}: its tensor shapes describe no valid VAE ({e}); the file is damaged "
-                                  "or not a CogVideoX VAE") from None
-        check_config(config, source)
+        config = config_from_shapes(infer_vae_config, tensors, source, "CogVideoX VAE")
     return config, tensors, layout
 
 

@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -226,6 +227,23 @@ class ComfyUIServer(HostProcess):
         if status != 200 or body.get("node_errors"):
             raise AssertionError(f"POST /prompt rejected the graph ({status}): {json.dumps(body, indent=1)}")
         return self.wait_history(body["prompt_id"], timeout)
+
+
+@contextmanager
+def running_server(location: ComfyUILocation, base: Path, timeout: float = 90.0, **kwargs):
+    """A ComfyUI server on ``base`` that answers HTTP, stopped on exit; one that does not start fails the test
+    with its command and log tail (for module fixtures: ``with running_server(...) as host: yield host``)."""
+    import pytest
+
+    server = ComfyUIServer(location, base, Path(base) / "server.log", **kwargs).start()
+    try:
+        try:
+            server.wait_ready(timeout)
+        except RuntimeError as err:
+            pytest.fail(f"ComfyUI server ({' '.join(server.command)}) did not start: {err}", pytrace=False)
+        yield server
+    finally:
+        server.stop()
 
 
 def history_messages(entry: dict, kind: str) -> list:

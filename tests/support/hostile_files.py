@@ -64,9 +64,11 @@ def write_seeds(folder: str, marker: str) -> list[tuple[str, str]]:
 
 def mutants(seeds, folder: str, per_seed: int, seed: int = 0):
     """Seeded byte flips (in the structure-heavy head and tail, and anywhere) and truncations."""
-    rng = random.Random(seed)
     out = []
     for src, kind in seeds:
+        # one stream per seed file: the mutants of one format do not shift when another's length changes (torch.save
+        # writes a random id, legacy storage keys are memory addresses)
+        rng = random.Random(f"{seed}-{os.path.basename(src)}")
         data = open(src, "rb").read()
         for i in range(per_seed):
             buf = bytearray(data)
