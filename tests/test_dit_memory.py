@@ -216,6 +216,9 @@ def test_compiled_block_sparse_kernel_skips_blocks_and_equals_the_definition():
     expected = window_attention(q, k, v, text, grid, window, kernel="tiles")
     got = wb.block_sparse_window_attention(q, k, v, text, grid, window, compiled=True)
     torch.testing.assert_close(got, expected, atol=2e-6, rtol=0)
+    with torch._dynamo.config.patch(error_on_recompile=True):  # the next layer / step reuses the compiled kernel
+        torch.testing.assert_close(wb.block_sparse_window_attention(k, q, v, text, grid, window, compiled=True),
+                                   window_attention(k, q, v, text, grid, window, kernel="tiles"), atol=2e-6, rtol=0)
     blocks = wb.window_blocks(text, grid, window)
     row = blocks.reach.shape[0] - 1
     reach = blocks.reach.clone()

@@ -169,16 +169,23 @@ def _flex(q, k, v, block_mask, compiled: bool):
     return _compiled(q, k, v, block_mask=block_mask)
 
 
+@lru_cache(maxsize=4)
+def _on_device(text_len: int, grid: tuple, window: tuple, device: str) -> tuple:
+    """(query slot -> token, key slot -> token, query tokens of the real slots, real-slot mask, BlockMask) on
+    ``device``, built once per shape: every layer and step reuses them instead of rebuilding the index tables."""
+    blocks = window_blocks(text_len, grid, window)
+    q_tokens, k_tokens = blocks.query_tokens.to(device), blocks.key_tokens.to(device)
+    valid = q_tokens >= 0
+    return q_tokens.clamp(min=0), k_tokens.clamp(min=0), q_tokens[valid], valid, _block_mask(blocks, device)
+
+
 def block_sparse_window_attention(q, k, v, text_len: int, grid: tuple, window: tuple, compiled: bool = True):
     """Attention over (B, heads, text_len + T*H*W, d) with video queries limited to ``window``: the same result
     as :func:`.window_attention.window_attention`, evaluating only reachable tile pairs (compiled FlexAttention;
     ``compiled=False`` runs FlexAttention's dense reference, for tests)."""
-    blocks = window_blocks(text_len, tuple(grid), tuple(window))
-    q_tokens, k_tokens = blocks.query_tokens.to(q.device), blocks.key_tokens.to(q.device)
-    gather = lambda x, tokens: x[:, :, tokens.clamp(min=0)]  # noqa: E731  pads read token 0, masked or dropped
-    out_slots = _flex(gather(q, q_tokens), gather(k, k_tokens), gather(v, k_tokens), _block_mask(blocks, q.device),
-                      compiled)
-    valid = q_tokens >= 0
+    q_slots, k_slots, tokens, valid, block_mask = _on_device(text_len, tuple(grid), tuple(window), str(q.device))
+    # padding slots read token 0: masked as keys, dropped as queries
+    out_slots = _flex(q[:, :, q_slots], k[:, :, k_slots], v[:, :, k_slots], block_mask, compiled)
     out = torch.empty_like(q)
-    out[:, :, q_tokens[valid]] = out_slots[:, :, valid]
+    out[:, :, tokens] = out_slots[:, :, valid]
     return out
