@@ -94,8 +94,12 @@ def _make_tiny(args) -> int:
 
     if os.path.exists(args.models_dir) and not os.path.isdir(args.models_dir):
         raise FlashVideoError(f"models_dir {args.models_dir} is a file, not a folder; give ComfyUI's models folder")
-    for kind, path in make_tiny(args.models_dir, force=args.force).items():
+    written = make_tiny(args.models_dir, force=args.force)
+    for kind, path in written.items():
         print(f"{kind:>9}: {path}")
+    if "input_clip" not in written:
+        print("no example clip written (no ComfyUI input folder beside this models folder, or the clip is already "
+              "there): the enhance template reads a clip from ComfyUI/input")
     print("random weights: every output is noise. Copy or point ComfyUI's models folder here to try workflows.")
     return 0
 
@@ -351,8 +355,9 @@ def _add_pipeline_args(p: argparse.ArgumentParser, stage1_size: tuple, resolutio
     p.add_argument("--seed-bridge", type=int, default=None, help="seed of the bridge's posterior sample (default --seed)")
     p.add_argument("--seed-degrade", type=int, default=None, help="seed of the degradation noise (default --seed)")
     p.add_argument("--memory", default="auto", choices=list(MEMORY_MODES),
-                   help="how each guided DiT step runs (same result): auto = the fastest that fits the free memory; "
-                        "batched, sequential (cond then uncond) or lean (also in token chunks, least memory)")
+                   help="how each guided DiT step runs (same result up to float rounding): auto = the fastest that "
+                        "fits the free memory; batched, sequential (cond then uncond) or lean (also in token chunks, "
+                        "least memory)")
     p.add_argument("--attention", default="sdpa", choices=list(BACKENDS),
                    help="attention kernel of both DiTs: sdpa, or flash / sage when installed (else sdpa)")
     p.add_argument("--window-attention", action="store_true",

@@ -13,7 +13,8 @@ def free_memory_bytes(device: torch.device) -> int:
     device = torch.device(device)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
+        # plus what PyTorch holds cached but unused (ready for reuse, invisible to the driver)
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
     try:
         with open("/proc/meminfo") as meminfo:
             for line in meminfo:

@@ -50,7 +50,7 @@ def example_clip() -> torch.Tensor:
 
 def comfyui_input_dir(models_dir: str):
     """ComfyUI's ``input`` folder for a ``models`` folder: its existing sibling, else None (not a ComfyUI tree)."""
-    target = os.path.realpath(models_dir)
+    target = os.path.abspath(models_dir)  # the folder as given: a linked models folder keeps its ComfyUI's input
     candidate = os.path.join(os.path.dirname(target), "input")
     return candidate if os.path.basename(target) == "models" and os.path.isdir(candidate) else None
 
@@ -82,7 +82,7 @@ def make_tiny(models_dir: str, force: bool = False) -> dict:
             "Pass ComfyUI's models folder: from custom_nodes/<this pack> that is ../../models")
     paths = {kind: os.path.join(models_dir, rel) for rel, kind in TINY_FILES.items()}
     input_dir = comfyui_input_dir(models_dir)
-    if input_dir is not None:
+    if input_dir is not None and not os.path.exists(os.path.join(input_dir, EXAMPLE_CLIP)):  # never replace a clip
         paths["input_clip"] = os.path.join(input_dir, EXAMPLE_CLIP)
     for path in paths.values():
         if os.path.exists(path):

@@ -153,7 +153,8 @@ class Manifest:
         for item in fresh:
             old = by_key.pop(item["key"] if carry is not None else item["index"], None)
             if carry is not None and isinstance(old, dict):
-                old = {**old, "index": item["index"], "line": item["line"]}
+                # kept only at the same position: its files are named after its index (0007_...)
+                old = {**old, "line": item["line"]} if old.get("index") == item["index"] else None
             problem = item_problem(old, item) if old is not None else "missing"
             if problem is None and (carry is None or old["status"] in carry):
                 item.update({k: old[k] for k in CARRIED if k in old})

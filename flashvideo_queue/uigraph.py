@@ -276,8 +276,6 @@ class _Converter:
             if not isinstance(values, list) or not values:
                 raise InputError(f"{self.path}: {_label(source)} feeding {_label(target)} has no value; {FIX}")
             return ("value", values[0], str(source["id"]))
-        if source["type"] in NOTES:
-            raise InputError(f"{self.path}: {_label(target)} input {name!r} is linked to a note; {FIX}")
         return ("link", [origin, slot])
 
 

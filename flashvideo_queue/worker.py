@@ -185,6 +185,7 @@ class Worker(threading.Thread):
                     message = self.ws.recv(min(pause, 1.0))
                 except OSError as e:
                     self.batch.log(f"warning: websocket to {self.client.label} dropped ({e}); polling /history")
+                    self.ws.close(wait=0)
                     self.ws, next_poll = None, now
                     continue
                 if isinstance(message, str) and self.on_event(message, prompt_id, index):

@@ -53,11 +53,11 @@ class FlashVideoModelLoader(io.ComfyNode):
                                "--use-flash-attention, xformers or PyTorch SDPA). sdpa / flash / sage: override with "
                                "FlashVideo's own call (flash-attn / SageAttention if installed, else SDPA)."),
                 io.Combo.Input("memory", options=MEMORY_CHOICES, default="auto", optional=True,  # old API prompts
-                               tooltip="Working memory of each step (same result): auto: whole-sequence forwards "
-                               "when they fit the free memory, token chunks otherwise (1080p stage II: ~10 GB fastest, "
-                               "~2.5 GB chunked). whole: never chunk (fastest; may run out of memory). lean: always "
-                               "chunk, and tell ComfyUI to plan for the small figure. ComfyUI runs cond and uncond as "
-                               "one batch when the memory allows."),
+                               tooltip="Working memory of each step (same result up to float rounding): auto: "
+                               "whole-sequence forwards when they fit the free memory, token chunks otherwise (1080p "
+                               "stage II: ~10 GB fastest, ~2.5 GB chunked). whole: never chunk (fastest; may run out "
+                               "of memory). lean: always chunk, and tell ComfyUI to plan for the small figure. ComfyUI "
+                               "runs cond and uncond as one batch when the memory allows."),
             ],
             outputs=[io.Model.Output(display_name="model")],
         )

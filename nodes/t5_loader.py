@@ -20,7 +20,9 @@ from comfy_api.latest import io
 
 import folder_paths
 
+from ..flashvideo_core.checkpoints.files import describe
 from ..flashvideo_core.errors import CheckpointError, InputError
+from .input_checks import combo_widget, model_file
 
 log = logging.getLogger("flashvideo")
 
@@ -45,7 +47,11 @@ def t5_config_from_shapes(shapes: dict, source: str = "the T5 file") -> dict:
                 f"{source} is not a T5 encoder in the t5xxl_fp16.safetensors layout: it has no {key!r}. Pick a "
                 "T5-v1.1-XXL file (t5xxl_fp16.safetensors from comfyanonymous/flux_text_encoders) in "
                 "models/text_encoders")
-        return tuple(shapes[key])
+        shape = tuple(shapes[key])
+        if len(shape) != 2:
+            raise CheckpointError(f"{source}: {key!r} has shape {shape}, where a T5 encoder has a matrix; the file is "
+                                  "damaged or not a T5 encoder: download t5xxl_fp16.safetensors again")
+        return shape
 
     vocab_size, d_model = need("shared.weight")
     inner, _ = need("encoder.block.0.layer.0.SelfAttention.q.weight")
@@ -57,7 +63,8 @@ def t5_config_from_shapes(shapes: dict, source: str = "the T5 file") -> dict:
     d_ff, _ = need("encoder.block.0.layer.1.DenseReluDense.wi_0.weight")
     if buckets != 32 or inner % num_heads:
         raise CheckpointError(f"{source}: relative attention has {buckets} buckets and {num_heads} heads for width "
-                              f"{inner}; ComfyUI's T5 needs 32 buckets and a width divisible by the heads")
+                              f"{inner}; ComfyUI's T5 needs 32 buckets and a width divisible by the heads: use a "
+                              "T5-v1.1 encoder (t5xxl_fp16.safetensors from comfyanonymous/flux_text_encoders)")
     blocks = {int(m.group(1)) for key in shapes if (m := _BLOCK.match(key))}
     if blocks != set(range(len(blocks))):
         raise CheckpointError(f"{source}: encoder blocks {sorted(blocks)} are not numbered 0..N-1 (a truncated or "
@@ -120,7 +127,7 @@ def load_t5(path: str, device: str = "default", disable_dynamic: bool = False):
     try:
         state_dict, metadata = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
     except Exception as err:  # truncated download, not a tensor file
-        raise CheckpointError(f"{path} cannot be read as a T5 encoder ({type(err).__name__}: {err}); "
+        raise CheckpointError(f"{describe(path)} cannot be read as a T5 encoder ({type(err).__name__}: {err}); "
                               "download it again") from err
     source = os.path.basename(path)
     shaped = t5_config_from_shapes({k: tuple(v.shape) for k, v in state_dict.items()}, source)
@@ -180,4 +187,6 @@ class FlashVideoT5Loader(io.ComfyNode):
 
     @classmethod
     def execute(cls, clip_name: str, device: str = "default") -> io.NodeOutput:
-        return io.NodeOutput(load_t5(folder_paths.get_full_path_or_raise("text_encoders", clip_name), device))
+        node = "FlashVideo T5 Loader"
+        combo_widget(device, node, "device", DEVICES)
+        return io.NodeOutput(load_t5(model_file(folder_paths, "text_encoders", clip_name, node, "clip_name"), device))

@@ -113,7 +113,7 @@ def _check_vae(vae, node: str) -> ManagedModel:
 def carried_stage(samples: dict, node: str, name: str = "samples"):
     """The stage tag a LATENT carries (1 or 2), or None when it lost it (core Save/Load Latent)."""
     carried = samples.get(STAGE_KEY)
-    if carried is not None and carried not in (1, 2):
+    if carried is not None and (type(carried) is not int or carried not in (1, 2)):  # not True, not 1.0
         raise refuse(node, name, f"its stage tag {carried!r} is not 1 or 2",
                      "connect the latent straight from a FlashVideo node")
     return carried

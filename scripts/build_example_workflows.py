@@ -175,6 +175,10 @@ def stage2_custom_sampling(nodes: list, first_id: int = 9) -> list:
     return moved + parts
 
 
+#: the notes' node id: above every real node's (stage II's custom-sampling parts reach 3x)
+NOTE_ID = 90
+
+
 def note(node_id: int, text: str, pos: tuple, size=(340, 260)) -> Node:
     return Node(node_id, "Note", {"text": text}, title="Read me", pos=pos, size=size)
 
@@ -198,15 +202,15 @@ REFINE_NOTE = (
 
 def workflows() -> dict:
     preview = [*clip_and_text(0, 0), *stage1(380, 0),
-               note(30, "FlashVideo stage I: a 256x480, 49-frame preview at 8 fps in 51 steps.\n\n" + FILES_NOTE, (0, 420))]
+               note(NOTE_ID, "FlashVideo stage I: a 256x480, 49-frame preview at 8 fps in 51 steps.\n\n" + FILES_NOTE, (0, 420))]
     middle = ROOM["loader"] + ROOM["decode"]  # stage II's middle column starts below the preview decoder
     full = [*clip_and_text(0, 0), *stage1(380, 0),
             *stage2(380, 480, "1080p (1072x1920)", (6, 0), "flashvideo/1080p", middle_y=middle),
-            note(30, "FlashVideo text-to-video: 270p preview, then stage II to 1072x1920 in 5 flow-matching steps.\n\n"
+            note(NOTE_ID, "FlashVideo text-to-video: 270p preview, then stage II to 1072x1920 in 5 flow-matching steps.\n\n"
                  + REFINE_NOTE + "\n\n" + FILES_NOTE, (0, 420), (360, 520))]
     two_k = [*clip_and_text(0, 0), *stage1(380, 0),
              *stage2(380, 480, "2K (1440x2560)", (6, 0), "flashvideo/2k", middle_y=middle),
-             note(30, "FlashVideo 2K: stage II at 1440x2560 by RoPE extrapolation (no retraining): sharper, about 3x "
+             note(NOTE_ID, "FlashVideo 2K: stage II at 1440x2560 by RoPE extrapolation (no retraining): sharper, about 3x "
                   "the stage-II time of 1080p, and the VAE decode needs more tiles (automatic).\n\n" + REFINE_NOTE
                   + "\n\n" + FILES_NOTE, (0, 420), (360, 520))]
     enhance = [
@@ -215,7 +219,7 @@ def workflows() -> dict:
         Node(21, "GetVideoComponents", {}, {"video": (20, 0)}, pos=(380, 460), size=(260, 90)),
         Node(5, "FlashVideoVAELoader", {"vae_name": VAE_FILE, "dtype": "auto"}, pos=(740, 0)),
         *stage2(740, 170, "1080p (1072x1920)", (21, 0), "flashvideo/enhanced"),
-        note(30, "Experimental: enhance an existing video with FlashVideo stage II. Put your clip in ComfyUI/input "
+        note(NOTE_ID, "Experimental: enhance an existing video with FlashVideo stage II. Put your clip in ComfyUI/input "
              "(or use Load Video's upload button) and pick it in Load Video; describe it in the prompt. "
              "flashvideo_input.mp4 is make-tiny's short synthetic example clip. Stage II was trained on "
              "FlashVideo's own 270p "
@@ -226,7 +230,7 @@ def workflows() -> dict:
     advanced = [*clip_and_text(0, 0), *stage1(380, 0),
                 *stage2_custom_sampling(stage2(380, 480, "1080p (1072x1920)", (6, 0), "flashvideo/1080p_advanced",
                                                middle_y=middle)),
-                note(30, "FlashVideo 1080p built from ComfyUI's own sampling: stage II is core SamplerCustomAdvanced "
+                note(NOTE_ID, "FlashVideo 1080p built from ComfyUI's own sampling: stage II is core SamplerCustomAdvanced "
                      "with FlashVideo's NOISE (the degraded latent), GUIDER (CFG against a zero context, the noise step "
                      "as conditioning), SAMPLER (the reference's Euler) and SIGMAS (the shifted grid). Same result as "
                      "the Stage II Refiner; swap in core parts to experiment (e.g. ModelSamplingSD3 for the shift, "

@@ -189,6 +189,16 @@ def test_block_sparse_window_attention_equals_the_masked_definition(grid, window
     torch.testing.assert_close(got, expected, atol=2e-6, rtol=0)
 
 
+def test_block_sparse_window_takes_the_mixed_dtypes_of_autocast():
+    """Under CUDA autocast the normalised q, k arrive in fp32 and v in bf16 (SDPA casts them itself)."""
+    grid, window, text = GRIDS[0]
+    q, k, v = _qkv(text + grid[0] * grid[1] * grid[2], seed=5)
+    got = wb.block_sparse_window_attention(q, k, v.bfloat16(), text, grid, window, compiled=False)
+    expected = window_attention(q, k, v, text, grid, window, kernel="tiles")
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), expected, atol=3e-2, rtol=0)
+
+
 @pytest.mark.parametrize("grid, window, text", GRIDS)
 def test_window_block_structure_covers_exactly_the_allowed_pairs(grid, window, text):
     blocks = wb.window_blocks(text, grid, window)

@@ -125,6 +125,15 @@ def _pixels(path):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_node_ids_are_unique_in_every_template(name):
+    """The frontend configures nodes by id: two nodes with one id (a note and a real node) mix their settings."""
+    ui = json.loads((UI_DIR / f"{name}.json").read_text())
+    ids = [node["id"] for node in ui["nodes"]]
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+    assert ui["last_node_id"] >= max(ids)
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_each_template_has_a_small_jpeg_thumbnail(name):
     """Both tested frontends show <name>.jpg from the template's folder (custom-node templates are listed with
     mediaSubtype "jpg"); under 100 KB each."""
@@ -180,21 +189,23 @@ def test_loaders_tell_the_frontend_where_to_download_their_models(name):
 
 def test_readme_node_id_map_matches_the_api_workflows():
     """The batch client's README table: every node id of every shipped API workflow is listed with its
-    class_type."""
+    class_type and, where the node has its own title (the client addresses nodes by title too), that title."""
     readme = (REPO / "README.md").read_text()
     table = readme[readme.index("| id | node (`class_type`) | useful inputs |"):]
     table = table[: table.index("\n\n")]
-    classes = {}
+    classes, rows = {}, {}
     for line in table.splitlines()[2:]:
         ids, node = line.split("|")[1:3]
         names = set(re.findall(r"`(\w+)`", node))
         for part in ids.split(","):
             lo, _, hi = part.strip().partition("-")
             for node_id in range(int(lo), int(hi or lo) + 1):
-                classes[str(node_id)] = names
+                classes[str(node_id)], rows[str(node_id)] = names, node
     for path in API_DIR.glob("*.json"):
         for node_id, node in json.loads(path.read_text()).items():
             assert node["class_type"] in classes.get(node_id, set()), (path.name, node_id, node["class_type"])
+            title = node.get("_meta", {}).get("title", node["class_type"])
+            assert title == node["class_type"] or title in rows[node_id], (path.name, node_id, title)
 
 
 FOLDER_OF = {"model_name": "diffusion_models", "vae_name": "vae", "clip_name": "text_encoders",

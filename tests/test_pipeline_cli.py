@@ -164,3 +164,22 @@ def test_generate_has_a_flag_for_every_node_knob(tiny_models, tmp_path, capsys):
     assert main(["generate", *common, "--output-dir", str(tmp_path / "x"), "--slicing", "manual",
                  "--chunk-latents", "3"]) == 2  # checked before loading: decode chunks are even
     assert "even" in capsys.readouterr().err
+
+
+def test_written_files_follow_the_umask(tmp_path, tiny_models):
+    """Models, embeddings and videos are created like any file (0644 under the usual umask 022), never 0600 (which
+    safetensors 0.8 gives its files)."""
+    from flashvideo_core.checkpoints.convert import convert_checkpoint
+    from flashvideo_core.io.video import write_video
+
+    old = os.umask(0o022)
+    try:
+        assert main(["make-tiny", str(tmp_path / "models")]) == 0
+        convert_checkpoint(tiny_models["vae"], str(tmp_path / "vae.safetensors"))
+        write_video(str(tmp_path / "clip.mp4"), torch.zeros(3, 5, 32, 48), fps=8)
+    finally:
+        os.umask(old)
+    written = [os.path.join(root, name) for root, _, names in os.walk(tmp_path) for name in names]
+    assert any(p.endswith(".mp4") for p in written) and any(p.endswith(".safetensors") for p in written)
+    modes = {p: oct(os.stat(p).st_mode & 0o777) for p in written}
+    assert set(modes.values()) == {"0o644"}, modes

@@ -421,7 +421,20 @@ def write_safetensors(path: str, tensors: dict, metadata: dict) -> None:
     meta[CHECKSUM_KEY] = f"{content_crc32(out, meta):08x}"
     tmp = f"{path}.partial"
     save_file(out, tmp, metadata=meta)
+    os.chmod(tmp, 0o666 & ~_umask())  # safetensors (0.8) creates its files 0600; give them the usual mode
     os.replace(tmp, path)
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask would, for a moment, for every thread)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
 
 
 def content_crc32(tensors: dict, metadata: dict) -> int:

@@ -72,7 +72,8 @@ def read_header(f, size: int, path: str) -> tuple[int, dict, dict]:
         raise _corrupt(path, f"header is not valid JSON: {type(e).__name__}") from None
     if not isinstance(header, dict):
         raise _corrupt(path, "header is not a JSON object")
-    metadata = header.pop("__metadata__", None) or {}
+    metadata = header.pop("__metadata__", None)
+    metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
         raise _corrupt(path, "__metadata__ must map strings to strings")
     if len(header) > MAX_TENSORS:

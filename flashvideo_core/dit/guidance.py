@@ -1,5 +1,6 @@
 """One classifier-free-guidance evaluation (cond and uncond) run as a :class:`~.memory.ForwardPlan` says:
-one batch of two, or one after the other, whole-sequence or in token chunks. Same outputs either way."""
+one batch of two, or one after the other, whole-sequence or in token chunks. The outputs differ only by float
+rounding (matrix kernels may pick other blockings for other batch sizes)."""
 
 from __future__ import annotations
 
@@ -27,4 +28,6 @@ def plan_for(model, latent_shape: tuple, dtype: torch.dtype, device, mode: str) 
     config = getattr(model, "config", None)
     if config is None:
         return ForwardPlan(cfg_batched=True)
+    if torch.device(device).type == "cuda" and dtype != torch.float32:
+        dtype = torch.float32  # the samplers autocast there: normalised tokens, q and k come out of LayerNorm in fp32
     return plan_forward(config, latent_shape, dtype, free_memory_bytes(device), mode)

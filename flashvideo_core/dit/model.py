@@ -292,8 +292,9 @@ class FlashVideoDiT(nn.Module):
         """``dtype``: compute dtype (default: the weights'; a host that stores weights in another dtype, e.g.
         fp8, passes its compute dtype). ``window``: experimental local attention for this call.
         ``attention_options``: keyword arguments for ``attention_fn`` (e.g. the host's transformer options).
-        ``chunk_tokens``: run every per-token step that many video tokens at a time (same result, less working
-        memory; see :mod:`flashvideo_core.dit.memory`); None = the whole sequence at once (fastest)."""
+        ``chunk_tokens``: run every per-token step that many video tokens at a time (same result up to float
+        rounding, less working memory; see :mod:`flashvideo_core.dit.memory`); None = the whole sequence at once
+        (fastest)."""
         batch, frames, channels, height, width = x.shape
         p = self.config.patch_size
         dtype = dtype or self.proj_out.weight.dtype

@@ -5,16 +5,19 @@ of (1, 5, 12) patches and key tiles of the same size on a grid shifted by the wi
 query tile can reach are exactly 7 x 3 x 2 key tiles (fewer at the borders). Every tile is padded to
 ``BLOCK`` slots. The kernel evaluates only reachable tile pairs: at 1080p 2.9 % of the query-key pairs of
 full attention, padding and text included (:func:`evaluated_fraction`; the window itself is 0.8 %), where
-blocks in raster order would need ~8 %. Pairs inside every query's window skip the mask, the others apply it
-per element, so the result is the masked definition exactly.
+blocks in raster order would need ~8 %. Evaluated blocks apply the mask per element, so the result is the
+masked definition exactly; only complete blocks that every query sees whole skip it (the text blocks: the
+60-token tiles leave padding in every video block).
 
-FlexAttention is fast only compiled; :func:`flex_available` says whether to use it (CUDA), and
-:func:`.window_attention.window_attention` falls back to the dense tile loop elsewhere.
+FlexAttention is fast only compiled; :func:`flex_available` says whether to use it (CUDA, and a torch whose
+``BlockMask.from_kv_blocks`` takes ``seq_lengths``), and :func:`.window_attention.window_attention` falls back
+to the dense tile loop elsewhere.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import inspect
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -30,7 +33,11 @@ _TEXT, _VIDEO, _PAD = 0, 1, 2
 
 def flex_available(device: torch.device) -> bool:
     """Whether the compiled FlexAttention kernel can run here (CUDA and the module importable)."""
-    return torch.device(device).type == "cuda" and importlib.util.find_spec("torch.nn.attention.flex_attention") is not None
+    if torch.device(device).type != "cuda" or importlib.util.find_spec("torch.nn.attention.flex_attention") is None:
+        return False
+    from torch.nn.attention.flex_attention import BlockMask
+
+    return "seq_lengths" in inspect.signature(BlockMask.from_kv_blocks).parameters
 
 
 def _axis_tiles(length: int, size: int, offset: int) -> list:
@@ -166,7 +173,9 @@ def _flex(q, k, v, block_mask, compiled: bool):
     global _compiled
     if _compiled is None:
         _compiled = torch.compile(flex_attention, dynamic=False)
-    return _compiled(q, k, v, block_mask=block_mask)
+    # the kernel's tiles must divide the mask's blocks (some versions default to 128-row tiles)
+    options = {"BLOCK_M": BLOCK, "BLOCK_N": BLOCK} if q.is_cuda else None
+    return _compiled(q, k, v, block_mask=block_mask, kernel_options=options)
 
 
 @lru_cache(maxsize=4)
@@ -184,6 +193,8 @@ def block_sparse_window_attention(q, k, v, text_len: int, grid: tuple, window: t
     as :func:`.window_attention.window_attention`, evaluating only reachable tile pairs (compiled FlexAttention;
     ``compiled=False`` runs FlexAttention's dense reference, for tests)."""
     q_slots, k_slots, tokens, valid, block_mask = _on_device(text_len, tuple(grid), tuple(window), str(q.device))
+    # one dtype, as SDPA gets under autocast (there the normalised q, k are fp32 and v is bf16)
+    q, k = q.to(v.dtype), k.to(v.dtype)
     # padding slots read token 0: masked as keys, dropped as queries
     out_slots = _flex(q[:, :, q_slots], k[:, :, k_slots], v[:, :, k_slots], block_mask, compiled)
     out = torch.empty_like(q)

@@ -74,7 +74,7 @@ def sample_stage1(
 
     ``context`` is the (B, 226, text_dim) prompt embedding; the unconditional context is
     all zeros, as in the reference (negative prompts have no effect there). ``memory``: how each guided
-    step runs (:mod:`flashvideo_core.dit.memory`); the result does not change.
+    step runs (:mod:`flashvideo_core.dit.memory`); the result changes only by float rounding.
     """
     progress = progress or Progress()
     param = next(model.parameters())

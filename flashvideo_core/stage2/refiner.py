@@ -37,7 +37,7 @@ def refine_stage2(
     Returns the refined latent in the same layout, float32. ``grid_dtype`` defaults to the
     model's dtype, which reproduces the reference (bf16 grid, timesteps and Euler updates
     on GPU); fp32 models integrate in fp32. ``memory``: how each guided step runs
-    (:mod:`flashvideo_core.dit.memory`: auto, batched, sequential, lean); the result does not change.
+    (:mod:`flashvideo_core.dit.memory`: auto, batched, sequential, lean); the result changes only by float rounding.
     """
     if not 1 <= steps <= MAX_STEPS:
         raise InputError(f"stage II takes 1-{MAX_STEPS} Euler steps (4-6 recommended), got {steps}")

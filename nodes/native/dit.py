@@ -40,14 +40,17 @@ class ComfyFlashVideoDiT(FlashVideoDiT):
         self.dtype = dtype  # ComfyUI reads the weight dtype here
         self.memory_mode = "auto"  # flashvideo_core.dit.memory mode; the BaseModel sets it from the loader
 
-    def chunk_tokens(self, x: torch.Tensor):
-        """Token chunk for this forward: whole-sequence when it fits the memory the host reports as free."""
+    def plan_chunk(self, shape: tuple, dtype: torch.dtype, device):
+        """Token chunk for forwards of ``shape``: whole-sequence when it fits the memory the host reports as free.
+        Decided once per sampling run (as conditioning), so no forward asks the host anything: that would break
+        a torch.compile graph."""
         from comfy import model_management
 
-        free = model_management.get_free_memory(x.device)
-        return chunk_for(self.config, tuple(x.shape), x.dtype, free, self.memory_mode)
+        free = model_management.get_free_memory(device)
+        return chunk_for(self.config, tuple(shape), dtype, free, self.memory_mode)
 
-    def forward(self, x, timestep, context, transformer_options={}, ref_step=None, latent_frames=None, **kwargs):
+    def forward(self, x, timestep, context, transformer_options={}, ref_step=None, latent_frames=None,
+                chunk_tokens=None, **kwargs):
         if self.config.stage2_embeddings and ref_step is None:
             raise ValueError("the FlashVideo stage-II model needs the degradation step: sample it with FlashVideo "
                              "Stage II Guider (or the Stage II Refiner), which passes the noise step of FlashVideo "
@@ -57,6 +60,6 @@ class ComfyFlashVideoDiT(FlashVideoDiT):
         out = super().forward(
             x.movedim(1, 2), timestep, context, latent_frames=latent_frames, ref_step=ref_step, dtype=x.dtype,
             window=transformer_options.get(WINDOW_OPTION), attention_options={"transformer_options": transformer_options},
-            chunk_tokens=self.chunk_tokens(x),
+            chunk_tokens=chunk_tokens,
         ).movedim(2, 1)
         return -out if self.config.stage2_embeddings else out

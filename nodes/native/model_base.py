@@ -79,6 +79,16 @@ class FlashVideoModel(comfy.model_base.BaseModel):
         self.memory_mode = mode
         self.diffusion_model.memory_mode = mode
 
+    def extra_conds(self, **kwargs):
+        """The token chunk of this run's forwards (None = whole sequence), planned for cond and uncond in one
+        batch against the free memory after the host has loaded the model."""
+        out = super().extra_conds(**kwargs)
+        noise = kwargs["noise"]
+        shape = (2 * noise.shape[0],) + tuple(noise.shape[1:])
+        out["chunk_tokens"] = comfy.conds.CONDConstant(
+            self.diffusion_model.plan_chunk(shape, self.compute_dtype, noise.device))
+        return out
+
     def memory_required(self, input_shape, cond_shapes={}):
         """Working memory of one forward of ``input_shape`` as this model will run it when memory is short
         (the host batches cond and uncond, and reserves memory before partial loading, by this figure)."""

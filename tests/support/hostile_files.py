@@ -109,7 +109,9 @@ class GuardedLoader:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, HERE, os.environ.get("PYTHONPATH", "")]))
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
-        self._ask({"kind": "ping"}, 120)
+        answer = self._ask({"kind": "ping"}, 120)
+        if answer.get("status") != "ok":
+            raise RuntimeError(f"the guarded loader did not start: {answer}")
 
     def _ask(self, request, timeout):
         self.proc.stdin.write((json.dumps(request) + "\n").encode())

@@ -107,17 +107,25 @@ model.set_memory_mode("sequential")
 results["memory_required_sequential"] = model.memory_required(tuple(x.shape))
 results["memory_whole_estimate"] = forward_bytes(config, tuple(x.shape), torch.float32, 1, None)
 model.set_memory_mode("auto")
+
+
+def planned_chunk():
+    """The chunk the model puts into a sampling run's conditioning (decided once per run, outside the forward)."""
+    return model.extra_conds(noise=x, device=x.device)["chunk_tokens"].cond
+
+
 with torch.no_grad():
-    results["memory_chunk_when_plenty"] = model.diffusion_model.chunk_tokens(x)
-    whole = model.diffusion_model(x, t, context, transformer_options={}, **extra)
+    results["memory_chunk_when_plenty"] = planned_chunk()
+    whole = model.diffusion_model(x, t, context, transformer_options={}, chunk_tokens=planned_chunk(), **extra)
     host_free = mm.get_free_memory
-    short = results["memory_lean_estimate"]
+    short = 2 * results["memory_lean_estimate"]  # the plan is for cond and uncond as one batch
     mm.get_free_memory = lambda dev=None, torch_free_too=False: (short, short) if torch_free_too else short
     try:
-        results["memory_chunk_when_short"] = model.diffusion_model.chunk_tokens(x)
-        chunked = model.diffusion_model(x, t, context, transformer_options={}, **extra)
+        results["memory_chunk_when_short"] = planned_chunk()
     finally:
         mm.get_free_memory = host_free
+    chunked = model.diffusion_model(x, t, context, transformer_options={},
+                                    chunk_tokens=results["memory_chunk_when_short"], **extra)
 results["memory_chunked_max_diff"] = max_diff(chunked, whole) / float(whole.abs().max())
 
 # A scaled-fp8 file (python -m flashvideo_core convert --quantize scaled_fp8) through the host's own fp8 path

@@ -11,8 +11,10 @@
 usage: python t5_loader_check.py COMFYUI_DIR PACK_DIR  -> prints "OK ..." lines or raises
 """
 
+import atexit
 import importlib.util
 import os
+import shutil
 import sys
 import tempfile
 
@@ -60,6 +62,7 @@ print(f"OK xxl: {shaped}")
 
 # 2. tiny T5: loader + text encode against the host's class built by hand
 tmp = tempfile.mkdtemp()
+atexit.register(shutil.rmtree, tmp, True)
 path = write_tiny_t5(os.path.join(tmp, "t5xxl_fp16.safetensors"))
 clip = load_t5(path)
 seen = []
