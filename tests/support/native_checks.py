@@ -128,6 +128,24 @@ with torch.no_grad():
                                     chunk_tokens=results["memory_chunk_when_short"], **extra)
 results["memory_chunked_max_diff"] = max_diff(chunked, whole) / float(whole.abs().max())
 
+# torch.compile: the native forward (the host's layers and, as on GPUs, its PyTorch attention; this CPU host would
+# use its sub-quadratic attention, which asks psutil for free memory) traces without graph breaks, whole and chunked
+import torch._dynamo as dynamo  # noqa: E402
+from comfy.ldm.modules import attention as host_attention  # noqa: E402
+
+host_default = host_attention.optimized_attention
+host_attention.optimized_attention = host_attention.attention_pytorch
+try:
+    with torch.no_grad():
+        for chunk in (None, 256):
+            dynamo.reset()
+            explained = dynamo.explain(model.diffusion_model)(x, t, context, transformer_options={}, chunk_tokens=chunk,
+                                                              **extra)
+            results[f"graph_breaks_chunk_{chunk}"] = explained.graph_break_count
+finally:
+    host_attention.optimized_attention = host_default
+    dynamo.reset()
+
 # A scaled-fp8 file (python -m flashvideo_core convert --quantize scaled_fp8) through the host's own fp8 path
 # equals the core's dequantised model.
 from flashvideo_pack.flashvideo_core.checkpoints.convert import convert_checkpoint  # noqa: E402
