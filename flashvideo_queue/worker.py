@@ -144,9 +144,13 @@ class Worker(threading.Thread):
         except HttpError as e:
             raise ItemFailed(f"POST /prompt failed: HTTP {e.status}: {str(e.body)[:300]}") from None
         except ServerUnreachable as e:
-            self.until_back(self.client.system_stats)  # did the prompt get there before the connection broke?
-            if self.until_back(lambda: self.client.knows(prompt_id)):
-                return prompt_id
+            try:  # did the prompt get there before the connection broke?
+                self.until_back(self.client.system_stats)
+                if self.until_back(lambda: self.client.knows(prompt_id)):
+                    return prompt_id
+            except HttpError as answer:  # e.g. a proxy's 502 while ComfyUI restarts
+                raise ItemFailed(f"POST /prompt failed ({e}); then {self.client.label} answered HTTP "
+                                 f"{answer.status}: will retry") from None
             raise ItemFailed(f"POST /prompt failed: {e}") from None
         if status == 200 and isinstance(body, dict) and body.get("prompt_id"):
             if not body.get("node_errors"):
