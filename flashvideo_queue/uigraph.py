@@ -111,7 +111,8 @@ def _widget_entries(name: str, spec: Any) -> list[tuple[str, list]]:
     if not (isinstance(kind, list) or kind in WIDGET_TYPES or kind == DYNAMIC_COMBO):
         return []
     entries = [(name, list(spec))]
-    if options.get("control_after_generate"):
+    # older frontends also add the control to any INT named seed / noise_seed (consumed only if its value is one)
+    if options.get("control_after_generate") or (kind == "INT" and name in ("seed", "noise_seed")):
         entries.append((CONTROL, []))
     return entries
 
