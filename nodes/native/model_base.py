@@ -85,8 +85,9 @@ class FlashVideoModel(comfy.model_base.BaseModel):
         out = super().extra_conds(**kwargs)
         noise = kwargs["noise"]
         shape = (2 * noise.shape[0],) + tuple(noise.shape[1:])
-        out["chunk_tokens"] = comfy.conds.CONDConstant(
-            self.diffusion_model.plan_chunk(shape, self.compute_dtype, noise.device))
+        device = kwargs.get("device") or noise.device  # the sampling device (the host passes it)
+        chunk = self.diffusion_model.plan_chunk(shape, self.compute_dtype, device)
+        out["chunk_tokens"] = comfy.conds.CONDConstant(chunk)
         return out
 
     def memory_required(self, input_shape, cond_shapes={}):
