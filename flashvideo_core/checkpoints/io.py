@@ -96,13 +96,6 @@ class RawCheckpoint:
     entry: str = ""
 
 
-def sniff_format(path: str) -> str:
-    """Return "safetensors", "zip-pickle" or "pickle" from the file's first bytes."""
-    f, size = open_regular_file(os.fspath(path))
-    with f:
-        return _sniff(f, size, describe(path))
-
-
 def _sniff(f, size: int, shown: str) -> str:
     head = f.read(16)
     f.seek(0)

@@ -4,6 +4,8 @@ rounding (matrix kernels may pick other blockings for other batch sizes)."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 
 from ..device_memory import free_memory_bytes
@@ -23,11 +25,20 @@ def forward_pair(model, x: torch.Tensor, timesteps: torch.Tensor, contexts: tupl
     return tuple(model(x, timesteps, context, **conds) for context in contexts)
 
 
+def autocasts(device, dtype: torch.dtype) -> bool:
+    """Whether the samplers run a ``dtype`` model under autocast (half-precision weights on CUDA, as the reference)."""
+    return torch.device(device).type == "cuda" and dtype != torch.float32
+
+
+def autocast_for(device, dtype: torch.dtype):
+    return torch.autocast(torch.device(device).type, dtype=dtype) if autocasts(device, dtype) else nullcontext()
+
+
 def plan_for(model, latent_shape: tuple, dtype: torch.dtype, device, mode: str) -> ForwardPlan:
     """The plan for ``model`` (a FlashVideo DiT; any other callable runs batched, as given)."""
     config = getattr(model, "config", None)
     if config is None:
         return ForwardPlan(cfg_batched=True)
-    if torch.device(device).type == "cuda" and dtype != torch.float32:
-        dtype = torch.float32  # the samplers autocast there: normalised tokens, q and k come out of LayerNorm in fp32
+    if autocasts(device, dtype):
+        dtype = torch.float32  # normalised tokens, q and k come out of LayerNorm in fp32 under autocast
     return plan_forward(config, latent_shape, dtype, free_memory_bytes(device), mode)

@@ -37,7 +37,6 @@ MODES = ("auto", "batched", "sequential", "lean")
 CHUNK_CANDIDATES = (16384, 8192, 4096, 2048, 1024)
 #: keep this share of the free memory spare (fragmentation, the sampler's own tensors)
 HEADROOM = 0.85
-WIDTHS_PER_TOKEN = WIDTHS_WHOLE  # the estimate of earlier versions (web readout, tests)
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,7 @@ def forward_bytes(config: DiTConfig, latent_shape: tuple, dtype: torch.dtype, cf
     batch, whole-sequence or in ``chunk_tokens`` chunks."""
     batch, _, frames, height, width = latent_shape
     tokens = video_tokens(config, frames, height, width)
-    element = torch.empty((), dtype=dtype).element_size()
+    element = dtype.itemsize
     if chunk_tokens is None or chunk_tokens >= tokens:
         widths = (tokens + TEXT_TOKENS) * WIDTHS_WHOLE
     else:

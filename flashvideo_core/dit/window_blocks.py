@@ -32,8 +32,13 @@ _TEXT, _VIDEO, _PAD = 0, 1, 2
 
 
 def flex_available(device: torch.device) -> bool:
-    """Whether the compiled FlexAttention kernel can run here (CUDA and the module importable)."""
-    if torch.device(device).type != "cuda" or importlib.util.find_spec("torch.nn.attention.flex_attention") is None:
+    """Whether the compiled FlexAttention kernel can run on ``device`` (asked per layer: answered once per type)."""
+    return _flex_available_on(torch.device(device).type)
+
+
+@lru_cache(maxsize=None)
+def _flex_available_on(device_type: str) -> bool:
+    if device_type != "cuda" or importlib.util.find_spec("torch.nn.attention.flex_attention") is None:
         return False
     from torch.nn.attention.flex_attention import BlockMask
 

@@ -8,12 +8,11 @@ gives the same latent on every device. The last step returns the x0 prediction.
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 from typing import Optional
 
 import torch
 
-from ..dit.guidance import forward_pair, plan_for
+from ..dit.guidance import autocast_for, forward_pair, plan_for
 from ..errors import InputError
 from ..progress import Progress
 from .schedule import DEFAULT_CFG, DEFAULT_STEPS, stage1_schedule
@@ -89,7 +88,7 @@ def sample_stage1(
     contexts = (torch.zeros_like(cond), cond)  # [uncond, cond], as the reference batches stage I
     batch, frames, channels, height, width = shape
     plan = plan_for(model, (batch, channels, frames, height, width), dtype, device, memory)
-    autocast = torch.autocast(device.type, dtype=dtype) if device.type == "cuda" and dtype != torch.float32 else nullcontext()
+    autocast = autocast_for(device, dtype)
     progress.start(steps)
     denoised_prev = None
     lambdas = log_snr_halves(schedule.alphas)

@@ -8,12 +8,11 @@ step, the latter rounded through the compute dtype as the reference does (bf16: 
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Optional
 
 import torch
 
-from ..dit.guidance import forward_pair, plan_for
+from ..dit.guidance import autocast_for, forward_pair, plan_for
 from ..errors import InputError
 from ..progress import Progress
 from .schedule import DEFAULT_CFG, DEFAULT_NOISE_STEP, DEFAULT_SHIFT, DEFAULT_STEPS, MAX_STEPS, embedded_noise_step, network_timesteps, time_grid
@@ -68,7 +67,7 @@ def refine_stage2(
     latent_frames = torch.full((batch,), float(frames), device=device)
     ref_step = torch.full((batch,), embedded_noise_step(noise_step, grid_dtype), device=device)
     plan = plan_for(model, tuple(x0.shape), dtype, device, memory)
-    autocast = torch.autocast(device.type, dtype=dtype) if device.type == "cuda" and dtype != torch.float32 else nullcontext()
+    autocast = autocast_for(device, dtype)
     x = x0.to(device=device, dtype=grid_dtype).permute(0, 2, 1, 3, 4)  # the DiT's (B, T, C, H, W)
     progress.start(steps)
     for k in range(steps):
