@@ -4,12 +4,13 @@ bf16 bound.
 
 Not a test. Random real-width bf16 weights (no checkpoint needed), CUDA. Rows: a stage-I step at 270p, a stage-II
 step at 1080p with each attention kernel (sdpa, flash and sage when importable, the block-sparse 7x11x11 window),
-the lean memory mode, the same step under an 8 GB memory limit, a stage-II step at 2K, a VAE decode of a 49-frame
-1080p latent (reference slicing and auto), and the end-to-end estimate they imply (50 stage-I steps, 5 stage-II
-steps, the bridge and the decode). Per row: seconds of the timed call (after a warm-up), peak memory
+the lean memory mode, the same step under an 8 GB memory limit, a VAE decode of a 49-frame 1080p latent (reference
+slicing and auto), the bridge's 1080p encode, a stage-II step at 2K, and the end-to-end estimate they imply (50
+stage-I steps, 5 stage-II steps, the bridge and the decode). Per row: seconds of the timed call (after a warm-up), peak memory
 (``torch.cuda.max_memory_allocated`` above what the weights and inputs hold), the FLOPs and the ratio of the time
 to ``FLOPs / 989 TFLOP/s`` (the H100/H200 dense bf16 peak). A failing row is reported, not fatal. Fits in about
-8 minutes on one H100/H200; writes a markdown table.
+8 minutes on one H100/H200; writes the markdown table after every row, and ``--deadline S`` skips the rows not
+started within S seconds, so a short lease still leaves a table.
 
 ``--cpu-smoke`` runs the same code on tiny configs on the CPU in seconds (CI runs it so this script never rots).
 
@@ -20,6 +21,7 @@ to ``FLOPs / 989 TFLOP/s`` (the H100/H200 dense bf16 peak). A failing row is rep
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import gc
 import importlib.util
@@ -45,13 +47,13 @@ from flashvideo_core.dit.config import STAGE1_CONFIG, STAGE2_CONFIG, DiTConfig  
 from flashvideo_core.dit.guidance import forward_pair  # noqa: E402
 from flashvideo_core.dit.memory import ForwardPlan, plan_forward  # noqa: E402
 from flashvideo_core.dit.model import FlashVideoDiT  # noqa: E402
-from flashvideo_core.dit.window_attention import DEFAULT_WINDOW  # noqa: E402
+from flashvideo_core.dit.window_attention import DEFAULT_WINDOW, window_attention  # noqa: E402
 from flashvideo_core.dit.window_blocks import evaluated_fraction, flex_available  # noqa: E402
 from flashvideo_core.memory_probe import LiveTensorBytes  # noqa: E402
 from flashvideo_core.tiny import TINY_VAE_CONFIG  # noqa: E402
 from flashvideo_core.vae.config import OFFICIAL_VAE_CONFIG  # noqa: E402
 from flashvideo_core.vae.model import CogVideoXVAE  # noqa: E402
-from flashvideo_core.vae.slicing import SlicingOptions, decode_sliced  # noqa: E402
+from flashvideo_core.vae.slicing import SlicingOptions, decode_sliced, encode_sliced  # noqa: E402
 
 GIB = 2**30
 LIMIT_GB = 8
@@ -75,11 +77,15 @@ class Device:
         if self.cuda:
             torch.cuda.synchronize()
 
-    def measure(self, call, repeats: int, count_flops: bool) -> tuple:
+    def measure(self, call, repeats: int, count_flops: bool, warmup=None) -> tuple:
         """(median seconds of ``repeats`` timed calls after one warm-up, peak bytes above the start, FLOPs of the
-        warm-up when ``count_flops``)."""
+        warm-up when ``count_flops``). ``warmup`` replaces the warm-up by a cheaper call (the VAE rows warm up on a
+        small latent: a second 1080p decode would cost a minute of a short GPU lease); FLOPs are then counted
+        during the first timed call."""
         counter = FlopCounterMode(display=False) if count_flops else None
-        if counter is not None:
+        if warmup is not None:
+            warmup()
+        elif counter is not None:
             with counter:
                 call()
         else:
@@ -91,15 +97,14 @@ class Device:
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
         times, peak = [], 0
-        for _ in range(repeats):
+        for index in range(repeats):
             probe = LiveTensorBytes() if not self.cuda else None
+            counting = counter if warmup is not None and index == 0 else None
             start = time.perf_counter()
-            if probe is not None:
-                with probe:
-                    call()
-                peak = max(peak, probe.peak)
-            else:
+            with counting or contextlib.nullcontext(), probe or contextlib.nullcontext():
                 call()
+            if probe is not None:
+                peak = max(peak, probe.peak)
             self.sync()
             times.append(time.perf_counter() - start)
         if self.cuda:
@@ -150,93 +155,227 @@ def dit_step(model, latent: tuple, dev: Device, plan: ForwardPlan, window=None):
     return call
 
 
+def window_kernel_check(dev: Device) -> str:
+    """Largest difference between the block-sparse window kernel and the tile loop (the masked definition) on a
+    small grid: the CUDA kernel's correctness, which no CPU test reaches (the CPU runs Inductor's kernel)."""
+    grid, text_len = ((13, 30, 40), 226) if dev.cuda else ((3, 6, 8), 7)
+    window = DEFAULT_WINDOW if dev.cuda else (3, 3, 5)
+    gen = torch.Generator(device=dev.device).manual_seed(2)
+    q, k, v = (torch.randn(1, 2, text_len + grid[0] * grid[1] * grid[2], 64, generator=gen, device=dev.device)
+               for _ in range(3))
+    parts = []
+    for dtype in (torch.float32, torch.bfloat16):
+        args = (q.to(dtype), k.to(dtype), v.to(dtype), text_len, grid, window)
+        with torch.no_grad():
+            reference = window_attention(*args, kernel="tiles").float()
+            kernel = window_attention(*args, kernel="flex").float()
+        parts.append(f"{str(dtype).split('.')[-1]} max abs diff {(kernel - reference).abs().max().item():.2e}")
+    return f"check at {'x'.join(map(str, grid))}, window {'x'.join(map(str, window))}: " + ", ".join(parts)
+
+
 def bound_ratio(seconds: float, flops: int) -> str:
     return f"{seconds / (flops / db.H100_BF16_DENSE):.2f}" if flops else "-"
 
 
-def run_rows(dev: Device, repeats: int, say) -> list:
-    sizes = REAL_SIZES if dev.cuda else SMOKE_SIZES
-    rows = []
+class Table:
+    """The rows measured so far. A row not started by ``deadline`` (a ``time.perf_counter`` value) is listed as
+    skipped, and ``on_row(rows)`` runs after each row, so a lease that ends early still leaves a table."""
 
-    def row(name, build, flops=None):
-        """Measure ``build()``'s call; FLOPs given, or counted during the warm-up."""
-        say(f"- {name}")
-        try:
-            seconds, peak, counted = dev.measure(build(), repeats, count_flops=flops is None)
-            flops = flops if flops is not None else counted
-            rows.append(dict(name=name, seconds=seconds, peak=peak, flops=flops, note=""))
-        except Exception as error:  # report and go on: one GPU run should show as much as it can
-            traceback.print_exc()
-            rows.append(dict(name=name, seconds=None, peak=None, flops=0, note=f"failed: {type(error).__name__}: "
-                             f"{str(error).splitlines()[0][:120] if str(error) else ''}"))
-        finally:
-            gc.collect()
-            if dev.cuda:
-                torch.cuda.empty_cache()
+    def __init__(self, dev: Device, repeats: int, say, deadline: float, on_row):
+        self.dev, self.repeats, self.say, self.deadline, self.on_row = dev, repeats, say, deadline, on_row
+        self.rows = []
 
-    config1 = STAGE1_CONFIG if dev.cuda else SMOKE_DIT["stage1"]
-    models = {"stage1": random_dit(config1, dev)}
-    row("stage I step, 270p (CFG batch 2)", lambda: dit_step(models["stage1"], sizes["stage1"], dev, ForwardPlan(True)),
-        dit_flops(config1, sizes["stage1"]))
-    models.clear()
-    gc.collect()
+    def _record(self, name: str, measure):
+        self.say(f"- {name}")
+        if time.perf_counter() > self.deadline:
+            self.rows.append(dict(name=name, seconds=None, peak=None, flops=0, note="skipped: past --deadline"))
+        else:
+            try:
+                self.rows.append(dict(name=name, **measure()))
+            except Exception as error:  # report and go on: one GPU run should show as much as it can
+                traceback.print_exc()
+                first_line = str(error).splitlines()[0][:120] if str(error) else ""
+                self.rows.append(dict(name=name, seconds=None, peak=None, flops=0,
+                                      note=f"failed: {type(error).__name__}: {first_line}"))
+            finally:
+                gc.collect()
+                if self.dev.cuda:
+                    torch.cuda.empty_cache()
+        self.say(f"  {self.rows[-1]}")
+        if self.on_row is not None:
+            self.on_row(self.rows)
 
-    config2 = STAGE2_CONFIG if dev.cuda else SMOKE_DIT["stage2"]
-    stage2 = models["stage2"] = random_dit(config2, dev)
-    batched, full_flops = ForwardPlan(True), dit_flops(config2, sizes["1080p"])
-    kernels = ["sdpa"] + [name for name, module in (("flash", "flash_attn"), ("sage", "sageattention"))
-                          if importlib.util.find_spec(module)]
-    for kernel in kernels:
-        def build(kernel=kernel):
-            stage2.set_attention_backend(kernel)
-            return dit_step(stage2, sizes["1080p"], dev, batched)
-        row(f"stage II step, 1080p, {kernel} (CFG batch 2)", build, full_flops)
-    stage2.set_attention_backend("sdpa")
-    window = DEFAULT_WINDOW if dev.cuda else (1, 5, 5)
-    kernel = "block-sparse FlexAttention" if flex_available(dev.device) else "tile loop (no CUDA)"
-    row(f"stage II step, 1080p, window {'x'.join(map(str, window))}, {kernel}",
-        lambda: dit_step(stage2, sizes["1080p"], dev, batched, window=window), dit_flops(config2, sizes["1080p"], window))
-    lean = plan_forward(config2, sizes["1080p"], dev.dtype, 1, "lean")  # the leanest plan
-    row(f"stage II step, 1080p, lean (one after the other, chunks of {lean.chunk_tokens})",
-        lambda: dit_step(stage2, sizes["1080p"], dev, lean), full_flops)
-    if dev.cuda:
-        total = torch.cuda.get_device_properties(dev.device).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, LIMIT_GB * GIB / total))
-        try:
-            plan = plan_forward(config2, sizes["1080p"], dev.dtype, LIMIT_GB * GIB - torch.cuda.memory_allocated())
-            row(f"stage II step, 1080p, under an {LIMIT_GB} GB limit ({plan.mode}), bf16 weights on the GPU",
-                lambda: dit_step(stage2, sizes["1080p"], dev, plan), full_flops)
-        finally:
-            torch.cuda.set_per_process_memory_fraction(1.0)
-    row("stage II step, 2K, sdpa (CFG batch 2)", lambda: dit_step(stage2, sizes["2K"], dev, batched),
-        dit_flops(config2, sizes["2K"]))
-    stage2 = None
-    models.clear()
-    gc.collect()
+    def row(self, name: str, build, flops=None, warmup=None, note=None):
+        """Time ``build()``'s call; FLOPs given, or counted during the warm-up (or the first timed call when a
+        cheaper ``warmup`` builder is given); ``note(call)`` may add a remark after the timing."""
+        def measure():
+            call = build()
+            seconds, peak, counted = self.dev.measure(call, self.repeats, count_flops=flops is None,
+                                                      warmup=warmup() if warmup is not None else None)
+            return dict(seconds=seconds, peak=peak, flops=flops if flops is not None else counted,
+                        note=note(call) if note is not None else "")
+        self._record(name, measure)
 
-    vae_config = OFFICIAL_VAE_CONFIG if dev.cuda else TINY_VAE_CONFIG
-    torch.manual_seed(0)
-    vae = CogVideoXVAE(vae_config).to(dev.device, dev.dtype).eval()
+    def check(self, name: str, compare):
+        """A correctness row: ``compare()`` returns the note (``check at ...``), nothing is timed."""
+        self._record(name, lambda: dict(seconds=None, peak=None, flops=0, note=compare()))
+
+
+def window_rows(table: Table, dev: Device, sizes: dict):
+    table.check("window attention: block-sparse kernel vs tile loop (fp32, bf16)", lambda: window_kernel_check(dev))
+
+
+def stage1_rows(table: Table, dev: Device, sizes: dict):
+    config = STAGE1_CONFIG if dev.cuda else SMOKE_DIT["stage1"]
+    model = random_dit(config, dev)
+    table.row("stage I step, 270p (CFG batch 2)", lambda: dit_step(model, sizes["stage1"], dev, ForwardPlan(True)),
+              dit_flops(config, sizes["stage1"]))
+
+
+def stage2_rows(table: Table, dev: Device, sizes: dict, resolutions=("1080p",)):
+    config = STAGE2_CONFIG if dev.cuda else SMOKE_DIT["stage2"]
+    stage2 = random_dit(config, dev)
+    batched = ForwardPlan(True)
+    if "1080p" in resolutions:
+        full_flops = dit_flops(config, sizes["1080p"])
+        kernels = ["sdpa"] + [name for name, module in (("flash", "flash_attn"), ("sage", "sageattention"))
+                              if importlib.util.find_spec(module)]
+        for kernel in kernels:
+            def build(kernel=kernel):
+                stage2.set_attention_backend(kernel)
+                return dit_step(stage2, sizes["1080p"], dev, batched)
+            table.row(f"stage II step, 1080p, {kernel} (CFG batch 2)", build, full_flops)
+        stage2.set_attention_backend("sdpa")
+        window = DEFAULT_WINDOW if dev.cuda else (1, 5, 5)
+        kernel = "block-sparse FlexAttention" if flex_available(dev.device) else "tile loop (no CUDA)"
+        table.row(f"stage II step, 1080p, window {'x'.join(map(str, window))}, {kernel}",
+                  lambda: dit_step(stage2, sizes["1080p"], dev, batched, window=window),
+                  dit_flops(config, sizes["1080p"], window))
+        lean = plan_forward(config, sizes["1080p"], dev.dtype, 1, "lean")  # the leanest plan
+        table.row(f"stage II step, 1080p, lean (one after the other, chunks of {lean.chunk_tokens})",
+                  lambda: dit_step(stage2, sizes["1080p"], dev, lean), full_flops)
+        if dev.cuda:
+            total = torch.cuda.get_device_properties(dev.device).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, LIMIT_GB * GIB / total))
+            try:
+                plan = plan_forward(config, sizes["1080p"], dev.dtype, LIMIT_GB * GIB - torch.cuda.memory_allocated())
+                table.row(f"stage II step, 1080p, under an {LIMIT_GB} GB limit ({plan.mode}), bf16 weights on the GPU",
+                          lambda: dit_step(stage2, sizes["1080p"], dev, plan), full_flops)
+            finally:
+                torch.cuda.set_per_process_memory_fraction(1.0)
+    if "2K" in resolutions:
+        table.row("stage II step, 2K, sdpa (CFG batch 2)", lambda: dit_step(stage2, sizes["2K"], dev, batched),
+                  dit_flops(config, sizes["2K"]))
+
+
+def vae_rows(table: Table, dev: Device, sizes: dict):
+    vae = random_vae(dev)
     z = torch.randn(sizes["1080p"], device=dev.device, dtype=dev.dtype)
+    small_z = z[:, :, :3, :16, :16].contiguous()
     for mode in ("reference", "auto"):
         options = SlicingOptions(mode=mode, stage=2)
-        row(f"VAE decode, 49-frame 1080p latent, {mode} slicing",
-            lambda options=options: (lambda: decode_sliced(vae, z, options)))
-    return rows
+        table.row(f"VAE decode, 49-frame 1080p latent, {mode} slicing",
+                  lambda options=options: (lambda: decode_sliced(vae, z, options)),
+                  warmup=lambda options=options: (lambda: decode_sliced(vae, small_z, options)))
+    batch, _, frames, height, width = sizes["1080p"]
+    video = torch.rand(batch, 3, 4 * (frames - 1) + 1, 8 * height, 8 * width, device=dev.device, dtype=dev.dtype) * 2 - 1
+    small_video = video[:, :, :9, :128, :128].contiguous()
+    options = SlicingOptions(mode="reference")
+    table.row("VAE encode, 49-frame 1080p video, reference slicing (the bridge)",
+              lambda: (lambda: encode_sliced(vae, video, options)),
+              warmup=lambda: (lambda: encode_sliced(vae, small_video, options)))
+
+
+def random_vae(dev: Device) -> CogVideoXVAE:
+    torch.manual_seed(0)
+    return CogVideoXVAE(OFFICIAL_VAE_CONFIG if dev.cuda else TINY_VAE_CONFIG).to(dev.device, dev.dtype).eval()
+
+
+def kernel_rows(table: Table, dev: Device, sizes: dict):
+    """Choices below the model: PyTorch's SDPA kernels at the stage-II attention shapes (attention is ~90 % of a
+    1080p step's FLOPs) and cuDNN autotuning for the VAE's 3D convolutions (one reference decode chunk)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    config = STAGE2_CONFIG if dev.cuda else SMOKE_DIT["stage2"]
+    heads, head_dim = config.num_heads, config.head_dim
+    backends = [("default", None), ("flash", SDPBackend.FLASH_ATTENTION)]
+    if dev.cuda:
+        backends += [("cudnn", SDPBackend.CUDNN_ATTENTION), ("efficient", SDPBackend.EFFICIENT_ATTENTION)]
+    for resolution in ("1080p", "2K"):
+        _, _, frames, height, width = sizes[resolution]
+        seq = db.TEXT_TOKENS + frames * (height // 2) * (width // 2)
+        gen = torch.Generator(device=dev.device).manual_seed(3)
+        q, k, v = (torch.randn(2, heads, seq, head_dim, generator=gen, device=dev.device, dtype=dev.dtype) for _ in range(3))
+        reference = {}
+        for label, backend in backends:
+            def build(backend=backend):
+                def call():
+                    with sdpa_kernel(backend) if backend is not None else contextlib.nullcontext():
+                        return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+                return call
+
+            def note(call):
+                out = call().float()
+                if not reference:
+                    reference["out"] = out
+                    return ""
+                return f"max abs diff to default {(out - reference['out']).abs().max().item():.1e}"
+            table.row(f"attention {resolution} (CFG batch 2, {heads} heads, {seq} tokens), SDPA {label}", build,
+                      4 * 2 * heads * seq * seq * head_dim, note=note)
+        q = k = v = None
+        reference.clear()
+
+    vae = random_vae(dev)
+    z = torch.randn(sizes["1080p"], device=dev.device, dtype=dev.dtype)[:, :, :3].contiguous()
+    options = SlicingOptions(mode="reference", stage=2)
+    for benchmark, layout in ((False, torch.contiguous_format), (True, torch.contiguous_format),
+                              (True, torch.channels_last_3d)):
+        def build(benchmark=benchmark, layout=layout):
+            for param in vae.parameters():  # the 3D convolution kernels take the layout
+                if param.dim() == 5:
+                    param.data = param.data.contiguous(memory_format=layout)
+            z_in = z.contiguous(memory_format=layout)
+
+            def call():
+                previous = torch.backends.cudnn.benchmark
+                torch.backends.cudnn.benchmark = benchmark
+                try:
+                    return decode_sliced(vae, z_in, options)
+                finally:
+                    torch.backends.cudnn.benchmark = previous
+            return call
+        table.row(f"VAE decode, first reference chunk (3 latents, 1x2 tiles), cudnn.benchmark {benchmark}, "
+                  f"{str(layout).split('.')[-1]}", build)
+
+
+GROUPS = {"window": window_rows, "stage1": stage1_rows, "stage2": stage2_rows, "vae": vae_rows,
+          "2K": lambda table, dev, sizes: stage2_rows(table, dev, sizes, resolutions=("2K",)), "kernels": kernel_rows}
+
+
+def run_rows(dev: Device, repeats: int, say, deadline: float = float("inf"), on_row=None, groups=tuple(GROUPS)) -> list:
+    """The rows of ``groups``, in the order of ``GROUPS`` (most telling first, the slow 2K step last)."""
+    sizes = REAL_SIZES if dev.cuda else SMOKE_SIZES
+    table = Table(dev, repeats, say, deadline, on_row)
+    for name, group in GROUPS.items():
+        if name in groups:
+            group(table, dev, sizes)
+            gc.collect()
+    return table.rows
 
 
 def end_to_end(rows: list) -> dict:
-    """Seconds of a whole 1080p run: 50 stage-I steps + 5 stage-II steps (sdpa) + the decode (reference), the
-    bridge counted as one more decode (its encode at 1080p costs about what the decode does)."""
+    """Seconds of a whole 1080p run: 50 stage-I steps + 5 stage-II steps (sdpa) + the bridge's encode + the decode
+    (reference slicing); the bridge counts as one more decode when its encode row is missing."""
     by_name = {r["name"]: r for r in rows if r["seconds"] is not None}
     pick = lambda prefix: next((r for n, r in by_name.items() if n.startswith(prefix)), None)  # noqa: E731
+    decode, encode = pick("VAE decode, 49-frame 1080p latent, reference"), pick("VAE encode, 49-frame 1080p")
     parts = [(pick("stage I step"), STAGE1_STEPS), (pick("stage II step, 1080p, sdpa"), STAGE2_STEPS),
-             (pick("VAE decode, 49-frame 1080p latent, reference"), 2)]
+             (decode, 1), (encode or decode, 1)]
     if any(r is None for r, _ in parts):
         return dict(name="end to end, 1080p (estimate)", seconds=None, peak=None, flops=0, note="a part failed")
     return dict(name="end to end, 1080p (estimate: 50 + 5 steps, bridge, decode)",
                 seconds=sum(r["seconds"] * n for r, n in parts), peak=max(r["peak"] for r, _ in parts),
-                flops=sum(r["flops"] * n for r, n in parts), note="")
+                flops=sum(r["flops"] * n for r, n in parts), note="" if encode else "bridge counted as a decode")
 
 
 def render(rows: list, dev: Device, elapsed: float) -> str:
@@ -265,19 +404,30 @@ def main(argv=None) -> int:
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny configs on the CPU, seconds")
     parser.add_argument("--repeats", type=int, default=1, help="timed calls per row after the warm-up")
     parser.add_argument("--out", default=None, help="markdown file (default: results/gpu_check.md on a GPU)")
+    parser.add_argument("--groups", default=",".join(GROUPS),
+                        help=f"comma-separated row groups, of {', '.join(GROUPS)} (default: all)")
+    parser.add_argument("--deadline", type=float, default=None,
+                        help="seconds after which rows not yet started are listed as skipped (fit a short lease)")
     args = parser.parse_args(argv)
     if not args.cpu_smoke and not torch.cuda.is_available():
         print("no CUDA device: run on a GPU, or pass --cpu-smoke", file=sys.stderr)
         return 2
     dev = Device(args.cpu_smoke)
-    start = time.perf_counter()
-    rows = run_rows(dev, max(1, args.repeats), print)
-    rows.append(end_to_end(rows))
-    text = render(rows, dev, time.perf_counter() - start)
-    print(text)
     out = args.out or (None if args.cpu_smoke else os.path.join(HERE, "results", "gpu_check.md"))
-    db.write_results(text, out)
-    return 0 if all(r["seconds"] is not None for r in rows) else 1
+    start = time.perf_counter()
+    deadline = start + args.deadline if args.deadline is not None else float("inf")
+
+    def write(rows, say=lambda _: None):
+        db.write_results(render(rows + [end_to_end(rows)], dev, time.perf_counter() - start), out, say)
+
+    groups = [g for g in args.groups.split(",") if g]
+    unknown = sorted(set(groups) - set(GROUPS))
+    if unknown:
+        parser.error(f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
+    rows = run_rows(dev, max(1, args.repeats), print, deadline, on_row=write, groups=groups)
+    write(rows, print)
+    print(render(rows + [end_to_end(rows)], dev, time.perf_counter() - start))
+    return 0 if all(r["seconds"] is not None or r["note"].startswith("check at") for r in rows) else 1
 
 
 if __name__ == "__main__":
