@@ -159,12 +159,8 @@ def generate_two_stage(
         x0 = degrade_latent(z2, stage2.noise_step, stage2.seed if stage2.degrade_seed is None else stage2.degrade_seed)
     context2 = context1 if context2 is None else context2
     with _phase(timings, "stage II", progress), resident(stage2_model, device):
-        stage2_model.set_attention_window(stage2.window)
-        try:
-            z2_refined = refine_stage2(stage2_model, context2, x0, stage2.noise_step, stage2.steps, stage2.cfg,
-                                       stage2.shift, progress, memory=memory).to(cpu)
-        finally:
-            stage2_model.set_attention_window(None)
+        z2_refined = refine_stage2(stage2_model, context2, x0, stage2.noise_step, stage2.steps, stage2.cfg,
+                                   stage2.shift, progress, memory=memory, window=stage2.window).to(cpu)
     with _phase(timings, "decode", progress), resident(vae, device):
         refined = decode_sliced(vae, z2_refined / LATENT_SCALE_STAGE2, slicing2, progress, output_device=cpu)
     return PipelineResult(preview.to(cpu), refined.clamp(-1, 1), z1, z2_refined, timings)

@@ -258,10 +258,7 @@ def test_dit_traces_without_graph_breaks(chunk):
     block = model.transformer_blocks[0]
     with torch.no_grad():
         dynamo.reset()
-        if chunk is None:
-            explained = dynamo.explain(block)(video, text, temb, rope, grid)
-        else:
-            explained = dynamo.explain(block.forward_chunked)(torch.cat([text, video], 1), TEXT, temb, rope, grid, chunk)
+        explained = dynamo.explain(block)(torch.cat([text, video], 1), TEXT, temb, rope, grid, chunk)
         assert explained.graph_break_count == 0, explained.break_reasons
         dynamo.reset()
         explained = dynamo.explain(model)(x, t, ctx, chunk_tokens=chunk, **extra)

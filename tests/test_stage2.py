@@ -296,11 +296,9 @@ def test_windowed_model_runs_and_differs_only_when_the_window_bites():
     extra = dict(latent_frames=torch.tensor([3.0]), ref_step=torch.tensor([676.0]))
     with torch.no_grad():
         full = model(x, t, ctx, **extra)
-        model.set_attention_window((7, 11, 11))  # covers 3 x 4 x 6 patches entirely
-        torch.testing.assert_close(model(x, t, ctx, **extra), full, atol=1e-5, rtol=1e-5)
-        model.set_attention_window((1, 3, 3))
-        assert not torch.allclose(model(x, t, ctx, **extra), full, atol=1e-3)
-        model.set_attention_window(None)
-        torch.testing.assert_close(model(x, t, ctx, **extra), full)
-    with pytest.raises(ValueError, match="three positive sizes"):
-        model.set_attention_window((0, 11, 11))
+        covering = model(x, t, ctx, window=(7, 11, 11), **extra)  # covers 3 x 4 x 6 patches entirely
+        torch.testing.assert_close(covering, full, atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(model(x, t, ctx, window=(1, 3, 3), **extra), full, atol=1e-3)
+        torch.testing.assert_close(model(x, t, ctx, window=None, **extra), full)
+        with pytest.raises(ValueError, match="three positive sizes"):
+            model(x, t, ctx, window=(0, 11, 11), **extra)

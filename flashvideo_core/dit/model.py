@@ -14,6 +14,7 @@ cast, fp8 storage, partial loading) and its attention dispatch (``nodes/native``
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Optional
 
@@ -99,7 +100,6 @@ class Attention(nn.Module):
         super().__init__()
         self.head_dim = head_dim
         self.attention_fn = attention_fn or sdpa_attention
-        self.window = None  # (frames, height, width) in latent patches: experimental local attention
         self.to_q = layers.Linear(dim, dim, **factory)
         self.to_k = layers.Linear(dim, dim, **factory)
         self.to_v = layers.Linear(dim, dim, **factory)
@@ -119,18 +119,9 @@ class Attention(nn.Module):
         return q, k, self._heads(self.to_v(tokens))
 
     def attend(self, q, k, v, text_len: int, grid: tuple, window=None, attention_options=None) -> torch.Tensor:
-        window = window or self.window
         if window is None:
             return self.attention_fn(q, k, v, **(attention_options or {}))
         return window_attention(q, k, v, text_len, grid, window)
-
-    def forward(self, tokens: torch.Tensor, text_len: int, rope: tuple, grid: tuple,
-                window: Optional[tuple] = None, attention_options: Optional[dict] = None) -> torch.Tensor:
-        q, k, v = self.qkv(tokens, None)
-        q = torch.cat([q[:, :, :text_len], apply_rope(q[:, :, text_len:], *rope)], dim=2)
-        k = torch.cat([k[:, :, :text_len], apply_rope(k[:, :, text_len:], *rope)], dim=2)
-        out = self.attend(q, k, v, text_len, grid, window, attention_options)
-        return self.to_out[0](out.transpose(1, 2).flatten(2))
 
 
 class FeedForward(nn.Module):
@@ -157,47 +148,27 @@ class TransformerBlock(nn.Module):
         self.norm2 = AdaLayerNormZero(config.time_embed_dim, dim, layers, **factory)
         self.ff = FeedForward(dim, config.mlp_ratio * dim, layers, **factory)
 
-    def forward(self, video, text, temb, rope, grid, window=None, attention_options=None):
-        text_len = text.shape[1]
-        normed, gate, t_gate = self._normed(self.norm1, video, text, temb)
-        out = self.attn1(normed, text_len, rope, grid, window, attention_options)
-        del normed
-        video = video + gate * out[:, text_len:]
-        text = text + t_gate * out[:, :text_len]
-        del out  # free the attention activations before the 4x-wide MLP
-        normed, gate, t_gate = self._normed(self.norm2, video, text, temb)
-        out = self.ff(normed)
-        del normed
-        video = video + gate * out[:, text_len:]
-        text = text + t_gate * out[:, :text_len]
-        return video, text
-
-    @staticmethod
-    def _normed(norm, video, text, temb) -> tuple:
-        """[text | video] normalised and modulated (the halves freed at once), and the two gates."""
-        n_video, n_text, gate, t_gate = norm(video, text, temb)
-        return torch.cat([n_text, n_video], dim=1), gate, t_gate
-
-    def forward_chunked(self, hidden, text_len, temb, rope, grid, chunk_tokens, window=None, attention_options=None):
-        """The same block on ``hidden`` = [text | video] (B, S, D), updated in place, with every per-token step
-        (norms, projections, MLP) run ``chunk_tokens`` tokens at a time. Only the residual stream, q, k, v and
-        the attention output ever exist for the whole sequence (~5 widths per token instead of ~12)."""
+    def forward(self, hidden, text_len, temb, rope, grid, chunk_tokens=None, window=None, attention_options=None):
+        """One block on ``hidden`` = [text | video] (B, S, D), updated in place and returned. Every per-token step
+        (norms, projections, MLP) runs on the text, then on the video ``chunk_tokens`` tokens at a time (None: all
+        at once); only the residual stream, q, k, v and the attention output span the whole sequence, so chunks
+        cut the working memory to ~5 widths per token with the same result up to float rounding."""
         batch, seq, dim = hidden.shape
-        heads = dim // self.attn1.head_dim
-        spans = token_spans(text_len, seq, chunk_tokens)
+        spans = token_spans(text_len, seq, chunk_tokens or seq)
         mod1 = self.norm1.modulation(temb)  # (video, text): indexed by is_text
-        q, k, v = (hidden.new_empty(batch, heads, seq, self.attn1.head_dim) for _ in range(3))
+        head_dim = self.attn1.head_dim
+        q, k, v = (hidden.new_empty(batch, dim // head_dim, seq, head_dim) for _ in range(3))
         for start, stop, is_text in spans:
             x = self.norm1.modulate(hidden[:, start:stop], mod1[is_text])
             rows = None if is_text else tuple(r[start - text_len:stop - text_len] for r in rope)
             q[:, :, start:stop], k[:, :, start:stop], v[:, :, start:stop] = self.attn1.qkv(x, rows)
-            del x
+            x = None  # (a ``del`` would break torch.compile's graph)
         out = self.attn1.attend(q, k, v, text_len, grid, window, attention_options)
-        del q, k, v
+        q = k = v = None
         for start, stop, is_text in spans:
             gate = mod1[is_text][2]
             hidden[:, start:stop] += gate * self.attn1.to_out[0](out[:, :, start:stop].transpose(1, 2).flatten(2))
-        del out
+        out = None
         mod2 = self.norm2.modulation(temb)
         for start, stop, is_text in spans:
             part = hidden[:, start:stop]
@@ -259,13 +230,6 @@ class FlashVideoDiT(nn.Module):
         for block in self.transformer_blocks:
             block.attn1.attention_fn = attention_fn
 
-    def set_attention_window(self, window) -> None:
-        """Limit video queries to a (frames, height, width) latent-patch window, or None for full attention."""
-        if window is not None and (len(window) != 3 or min(window) < 1):
-            raise ValueError(f"window must be three positive sizes (frames, height, width), got {window}")
-        for block in self.transformer_blocks:
-            block.attn1.window = tuple(window) if window is not None else None
-
     def time_embed(self, timesteps, latent_frames=None, ref_step=None, dtype=None) -> torch.Tensor:
         dim = self.config.hidden_size
         dtype = dtype or self.time_embedding.linear_1.weight.dtype
@@ -295,6 +259,14 @@ class FlashVideoDiT(nn.Module):
         ``chunk_tokens``: run every per-token step that many video tokens at a time (same result up to float
         rounding, less working memory; see :mod:`flashvideo_core.dit.memory`); None = the whole sequence at once
         (fastest)."""
+        tokens = self.embed(x, timesteps, context, latent_frames, ref_step, dtype)
+        for block in self.transformer_blocks:
+            tokens.hidden = block(tokens.hidden, tokens.text_len, tokens.temb, tokens.rope, tokens.grid, chunk_tokens,
+                                  window, attention_options)
+        return self.unembed(tokens, chunk_tokens)
+
+    def embed(self, x, timesteps, context, latent_frames=None, ref_step=None, dtype=None) -> "Tokens":
+        """The blocks' input: [text | video] tokens, the time embedding, the RoPE table and the patch grid."""
         batch, frames, channels, height, width = x.shape
         p = self.config.patch_size
         dtype = dtype or self.proj_out.weight.dtype
@@ -302,19 +274,27 @@ class FlashVideoDiT(nn.Module):
         text, video = self.patch_embed(context.to(dtype), x.to(dtype))
         grid = (frames, height // p, width // p)
         rope = rope_table(*grid, self.config.head_dim, x.device)
-        if chunk_tokens is None or chunk_tokens >= video.shape[1]:
-            for block in self.transformer_blocks:
-                video, text = block(video, text, temb, rope, grid, window, attention_options)
-            video = self.proj_out(self.norm_out(self.norm_final(video), temb))
-        else:
-            text_len = text.shape[1]
-            hidden = torch.cat([text, video], dim=1)
-            text = video = None  # free the halves (a ``del`` here would break torch.compile's graph)
-            for block in self.transformer_blocks:
-                block.forward_chunked(hidden, text_len, temb, rope, grid, chunk_tokens, window, attention_options)
-            video = hidden[:, text_len:]
-            video = torch.cat([self.proj_out(self.norm_out(self.norm_final(video[:, start:stop]), temb))
-                               for start, stop, _ in token_spans(0, video.shape[1], chunk_tokens)], dim=1)
-        # norm_final is per-token, so normalising the video tokens alone equals normalising [text | video]
+        return Tokens(torch.cat([text, video], dim=1), text.shape[1], temb, rope, grid, tuple(x.shape))
+
+    def unembed(self, tokens: "Tokens", chunk_tokens: Optional[int] = None) -> torch.Tensor:
+        """The video tokens back to a latent (B, T, C, H, W); norm_final is per token, so normalising the video
+        tokens alone equals normalising [text | video]."""
+        batch, frames, channels, height, width = tokens.latent_shape
+        p = self.config.patch_size
+        video = tokens.hidden[:, tokens.text_len:]
+        video = torch.cat([self.proj_out(self.norm_out(self.norm_final(video[:, start:stop]), tokens.temb))
+                           for start, stop, _ in token_spans(0, video.shape[1], chunk_tokens or video.shape[1])], dim=1)
         out = video.reshape(batch, frames, height // p, width // p, channels, p, p)
         return out.permute(0, 1, 4, 2, 5, 3, 6).reshape(batch, frames, channels, height, width)
+
+
+@dataclass
+class Tokens:
+    """What the blocks pass along: ``hidden`` = [text | video] (B, S, D) and what every block reads."""
+
+    hidden: torch.Tensor
+    text_len: int
+    temb: torch.Tensor
+    rope: tuple
+    grid: tuple
+    latent_shape: tuple

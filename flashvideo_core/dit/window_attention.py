@@ -52,6 +52,8 @@ def window_attention(
     CUDA). The loop runs queries in (1 frame x edge x edge) tiles against the keys their windows can reach
     (the tile grown by the window radius), masked to each query's own window.
     """
+    if len(window) != 3 or min(window) < 1:
+        raise ValueError(f"window must be three positive sizes (frames, height, width), got {window}")
     if kernel == "flex" or kernel == "auto" and flex_available(q.device):
         return block_sparse_window_attention(q, k, v, text_len, grid, window)
     frames, height, width = grid

@@ -8,7 +8,7 @@ gives the same latent on every device. The last step returns the x0 prediction.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -58,6 +58,46 @@ def sde_dpmpp_2m_update(x, denoised, denoised_prev, i: int, alphas, lambdas, ran
     return (s_next / s_cur) * math.exp(-h) * x + d_mix * corrected + s_next * noise_keep * randn()
 
 
+def reference_denoised(x: torch.Tensor, v: torch.Tensor, alpha, noise_level) -> torch.Tensor:
+    """The reference's v-prediction denoiser, D = a x - sqrt(1 - a^2) v, with ``x`` in VP form, ``alpha`` the
+    step's sqrt(alpha_bar) snapped to the 1000-step table and ``noise_level`` = sqrt(1 - alpha^2) (numbers, or
+    tensors that broadcast per batch element)."""
+    return alpha * x - noise_level * v
+
+
+def guided(uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance: uncond + scale (cond - uncond). (In ComfyUI the host's ``cfg_function`` mixes,
+    with the same formula, so its post-CFG patches apply.)"""
+    return uncond + scale * (cond - uncond)
+
+
+def sample_reference_sde(denoise: Callable, x: torch.Tensor, alphas, randn: Callable,
+                         on_step: Optional[Callable] = None) -> torch.Tensor:
+    """The reference's stage-I loop, shared by the CLI and the ComfyUI SAMPLER: SDE DPM-Solver++(2M) on the VP
+    state ``x`` over the run's sampler ``alphas`` (N + 1 values, 1.0 last). ``denoise(x, i)`` gives step i's x0
+    prediction, ``on_step(i, x, denoised)`` follows each step; the last step returns its x0 prediction."""
+    lambdas = log_snr_halves(alphas)
+    steps = len(alphas) - 1
+    denoised = denoised_prev = None
+    for i in range(steps):
+        denoised = denoise(x, i)
+        if on_step is not None:
+            on_step(i, x, denoised)
+        if i == steps - 1:
+            break
+        x = sde_dpmpp_2m_update(x, denoised, denoised_prev, i, alphas, lambdas, randn)
+        denoised_prev = denoised
+    return denoised
+
+
+def check_finite(sample: torch.Tensor, stage: str, dtype: torch.dtype) -> torch.Tensor:
+    """Refuse a NaN/Inf result once per run (a check per step would synchronise the device every step)."""
+    if not torch.isfinite(sample).all():
+        raise InputError(f"{stage} produced NaN/Inf (weights {dtype}). fp16 overflows on CogVideoX-class models: "
+                         "load the model in bf16 or fp32.")
+    return sample
+
+
 @torch.no_grad()
 def sample_stage1(
     model: torch.nn.Module,
@@ -89,27 +129,19 @@ def sample_stage1(
     batch, frames, channels, height, width = shape
     plan = plan_for(model, (batch, channels, frames, height, width), dtype, device, memory)
     autocast = autocast_for(device, dtype)
-    progress.start(steps)
-    denoised_prev = None
-    lambdas = log_snr_halves(schedule.alphas)
-    for i in range(steps):
+
+    def denoise(x, i):
         progress.check()
         t = torch.full((batch,), float(schedule.timesteps[i]), device=device)
         with autocast:
             v_uncond, v_cond = (v.float() for v in forward_pair(model, x, t, contexts, plan))
-        a_q = schedule.snapped_alphas[i]
-        d_uncond, d_cond = (a_q * x - math.sqrt(1.0 - a_q * a_q) * v for v in (v_uncond, v_cond))
-        denoised = d_uncond + schedule.cfg_scales[i] * (d_cond - d_uncond)
-        if not torch.isfinite(denoised).all():
-            raise InputError(
-                f"stage I produced NaN/Inf at step {i + 1} (weights {dtype}). fp16 overflows on CogVideoX-5B-class "
-                "models: load the model in bf16 or fp32."
-            )
-        if i == steps - 1:
-            progress.advance(1, preview=denoised)
-            break
-        x = sde_dpmpp_2m_update(x, denoised, denoised_prev, i, schedule.alphas, lambdas, randn)
-        denoised_prev = denoised
-        progress.advance(1, preview=denoised)
+        alpha = schedule.snapped_alphas[i]
+        level = math.sqrt(1.0 - alpha * alpha)
+        return guided(reference_denoised(x, v_uncond, alpha, level), reference_denoised(x, v_cond, alpha, level),
+                      schedule.cfg_scales[i])
+
+    progress.start(steps)
+    denoised = sample_reference_sde(denoise, x, schedule.alphas, randn,
+                                    lambda i, x, denoised: progress.advance(1, preview=denoised))
     # The reference hands the sample to the VAE in the DiT dtype (bf16 on GPU).
-    return denoised.to(dtype).float()
+    return check_finite(denoised.to(dtype).float(), "stage I", dtype)

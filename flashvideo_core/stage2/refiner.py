@@ -8,14 +8,34 @@ step, the latter rounded through the compute dtype as the reference does (bf16: 
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
 from ..dit.guidance import autocast_for, forward_pair, plan_for
 from ..errors import InputError
 from ..progress import Progress
+from ..stage1.sampler import check_finite
 from .schedule import DEFAULT_CFG, DEFAULT_NOISE_STEP, DEFAULT_SHIFT, DEFAULT_STEPS, MAX_STEPS, embedded_noise_step, network_timesteps, time_grid
+
+
+def guided_velocity(v_cond: torch.Tensor, v_uncond: torch.Tensor, cfg: float, dtype: torch.dtype) -> torch.Tensor:
+    """The reference's velocity CFG, v_uncond + cfg (v_cond - v_uncond), computed in ``dtype`` (the model's:
+    bf16 on GPUs, which moves the result visibly)."""
+    v_cond, v_uncond = v_cond.to(dtype), v_uncond.to(dtype)
+    return v_uncond + cfg * (v_cond - v_uncond)
+
+
+def euler_flow(velocity: Callable, x: torch.Tensor, grid: torch.Tensor, on_step: Optional[Callable] = None):
+    """Euler steps of dx/dt = v over ``grid`` (t from 0 to 1, in the dtype the reference integrates in), shared by
+    the CLI and the ComfyUI SAMPLER: x <- x + (t_next - t) v with ``velocity(x, k)`` at step k;
+    ``on_step(k, x, clean)`` gets the new state and its clean estimate x + (1 - t_next) v."""
+    for k in range(len(grid) - 1):
+        v = velocity(x, k)
+        x = x + (grid[k + 1] - grid[k]) * v
+        if on_step is not None:
+            on_step(k, x, x + (1 - grid[k + 1]) * v)
+    return x
 
 
 @torch.no_grad()
@@ -30,6 +50,7 @@ def refine_stage2(
     progress: Optional[Progress] = None,
     grid_dtype: Optional[torch.dtype] = None,
     memory: str = "auto",
+    window: Optional[tuple] = None,
 ) -> torch.Tensor:
     """Integrate from the degraded latent ``x0`` (B, C, T, H, W), stage-II scaled, to t = 1.
 
@@ -37,6 +58,7 @@ def refine_stage2(
     model's dtype, which reproduces the reference (bf16 grid, timesteps and Euler updates
     on GPU); fp32 models integrate in fp32. ``memory``: how each guided step runs
     (:mod:`flashvideo_core.dit.memory`: auto, batched, sequential, lean); the result changes only by float rounding.
+    ``window``: the experimental local attention (frames, height, width) in latent patches, None = full.
     """
     if not 1 <= steps <= MAX_STEPS:
         raise InputError(f"stage II takes 1-{MAX_STEPS} Euler steps (4-6 recommended), got {steps}")
@@ -64,23 +86,21 @@ def refine_stage2(
     batch, _, frames = x0.shape[:3]
     cond = context.to(device=device, dtype=torch.float32)
     contexts = (cond, torch.zeros_like(cond))  # [cond, uncond]: the reverse of stage I
-    latent_frames = torch.full((batch,), float(frames), device=device)
-    ref_step = torch.full((batch,), embedded_noise_step(noise_step, grid_dtype), device=device)
+    conds = {"latent_frames": torch.full((batch,), float(frames), device=device)}
+    conds["ref_step"] = torch.full((batch,), embedded_noise_step(noise_step, grid_dtype), device=device)
+    if window is not None:
+        conds["window"] = window
     plan = plan_for(model, tuple(x0.shape), dtype, device, memory)
     autocast = autocast_for(device, dtype)
     x = x0.to(device=device, dtype=grid_dtype).permute(0, 2, 1, 3, 4)  # the DiT's (B, T, C, H, W)
-    progress.start(steps)
-    for k in range(steps):
+
+    def velocity(x, k):
         progress.check()
         t = timesteps[k].float().expand(batch).to(device)
         with autocast:
-            v_cond, v_uncond = forward_pair(model, x, t, contexts, plan, latent_frames=latent_frames, ref_step=ref_step)
-        v_cond, v_uncond = v_cond.to(grid_dtype), v_uncond.to(grid_dtype)
-        v = v_uncond + cfg * (v_cond - v_uncond)
-        if not torch.isfinite(v).all():
-            raise InputError(f"stage II produced NaN/Inf at step {k + 1} (weights {dtype}); load the model in bf16 or fp32")
-        dt = grid[k + 1] - grid[k]
-        x = x + dt.to(device) * v
-        clean_estimate = x + (1 - grid[k + 1]).to(device) * v
-        progress.advance(1, preview=clean_estimate)
-    return x.permute(0, 2, 1, 3, 4).float()
+            v_cond, v_uncond = forward_pair(model, x, t, contexts, plan, **conds)
+        return guided_velocity(v_cond, v_uncond, cfg, grid_dtype)
+
+    progress.start(steps)
+    x = euler_flow(velocity, x, grid.to(device), lambda k, x, clean: progress.advance(1, preview=clean))
+    return check_finite(x.permute(0, 2, 1, 3, 4).float(), "stage II", dtype)

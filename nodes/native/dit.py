@@ -12,6 +12,8 @@ import dataclasses
 
 import torch
 
+import comfy.patcher_extension
+
 from ...flashvideo_core.dit.config import DiTConfig
 from ...flashvideo_core.dit.memory import chunk_for
 from ...flashvideo_core.dit.model import FlashVideoDiT
@@ -49,17 +51,45 @@ class ComfyFlashVideoDiT(FlashVideoDiT):
         free = model_management.get_free_memory(device)
         return chunk_for(self.config, tuple(shape), dtype, free, self.memory_mode)
 
-    def forward(self, x, timestep, context, transformer_options={}, ref_step=None, latent_frames=None,
-                chunk_tokens=None, **kwargs):
+    def forward(self, x, timestep, context, transformer_options={}, **kwargs):
+        """Through the host's DIFFUSION_MODEL wrappers (EasyCache and the like), as core models run."""
+        return comfy.patcher_extension.WrapperExecutor.new_class_executor(
+            self._forward, self,
+            comfy.patcher_extension.get_all_wrappers(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL,
+                                                     transformer_options),
+        ).execute(x, timestep, context, transformer_options, **kwargs)
+
+    def _forward(self, x, timestep, context, transformer_options={}, ref_step=None, latent_frames=None,
+                 chunk_tokens=None, **kwargs):
         if self.config.stage2_embeddings and ref_step is None:
             raise ValueError("the FlashVideo stage-II model needs the degradation step: sample it with FlashVideo "
                              "Stage II Guider (or the Stage II Refiner), which passes the noise step of FlashVideo "
                              "Latent Degrade as conditioning")
         if self.config.stage2_embeddings and latent_frames is None:
             latent_frames = torch.full((x.shape[0],), float(x.shape[2]), device=x.device)
-        out = super().forward(
-            x.movedim(1, 2), timestep, context, latent_frames=latent_frames, ref_step=ref_step, dtype=x.dtype,
-            window=transformer_options.get(WINDOW_OPTION), attention_options={"transformer_options": transformer_options},
-            chunk_tokens=chunk_tokens,
-        ).movedim(2, 1)
+        tokens = self.embed(x.movedim(1, 2), timestep, context, latent_frames, ref_step, dtype=x.dtype)
+        window = transformer_options.get(WINDOW_OPTION)
+        attention_options = {"transformer_options": transformer_options}
+        blocks_replace = transformer_options.get("patches_replace", {}).get("dit", {})
+        transformer_options["total_blocks"] = len(self.transformer_blocks)
+        transformer_options["block_type"] = "double"
+        for index, block in enumerate(self.transformer_blocks):
+            transformer_options["block_index"] = index
+
+            def run_block(args, block=block):
+                hidden = block(torch.cat([args["txt"], args["img"]], dim=1), args["txt"].shape[1], args["vec"],
+                               args["pe"], tokens.grid, chunk_tokens, window,
+                               {"transformer_options": args["transformer_options"]})
+                return {"img": hidden[:, args["txt"].shape[1]:], "txt": hidden[:, :args["txt"].shape[1]]}
+
+            if ("double_block", index) in blocks_replace:  # text and video tokens in, both out, as Flux's blocks
+                out = blocks_replace[("double_block", index)](
+                    {"img": tokens.hidden[:, tokens.text_len:], "txt": tokens.hidden[:, :tokens.text_len],
+                     "vec": tokens.temb, "pe": tokens.rope, "transformer_options": transformer_options},
+                    {"original_block": run_block})
+                tokens.hidden = torch.cat([out["txt"], out["img"]], dim=1)
+            else:
+                tokens.hidden = block(tokens.hidden, tokens.text_len, tokens.temb, tokens.rope, tokens.grid,
+                                      chunk_tokens, window, attention_options)
+        out = self.unembed(tokens, chunk_tokens).movedim(2, 1)
         return -out if self.config.stage2_embeddings else out

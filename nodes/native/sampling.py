@@ -11,6 +11,7 @@ mixing CFG in the model's dtype with the degradation step as conditioning, and t
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -23,8 +24,9 @@ import node_helpers
 from ...flashvideo_core.constants import LATENT_SCALE_STAGE2
 from ...flashvideo_core.errors import InputError
 from ...flashvideo_core.schedules import full_sqrt_alpha_table
-from ...flashvideo_core.stage1.sampler import log_snr_halves, sde_dpmpp_2m_update
+from ...flashvideo_core.stage1.sampler import check_finite, reference_denoised, sample_reference_sde
 from ...flashvideo_core.stage1.schedule import dynamic_cfg_scale, stage1_schedule
+from ...flashvideo_core.stage2.refiner import euler_flow, guided_velocity
 from ...flashvideo_core.stage2.schedule import time_grid
 from .model_base import REF_STEP_KEY
 
@@ -58,16 +60,33 @@ class Stage1Steps:
     def steps(self) -> int:
         return len(self.timesteps)
 
-    def lookup(self, sigma) -> tuple:
-        """(network timestep, denoiser alpha) at ``sigma``: the run's values at its own sigmas (they arrive as
-        exact copies), the nearest 1000-step table entry elsewhere (samplers that evaluate between steps)."""
-        value = float(sigma.flatten()[0]) if torch.is_tensor(sigma) else float(sigma)
-        best = min(range(self.steps), key=lambda i: abs(math.log(self.sigmas[i]) - math.log(max(value, 1e-12))))
-        if math.isclose(self.sigmas[best], value, rel_tol=SIGMA_MATCH_RTOL):
-            return self.timesteps[best], self.snapped_alphas[best]
-        table = full_sqrt_alpha_table()
-        index = int((table - 1.0 / math.sqrt(1.0 + value * value)).abs().argmin())
-        return index, float(table[index])
+    def lookup(self, sigma: torch.Tensor) -> tuple:
+        """(network timestep, denoiser alpha, sqrt(1 - alpha^2)) per element of ``sigma``, as tensors on its
+        device (no host-device synchronisation): the run's values at its own sigmas (they arrive as exact copies),
+        the nearest 1000-step table entry elsewhere (samplers that evaluate between steps)."""
+        run_sigmas, run_t, run_alpha, run_keep, table, table_keep = self._tables(sigma.device)
+        s = sigma.reshape(-1).double()
+        best = (run_sigmas.log()[None] - s.clamp_min(1e-12).log()[:, None]).abs().argmin(dim=1)
+        on_run = torch.isclose(run_sigmas[best], s, rtol=SIGMA_MATCH_RTOL, atol=0.0)
+        nearest = (table[None] - (1.0 / (1.0 + s * s).sqrt())[:, None]).abs().argmin(dim=1)
+        pick = lambda run, fallback: torch.where(on_run, run[best], fallback).float()  # noqa: E731
+        return pick(run_t, nearest.double()), pick(run_alpha, table[nearest]), pick(run_keep, table_keep[nearest])
+
+    def cfg_scale(self, sigma, cfg: float) -> float:
+        """The DynamicCFG scale at ``sigma``: a Python number, as the host's CFG takes it (one read of the step's
+        sigma; the host's own samplers read each sigma too)."""
+        timestep = float(self.lookup(sigma.reshape(-1)[:1])[0])
+        return dynamic_cfg_scale(timestep, cfg, self.steps)
+
+    @functools.lru_cache(maxsize=4)
+    def _tables(self, device) -> tuple:
+        """The run's and the 1000-step table's values on ``device``; alphas and their complements computed in
+        float64 as the core's Python floats, so the native denoiser equals the core's."""
+        table = full_sqrt_alpha_table().double()
+        as_tensor = lambda values: torch.tensor(values, dtype=torch.float64, device=device)  # noqa: E731
+        return (as_tensor(self.sigmas), as_tensor(self.timesteps), as_tensor(self.snapped_alphas),
+                as_tensor([math.sqrt(1.0 - a * a) for a in self.snapped_alphas]), table.to(device),
+                (1.0 - table * table).clamp_min(0).sqrt().to(device))
 
     @staticmethod
     def from_sigmas(sigmas: torch.Tensor) -> "Stage1Steps":
@@ -111,18 +130,21 @@ class ReferenceStage1Sampling(comfy.model_sampling.ModelSamplingDiscrete, comfy.
         self.run = steps
 
     def timestep(self, sigma):
-        return torch.full_like(sigma, float(self.run.lookup(sigma)[0]))
+        return self.run.lookup(sigma)[0].reshape(sigma.shape).to(sigma.dtype)
 
     def calculate_denoised(self, sigma, model_output, model_input):
-        a = self.run.lookup(sigma)[1]
+        _, alpha, keep = self.run.lookup(sigma)
+        per_element = (-1,) + (1,) * (model_output.ndim - 1)
         vp_input = self.calculate_input(sigma, model_input)
-        return a * vp_input - math.sqrt(1.0 - a * a) * model_output
+        return reference_denoised(vp_input, model_output, alpha.reshape(per_element), keep.reshape(per_element))
 
 
 class DynamicCFGGuider(comfy.samplers.CFGGuider):
-    """CFG with the reference's per-step DynamicCFG scale against an all-zero context (default negative).
-    For its run the model samples with :class:`ReferenceStage1Sampling`, so any SAMPLER sees the reference's
-    denoiser; FlashVideo's stage-I SAMPLER then reproduces the reference exactly."""
+    """The host's CFG (so its pre- and post-CFG patches apply) with the reference's per-step DynamicCFG scale,
+    against an all-zero context (the default negative). Stage I's denoiser depends on the run's step count, so
+    for its run the guider gives the model :class:`ReferenceStage1Sampling` (a patched clone; the loaded model is
+    untouched): any SAMPLER sees the reference's denoiser, and FlashVideo's stage-I SAMPLER reproduces the
+    reference exactly."""
 
     def __init__(self, model_patcher):
         super().__init__(model_patcher)
@@ -137,10 +159,9 @@ class DynamicCFGGuider(comfy.samplers.CFGGuider):
         return super().sample(noise, latent_image, sampler, sigmas, *args, **kwargs)
 
     def predict_noise(self, x, timestep, model_options={}, seed=None):
-        cond, uncond = comfy.samplers.calc_cond_batch(
-            self.inner_model, [self.conds.get("positive"), self.conds.get("negative")], x, timestep, model_options)
-        t = self.run.lookup(timestep)[0]
-        return uncond + dynamic_cfg_scale(t, self.cfg, self.run.steps) * (cond - uncond)
+        return comfy.samplers.sampling_function(self.inner_model, x, timestep, self.conds.get("negative"),
+                                                self.conds.get("positive"), self.run.cfg_scale(timestep, self.cfg),
+                                                model_options=model_options, seed=seed)
 
 
 class Stage1ReferenceNoise:
@@ -161,10 +182,9 @@ def _reference_draw(generator: torch.Generator, shape) -> torch.Tensor:
 
 @torch.no_grad()
 def sample_stage1_reference(model, x, sigmas, extra_args=None, callback=None, disable=None):
-    """SDE DPM-Solver++(2M) as the reference runs it (SPEC §1.3.6): VP updates with the sampler alphas, noise
-    from one CPU generator seeded like the NOISE (the initial draw replayed, then one draw at step 0 and two
-    at each later step, the first thrown away), the x0 prediction returned at the last step, rounded through
-    the model's dtype. Works on the VP state (x_VE = x_VP sqrt(1 + sigma^2) in and out of the model)."""
+    """The reference's stage-I loop (:func:`sample_reference_sde`, the CLI's too) on the VP state
+    x_VE = x_VP sqrt(1 + sigma^2), with noise from one CPU generator seeded like the NOISE (the initial draw
+    replayed, then the reference's draws), the last x0 prediction returned rounded through the model's dtype."""
     extra_args = extra_args or {}
     run = Stage1Steps.from_sigmas(sigmas)
     base_model = getattr(model.inner_model, "inner_model", None)
@@ -172,22 +192,21 @@ def sample_stage1_reference(model, x, sigmas, extra_args=None, callback=None, di
     shape = x.shape
     _reference_draw(gen, shape)  # the initial noise, drawn by the NOISE: keep the stream in step
     randn = lambda: _reference_draw(gen, shape).to(x)  # noqa: E731
-    ve_alpha = lambda s: 1.0 / math.sqrt(1.0 + float(s) ** 2)  # noqa: E731
-    x = x * ve_alpha(sigmas[0])
+    ve_alpha = [1.0 / math.sqrt(1.0 + s * s) for s in run.sigmas]  # x_VP / x_VE per step (the run's Python floats)
+    step_sigmas = sigmas[:-1]
     s_in = x.new_ones([shape[0]])
-    lambdas = log_snr_halves(run.alphas)
-    denoised_prev = denoised = None
-    for i in range(run.steps):
-        sigma = sigmas[i]
-        model_x = x / ve_alpha(sigma)
-        denoised = model(model_x, sigma * s_in, **extra_args)
+
+    def denoise(x_vp, i):
+        return model(x_vp / ve_alpha[i], step_sigmas[i] * s_in, **extra_args)
+
+    def on_step(i, x_vp, denoised):
         if callback is not None:
-            callback({"x": model_x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
-        if i == run.steps - 1:
-            break
-        x = sde_dpmpp_2m_update(x, denoised, denoised_prev, i, run.alphas, lambdas, randn)
-        denoised_prev = denoised
-    return denoised.to(compute_dtype(base_model)).float()
+            callback({"x": x_vp / ve_alpha[i], "i": i, "sigma": step_sigmas[i], "sigma_hat": step_sigmas[i],
+                      "denoised": denoised})
+
+    denoised = sample_reference_sde(denoise, x * ve_alpha[0], run.alphas, randn, on_step)
+    dtype = compute_dtype(base_model)
+    return check_finite(denoised.to(dtype).float(), "stage I", dtype)
 
 
 # ----------------------------------------------------------------------------------------------- stage II
@@ -218,8 +237,9 @@ class DegradedLatentNoise:
 
 
 class Stage2Guider(comfy.samplers.CFGGuider):
-    """Constant CFG against an all-zero context, mixed on the velocity in the model's dtype as the reference
-    (bf16 on GPUs), with the degradation step on both conditionings (the model embeds it)."""
+    """The host's CFG (its pre- and post-CFG patches apply) with constant scale against an all-zero context, mixed
+    as the reference on the velocity in the model's dtype (bf16 on GPUs) unless a patch brings its own CFG
+    function; the degradation step rides on both conditionings (the model embeds it)."""
 
     def set_flashvideo_conds(self, positive: list, noise_step: int, negative: list = None) -> None:
         negative = zero_conditioning(positive) if negative is None else negative
@@ -228,35 +248,42 @@ class Stage2Guider(comfy.samplers.CFGGuider):
                        node_helpers.conditioning_set_values(negative, step))
 
     def predict_noise(self, x, timestep, model_options={}, seed=None):
-        cond, uncond = comfy.samplers.calc_cond_batch(
-            self.inner_model, [self.conds.get("positive"), self.conds.get("negative")], x, timestep, model_options)
-        dtype = compute_dtype(self.inner_model)
-        sigma = timestep.reshape(-1, *([1] * (x.ndim - 1)))
-        v_cond, v_uncond = ((cond - x) / sigma).to(dtype), ((uncond - x) / sigma).to(dtype)
-        velocity = v_uncond + self.cfg * (v_cond - v_uncond)
-        return x + sigma * velocity.float()
+        if "sampler_cfg_function" not in model_options:
+            model_options = {**model_options, "sampler_cfg_function": self.velocity_cfg}
+        return super().predict_noise(x, timestep, model_options=model_options, seed=seed)
+
+    @staticmethod
+    def velocity_cfg(args: dict) -> torch.Tensor:
+        """A ``sampler_cfg_function``: the reference's velocity mix. The host takes ``input - result`` as the
+        guided clean estimate, x + sigma v."""
+        x = args["input"]
+        sigma = args["sigma"].reshape(-1, *([1] * (x.ndim - 1)))
+        v_cond, v_uncond = (args["cond_denoised"] - x) / sigma, (args["uncond_denoised"] - x) / sigma
+        velocity = guided_velocity(v_cond, v_uncond, args["cond_scale"], compute_dtype(args["model"]))
+        return -(sigma * velocity.float())
 
 
 @torch.no_grad()
 def sample_stage2_euler(model, x, sigmas, extra_args=None, callback=None, disable=None):
-    """The reference's Euler steps of the flow ODE: grid t = 1 - sigma, velocity v = (D - x) / sigma, and
-    x <- x + (t_next - t) v, all in the model's compute dtype (bf16 on GPUs, as the reference)."""
+    """The reference's Euler steps (:func:`euler_flow`, the CLI's too) on the grid t = 1 - sigma with velocity
+    v = (D - x) / sigma, in the model's compute dtype (bf16 on GPUs, as the reference)."""
     extra_args = extra_args or {}
+    if bool((sigmas[:-1] <= 0).any()):  # one check per run
+        raise InputError("FlashVideo's stage-II Euler sampler needs sigmas above 0 before the last")
     dtype = compute_dtype(getattr(model.inner_model, "inner_model", None))
     grid = (1.0 - sigmas.float()).to(dtype)
-    x = x.to(dtype)
     s_in = x.new_ones([x.shape[0]], dtype=torch.float32)
-    for k in range(len(sigmas) - 1):
-        sigma = sigmas[k]
-        if float(sigma) <= 0:
-            raise InputError("FlashVideo's stage-II Euler sampler needs sigmas above 0 before the last")
-        denoised = model(x.float(), sigma * s_in, **extra_args)
-        velocity = ((denoised - x.float()) / sigma).to(dtype)
-        x = x + (grid[k + 1] - grid[k]) * velocity
+
+    def velocity(x, k):
+        denoised = model(x.float(), sigmas[k] * s_in, **extra_args)
+        return ((denoised - x.float()) / sigmas[k]).to(dtype)
+
+    def on_step(k, x, clean):
         if callback is not None:
-            clean = (x + (1 - grid[k + 1]) * velocity).float()
-            callback({"x": x.float(), "i": k, "sigma": sigma, "sigma_hat": sigma, "denoised": clean})
-    return x.float()
+            callback({"x": x.float(), "i": k, "sigma": sigmas[k], "sigma_hat": sigmas[k], "denoised": clean.float()})
+
+    x = euler_flow(velocity, x.to(dtype), grid, on_step)
+    return check_finite(x.float(), "stage II", dtype)
 
 
 def stage1_sampler():
