@@ -65,6 +65,32 @@ for stage, path in paths.items():
         if stage == "stage2":
             reference = -reference  # the host's flow convention: out = -v
         results[f"{stage}_forward_max_diff"] = max_diff(native, reference)
+
+        # The host's extension points, as core models honour them: a DIFFUSION_MODEL wrapper sees every forward,
+        # patches_replace["dit"] replaces a block (given text and video tokens, returning both).
+        import comfy.patcher_extension as ext
+
+        seen, options = [], {}
+        ext.add_wrapper_with_key(ext.WrappersMP.DIFFUSION_MODEL, "check",
+                                 lambda executor, *a, **k: seen.append(a[0].shape) or executor(*a, **k), options)
+        wrapped = model.diffusion_model(x, t, context, transformer_options=options, **extra)
+        results[f"{stage}_wrapper_calls"] = len(seen)
+        results[f"{stage}_wrapper_max_diff"] = max_diff(wrapped, native)
+        replaced = []
+
+        def passthrough(args, wrap):
+            replaced.append(args["transformer_options"]["block_index"])
+            return wrap["original_block"](args)
+
+        def no_video_update(args, wrap):
+            return {"img": args["img"], "txt": wrap["original_block"](args)["txt"]}
+
+        last = cfg.num_layers - 1
+        for name, patch in (("same", passthrough), ("changed", no_video_update)):
+            options = {"patches_replace": {"dit": {("double_block", last): patch}}}
+            out = model.diffusion_model(x, t, context, transformer_options=options, **extra)
+            results[f"{stage}_block_replace_{name}_diff"] = max_diff(out, native)
+        results[f"{stage}_block_replace_indices"] = replaced
         results[f"{stage}_forward_scale"] = float(reference.abs().max())
         results[f"{stage}_model_class"] = type(model).__name__
         results[f"{stage}_model_type"] = model.model_type.name
