@@ -331,12 +331,13 @@ def render(results, bench_counts, real_counts, attn_rows, probe_pairs, window_co
               "|---|---|---|---|---|---|---|---|---|---|"]
         for a in attn_rows:
             naive = ATTN_HEADS * a["S"] ** 2 * 4
-            per = beyond = ratio = "n/a"
+            peak, per, beyond, ratio = fmt_peak(a), "n/a", "n/a", "n/a"
             if a["peak"] is not None:
+                peak = f"{a['peak'] / MIB:.1f}"
                 per, beyond = f"{a['peak'] / a['S']:.0f}", f"{(a['peak'] - a['out_bytes']) / a['S']:.0f}"
                 ratio = f"{naive / a['peak']:.0f}x"
             computed = probe_pairs[a["grid"]] / a["S"] ** 2 if a["kind"] == "window" else 1.0
-            L.append(f"| {a['S']:,} | {'x'.join(map(str, a['grid']))} | {a['kind']} | {fmt_peak(a)} | {per} "
+            L.append(f"| {a['S']:,} | {'x'.join(map(str, a['grid']))} | {a['kind']} | {peak} | {per} "
                      f"| {beyond} | {naive / MIB:,.0f} MiB | {ratio} | {computed:.0%} | {a['wall']:.2f} "
                      f"({a['util']:.0%}) |{'' if a['finite'] else ' NON-FINITE OUTPUT |'}")
         L.append("")
@@ -347,7 +348,8 @@ def render(results, bench_counts, real_counts, attn_rows, probe_pairs, window_co
           "device. Bound = FLOPs / 989 TFLOP/s (H100 SXM dense bf16 peak, the same for H800), i.e. 100 % "
           "utilisation. Stage II: the paper's NFE is 4 (README: \"270p to 1080p, NFE = 4, Takes ~72s\"), the released "
           "code runs `sample_step = 5`; the 2K time, 209.8 s, is second-hand (paper summaries; the same table gives "
-          "74.4 s at 1080p). \"bound / paper\" = the utilisation the paper's time implies if the DiT alone took it.", "",
+          "74.4 s at 1080p). \"bound / paper\" = the utilisation the paper's time implies if the DiT alone took "
+          "it.", "",
           "| model | layers x width | tokens S | linear / step | attention / step | total / step "
           "| FlopCounterMode / step | H100 bound / step | bound, all steps | paper | bound / paper |",
           "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -367,7 +369,8 @@ def render(results, bench_counts, real_counts, attn_rows, probe_pairs, window_co
               "evaluated (what a block-sparse kernel approaches); pack = what `window_attention`'s tile loop "
               "evaluates: its query tiles against every key their windows can reach, masked pairs included "
               "(`FlopCounterMode` on one meta-device call). \"keys / video query\" = (pairs - text x S) / video "
-              "tokens. Attention FLOPs = 4 x B x width x pairs per layer; linear FLOPs are unchanged by the window.", "",
+              "tokens. Attention FLOPs = 4 x B x width x pairs per layer; linear FLOPs are unchanged by the "
+              "window.", "",
               "| model | patch grid | pairs / layer: full / ideal / pack | keys / video query: full / ideal / pack "
               "| attention / step: full / ideal / pack | total / step: ideal / pack "
               "| H100 bound 4 / 5 steps: ideal / pack |", "|---|---|---|---|---|---|---|"]
@@ -378,7 +381,7 @@ def render(results, bench_counts, real_counts, attn_rows, probe_pairs, window_co
             keys = [(x - TEXT_TOKENS * (video + TEXT_TOKENS)) / video for x in pairs]
             attn = [m["layers"] * 4 * BATCH * m["width"] * x for x in pairs]
             tot = [f["linear"] + x for x in attn[1:]]
-            L.append(f"| {m['name']} | {'x'.join(map(str, grid))} | {' / '.join(f'{x / 1e9:.3g} G' for x in pairs)} "
+            L.append(f"| {m['name']} | {'x'.join(map(str, grid))} | {' / '.join(f'{x / 1e9:.4g} G' for x in pairs)} "
                      f"| {' / '.join(f'{x:,.0f}' for x in keys)} | {fmt_flops(attn[0])} / "
                      + " / ".join(f"{fmt_flops(x)} ({x / attn[0]:.1%})" for x in attn[1:])
                      + " | " + " / ".join(f"{fmt_flops(x)} ({x / f['total']:.0%} of full)" for x in tot) + " | "

@@ -35,7 +35,7 @@ from harness import ROOT, TEXT_TOKENS, fmt_peak
 
 HOSTS_DIR = os.path.expanduser(os.environ.get("FLASHVIDEO_COMFY_HOSTS", "~/.cache/flashvideo-comfy"))
 DEFAULT_HOSTS = "0.33.0,0.3.64"
-CONFIGS = {f"stage{2 if stage2 else 1}-{name}": (name, stage2) for name in ("medium", "tiny") for stage2 in (False, True)}
+CONFIGS = {f"stage{1 + stage2}-{name}": (name, stage2) for name in ("medium", "tiny") for stage2 in (False, True)}
 
 
 # ============================================================================ worker side (host python)
@@ -89,8 +89,9 @@ def build_native(spec: dict):
     mods = [m for m in dm.modules() if hasattr(m, "comfy_cast_weights")]
     info = dict(params=sum(p.numel() for p in dm.parameters()), patcher=type(patcher).__name__,
                 model=type(patcher.model).__name__, manual_cast=str(getattr(patcher.model, "manual_cast_dtype", None)),
-                weight_dtype=str(next(dm.parameters()).dtype), cast_modules=sum(bool(m.comfy_cast_weights) for m in mods),
-                op_modules=len(mods), attention=getattr(block.attn1.attention_fn, "__name__", "?") if block is not None else "?",
+                weight_dtype=str(next(dm.parameters()).dtype), op_modules=len(mods),
+                cast_modules=sum(bool(m.comfy_cast_weights) for m in mods),
+                attention=getattr(block.attn1.attention_fn, "__name__", "?") if block is not None else "?",
                 host_attention=getattr(host_attn.optimized_attention, "__name__", "?"), threads=torch.get_num_threads())
 
     def call():
@@ -127,11 +128,13 @@ def in_host(args) -> int:
 
 def render(runs, args, env) -> str:
     L = ["# Native ComfyUI FlashVideo model vs the core DiT (CPU, one DiT step)", "",
-         f"Run {env['date']} on {env['cpus']} CPUs ({env['cpu']}); fp32, no_grad, `torch.set_num_threads({args.threads})`, "
+         f"Run {env['date']} on {env['cpus']} CPUs ({env['cpu']}); fp32, no_grad, "
+         f"`torch.set_num_threads({args.threads})`, "
          f"batch {db.BATCH} (the CFG batch), {TEXT_TOKENS} text tokens, the same random weights "
          "(`random_dit_state_dict(seed=0)`) and inputs on both sides, both in the host's python. Native = "
-         "`load_flashvideo_model(path, \"fp32\")` loaded by the host, `.model.diffusion_model(x[B,C,T,H,W], t, context, "
-         f"transformer_options={{}})`; core = `FlashVideoDiT` on x[B,T,C,H,W]. Median of {args.repeats} timed calls "
+         "`load_flashvideo_model(path, \"fp32\")` loaded by the host, "
+         "`.model.diffusion_model(x[B,C,T,H,W], t, context, transformer_options={})`; core = `FlashVideoDiT` on "
+         f"x[B,T,C,H,W]. Median of {args.repeats} timed calls "
          "after a warm-up, native and core alternating (ABBA), each side in a fresh spawned process "
          "(`benchmarks/harness.py`); peak = growth of `ru_maxrss` during the first call over the RSS just before it. "
          f"max |diff| in the core's layout (stage II: native = -core). Command: `{env['cmd']}`.", "",
@@ -147,7 +150,8 @@ def render(runs, args, env) -> str:
             slow = n["slow"] + c["slow"]
             note = (f"{env['cpus']} CPUs, {args.threads} threads; " + (f"{slow} slow samples kept" if slow else
                     "no slow samples") + f", busy before <= {r['busy_before']:.0%}")
-            L.append(f"| {r['name']}: {cfg['layers']} x {cfg['width']}, latent {db.BATCH}x{'x'.join(map(str, cfg['latent']))} "
+            latent = f"{db.BATCH}x{'x'.join(map(str, cfg['latent']))}"
+            L.append(f"| {r['name']}: {cfg['layers']} x {cfg['width']}, latent {latent} "
                      f"| {r['video']:,} + {TEXT_TOKENS} | {c['median'] * 1e3:.0f} | {n['median'] * 1e3:.0f} "
                      f"| **{n['median'] / c['median']:.3f}** | {fmt_peak(c)} | {fmt_peak(n)} | **{mem}** "
                      f"| {r['cmp']['max_abs']:.1e} | {host} | {run['env']['torch']} | {env['date'][:10]} | {note} |")
@@ -156,8 +160,8 @@ def render(runs, args, env) -> str:
                 f"{' '.join(f'{x:.3f}' for x in n['walls'])}"
                 + (f" (each sample {r['inner']} back-to-back forwards)" if r["inner"] > 1 else "")
                 + f"; peak bytes core {c['peak']} / native {n['peak']}; params {c['info']['params']:,} / "
-                f"{info['params']:,}; output scale {r['cmp']['ref_max']:.2f}, rel L2 diff {r['cmp']['rel']:.1e}; native "
-                f"model: {info['patcher']} / {info['model']}, weights {info['weight_dtype']}, manual_cast "
+                f"{info['params']:,}; output scale {r['cmp']['ref_max']:.2f}, rel L2 diff {r['cmp']['rel']:.1e}; "
+                f"native model: {info['patcher']} / {info['model']}, weights {info['weight_dtype']}, manual_cast "
                 f"{info['manual_cast']}, attention {info['attention']} -> {info['host_attention']}, "
                 f"{info['cast_modules']}/{info['op_modules']} ops casting weights per call, threads {info['threads']}.")
     L += ["", "Ratios are native / core (goal: <= 1.02 for both). Peaks in MiB (exact values: the per-run details "

@@ -168,7 +168,8 @@ def run_case(ctx, case: dict, args, tmp: str, log) -> dict:
     compare = len(builds) == 2 and case.get("compare", True)
     specs = {impl: dict(impl=impl, widths=case["widths"], weights=case["weights"], op=case["op"], batch=case["batch"],
                         latent=case["latent"], options=case["pack"], mode=case["diffusers"],
-                        tight_malloc=not args.stock_malloc, out_path=os.path.join(tmp, f"{impl}.pt") if compare else None)
+                        tight_malloc=not args.stock_malloc,
+                        out_path=os.path.join(tmp, f"{impl}.pt") if compare else None)
              for impl in builds}
     result = harness.run_pair(ctx, builds, specs, args, log, repeats=case.get("repeats"))
     for side in result["sides"].values():
@@ -272,8 +273,8 @@ def render(results: list, env: dict, args, kept: int = 0) -> str:
         if not r["label"].startswith("tiled") or whole is None:
             continue
         p, d = r["sides"]["pack"], r["sides"].get("diffusers")
-        dshape = "-" if not d else "x".join(map(str, d["shape"])) + (" (OK)" if d["shape_ok"] else
-                                                                     f" (WRONG, expected {'x'.join(map(str, expected_shape(r)))})")
+        dshape = "-" if not d else "x".join(map(str, d["shape"])) + (
+            " (OK)" if d["shape_ok"] else f" (WRONG, expected {'x'.join(map(str, expected_shape(r)))})")
         L.append(f"| {r['config']} | {r['op']} | {r['batch']} | {peak(whole):.0f} | {peak(r):.0f} "
                  f"| {peak(r) / peak(whole):.2f} | {p['info']['overlap_extra']:.2f} "
                  f"| {format(d['info']['overlap_extra'], '.2f') if d else '-'} | {dshape} |")
@@ -343,8 +344,8 @@ def main(argv=None) -> int:
                 continue
             p, d = r["sides"]["pack"], r["sides"].get("diffusers")
             log(f"  pack {p['median']:.2f} s peak {fmt_peak(p)} MiB (estimate {p['info']['estimated_bytes'] / MIB:.0f} "
-                "MiB)" + (f" | diffusers {d['median']:.2f} s peak {fmt_peak(d)} MiB shape_ok={d['shape_ok']}" if d else "")
-                + (f" | max|diff| {r['cmp']['max_abs']:.1e}" if r["cmp"] else ""))
+                "MiB)" + (f" | diffusers {d['median']:.2f} s peak {fmt_peak(d)} MiB shape_ok={d['shape_ok']}"
+                          if d else "") + (f" | max|diff| {r['cmp']['max_abs']:.1e}" if r["cmp"] else ""))
             results.append(r)
             save(results, errors, partial=True)  # an interrupted run can --resume
         env["elapsed"] = time.time() - start
