@@ -26,24 +26,17 @@ import platform
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+import harness
+import torch
 
-import dit_benchmark as db  # noqa: E402  (the shared harness)
-
-sys.path.insert(0, db.ROOT)
-
-import torch  # noqa: E402
-
-from flashvideo_core.dit.config import STAGE1_CONFIG, STAGE2_CONFIG, DiTConfig  # noqa: E402
-from flashvideo_core.dit.guidance import forward_pair  # noqa: E402
-from flashvideo_core.dit.memory import ForwardPlan, candidate_plans, plan_bytes, plan_forward  # noqa: E402
-from flashvideo_core.dit.model import FlashVideoDiT  # noqa: E402
-from flashvideo_core.memory_probe import LiveTensorBytes  # noqa: E402
-from flashvideo_core.vae.config import OFFICIAL_VAE_CONFIG  # noqa: E402
-from flashvideo_core.vae.model import CogVideoXVAE  # noqa: E402
-from flashvideo_core.vae.slicing import SlicingOptions, plan_slicing  # noqa: E402
+from flashvideo_core.dit.config import STAGE1_CONFIG, STAGE2_CONFIG, DiTConfig
+from flashvideo_core.dit.guidance import forward_pair
+from flashvideo_core.dit.memory import ForwardPlan, candidate_plans, plan_bytes, plan_forward
+from flashvideo_core.dit.model import FlashVideoDiT
+from flashvideo_core.memory_probe import LiveTensorBytes
+from flashvideo_core.vae.config import OFFICIAL_VAE_CONFIG
+from flashvideo_core.vae.model import CogVideoXVAE
+from flashvideo_core.vae.slicing import SlicingOptions, plan_slicing
 
 GB = 1e9
 #: lean chunks as a share of the sequence: 16384 and 4096 tokens of 1080p's 104,520 video tokens
@@ -72,21 +65,14 @@ def params_of(config) -> int:
 def measure(layers: int, latent: tuple, say) -> list:
     """(mode, plan, share, peak bytes, bytes per token, max rel diff vs batched) for one guided step per mode."""
     config = DiTConfig(num_layers=layers, hidden_size=1920, stage2_embeddings=True)
-    torch.manual_seed(0)
-    model = FlashVideoDiT(config).eval()
-    with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(0, 0.02)
+    model = harness.random_dit(config)
     batch, channels, frames, height, width = latent
-    x = torch.randn(batch, frames, channels, height, width)
-    ctx = torch.randn(batch, db.TEXT_TOKENS, config.text_hidden_size)
-    conds = {"latent_frames": torch.full((batch,), float(frames)), "ref_step": torch.full((batch,), 675.0)}
-    t = torch.full((batch,), 500.0)
-    tokens = frames * (height // 2) * (width // 2) + db.TEXT_TOKENS
+    x, t, ctx, conds = harness.dit_inputs(config, batch, (frames, channels, height, width))
+    tokens = frames * (height // 2) * (width // 2) + harness.TEXT_TOKENS
     rows, reference = [], None
     with torch.no_grad():
         forward_pair(model, x, t, (ctx, torch.zeros_like(ctx)), ForwardPlan(False), **conds)  # RoPE table cached
-        for name, (plan, share) in modes(tokens - db.TEXT_TOKENS).items():
+        for name, (plan, share) in modes(tokens - harness.TEXT_TOKENS).items():
             start = time.perf_counter()
             with LiveTensorBytes() as probe:
                 out = torch.cat(forward_pair(model, x, t, (ctx, torch.zeros_like(ctx)), plan, **conds))
@@ -153,7 +139,7 @@ def render(measured, tokens, layers, latent, pipelines, elapsed) -> str:
         video = {"1080p": 104_520, "2K": 187_200}
         at = {k: plan if share is None else ForwardPlan(False, round(share * n)) for k, n in video.items()}
         est = {k: plan_bytes(STAGE2_CONFIG, LATENTS[k], torch.bfloat16, at[k]) for k in video}
-        scaled = {k: per_token / 2 * (n + db.TEXT_TOKENS) for k, n in video.items()}
+        scaled = {k: per_token / 2 * (n + harness.TEXT_TOKENS) for k, n in video.items()}
         lines.append(f"| {name} | {peak / 2**20:.0f} | {per_token:.0f} | {per_token / (4 * 1920):.2f} | "
                      f"{gib(scaled['1080p'])} | {gib(est['1080p'])} | {gib(scaled['2K'])} | {gib(est['2K'])} | {diff:.1e} |")
     lean = min(plan_bytes(STAGE2_CONFIG, LATENTS["1080p"], torch.bfloat16, p) for p in candidate_plans("lean"))
@@ -176,7 +162,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="a small latent, no results file")
-    parser.add_argument("--out", default=os.path.join(HERE, "results", "dit_memory.md"))
+    parser.add_argument("--out", default=os.path.join(harness.RESULTS, "dit_memory.md"))
     args = parser.parse_args(argv)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     latent = (1, 16, 2, 16, 24) if args.quick else (1, 16, 3, 48, 80)
@@ -186,7 +172,7 @@ def main(argv=None) -> int:
     pipelines = [(budget, pipeline_rows(budget)) for budget in (8 * GB, 6 * GB)]
     text = render(measured, tokens, args.layers, latent, pipelines, time.perf_counter() - start)
     print(text)
-    db.write_results(text, None if args.quick else args.out)
+    harness.write_results(text, None if args.quick else args.out)
     return 0
 
 

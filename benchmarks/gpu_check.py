@@ -32,28 +32,20 @@ import sys
 import time
 import traceback
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+import harness
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-import dit_benchmark as db  # noqa: E402  (the shared harness)
-
-sys.path.insert(0, db.ROOT)
-
-import torch  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-
-from flashvideo_core.dit.config import STAGE1_CONFIG, STAGE2_CONFIG, DiTConfig  # noqa: E402
-from flashvideo_core.dit.guidance import forward_pair  # noqa: E402
-from flashvideo_core.dit.memory import ForwardPlan, plan_forward  # noqa: E402
-from flashvideo_core.dit.model import FlashVideoDiT  # noqa: E402
-from flashvideo_core.dit.window_attention import DEFAULT_WINDOW, window_attention  # noqa: E402
-from flashvideo_core.dit.window_blocks import evaluated_fraction, flex_available  # noqa: E402
-from flashvideo_core.memory_probe import LiveTensorBytes  # noqa: E402
-from flashvideo_core.tiny import TINY_VAE_CONFIG  # noqa: E402
-from flashvideo_core.vae.config import OFFICIAL_VAE_CONFIG  # noqa: E402
-from flashvideo_core.vae.model import CogVideoXVAE  # noqa: E402
-from flashvideo_core.vae.slicing import SlicingOptions, decode_sliced, encode_sliced  # noqa: E402
+from flashvideo_core.dit.config import STAGE1_CONFIG, STAGE2_CONFIG, DiTConfig
+from flashvideo_core.dit.guidance import forward_pair
+from flashvideo_core.dit.memory import ForwardPlan, plan_forward
+from flashvideo_core.dit.window_attention import DEFAULT_WINDOW, window_attention
+from flashvideo_core.dit.window_blocks import evaluated_fraction, flex_available
+from flashvideo_core.memory_probe import LiveTensorBytes
+from flashvideo_core.tiny import TINY_VAE_CONFIG
+from flashvideo_core.vae.config import OFFICIAL_VAE_CONFIG
+from flashvideo_core.vae.model import CogVideoXVAE
+from flashvideo_core.vae.slicing import SlicingOptions, decode_sliced, encode_sliced
 
 GIB = 2**30
 LIMIT_GB = 8
@@ -117,34 +109,17 @@ def dit_flops(config: DiTConfig, latent: tuple, window=None) -> int:
     kernel evaluates."""
     batch, _, frames, height, width = latent
     video = frames * (height // 2) * (width // 2)
-    parts = db.dit_flops(config.num_layers, config.hidden_size, video, db.TEXT_TOKENS, 2 * batch,
-                         text_dim=config.text_hidden_size, head_dim=config.head_dim, stage2=config.stage2_embeddings)
+    parts = harness.dit_flops(config.num_layers, config.hidden_size, video, harness.TEXT_TOKENS, 2 * batch,
+                         text_dim=config.text_hidden_size, stage2=config.stage2_embeddings)
     if window is None:
         return parts["total"]
-    return parts["linear"] + parts["attn"] * evaluated_fraction(db.TEXT_TOKENS, (frames, height // 2, width // 2), window)
-
-
-def random_dit(config: DiTConfig, dev: Device) -> FlashVideoDiT:
-    torch.manual_seed(0)
-    model = FlashVideoDiT(config, device=dev.device, dtype=dev.dtype).eval()
-    with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(0, 0.02)
-    return model
+    return parts["linear"] + parts["attn"] * evaluated_fraction(harness.TEXT_TOKENS, (frames, height // 2, width // 2), window)
 
 
 def dit_step(model, latent: tuple, dev: Device, plan: ForwardPlan, window=None):
     """One guided step (cond + zero uncond) as a closure, with its inputs on the device."""
     batch, channels, frames, height, width = latent
-    gen = torch.Generator(device=dev.device).manual_seed(1)
-    x = torch.randn(batch, frames, channels, height, width, generator=gen, device=dev.device, dtype=dev.dtype)
-    ctx = torch.randn(batch, db.TEXT_TOKENS, model.config.text_hidden_size, generator=gen, device=dev.device,
-                      dtype=dev.dtype)
-    t = torch.full((batch,), 500.0, device=dev.device)
-    conds = {}
-    if model.config.stage2_embeddings:
-        conds = {"latent_frames": torch.full((batch,), float(frames), device=dev.device),
-                 "ref_step": torch.full((batch,), 675.0, device=dev.device)}
+    x, t, ctx, conds = harness.dit_inputs(model.config, batch, (frames, channels, height, width), dev.device, dev.dtype)
     if window is not None:
         conds["window"] = window
 
@@ -174,7 +149,7 @@ def window_kernel_check(dev: Device) -> str:
 
 
 def bound_ratio(seconds: float, flops: int) -> str:
-    return f"{seconds / (flops / db.H100_BF16_DENSE):.2f}" if flops else "-"
+    return f"{seconds / (flops / harness.H100_BF16_DENSE):.2f}" if flops else "-"
 
 
 class Table:
@@ -227,14 +202,14 @@ def window_rows(table: Table, dev: Device, sizes: dict):
 
 def stage1_rows(table: Table, dev: Device, sizes: dict):
     config = STAGE1_CONFIG if dev.cuda else SMOKE_DIT["stage1"]
-    model = random_dit(config, dev)
+    model = harness.random_dit(config, dev.device, dev.dtype)
     table.row("stage I step, 270p (CFG batch 2)", lambda: dit_step(model, sizes["stage1"], dev, ForwardPlan(True)),
               dit_flops(config, sizes["stage1"]))
 
 
 def stage2_rows(table: Table, dev: Device, sizes: dict, resolutions=("1080p",)):
     config = STAGE2_CONFIG if dev.cuda else SMOKE_DIT["stage2"]
-    stage2 = random_dit(config, dev)
+    stage2 = harness.random_dit(config, dev.device, dev.dtype)
     batched = ForwardPlan(True)
     if "1080p" in resolutions:
         full_flops = dit_flops(config, sizes["1080p"])
@@ -303,7 +278,7 @@ def kernel_rows(table: Table, dev: Device, sizes: dict):
         backends += [("cudnn", SDPBackend.CUDNN_ATTENTION), ("efficient", SDPBackend.EFFICIENT_ATTENTION)]
     for resolution in ("1080p", "2K"):
         _, _, frames, height, width = sizes[resolution]
-        seq = db.TEXT_TOKENS + frames * (height // 2) * (width // 2)
+        seq = harness.TEXT_TOKENS + frames * (height // 2) * (width // 2)
         gen = torch.Generator(device=dev.device).manual_seed(3)
         q, k, v = (torch.randn(2, heads, seq, head_dim, generator=gen, device=dev.device, dtype=dev.dtype) for _ in range(3))
         reference = {}
@@ -391,10 +366,10 @@ def render(rows: list, dev: Device, elapsed: float) -> str:
              "ratio = time / bound.", "",
              "| row | time | peak GiB | FLOPs | ratio to bound | note |", "|---|---|---|---|---|---|"]
     for r in rows:
-        seconds = db.fmt_s(r["seconds"]) if r["seconds"] is not None else "-"
+        seconds = harness.fmt_s(r["seconds"]) if r["seconds"] is not None else "-"
         peak = f"{r['peak'] / GIB:.2f}" if r["peak"] is not None else "-"
         ratio = bound_ratio(r["seconds"], r["flops"]) if r["seconds"] is not None else "-"
-        lines.append(f"| {r['name']} | {seconds} | {peak} | {db.fmt_flops(r['flops']) if r['flops'] else '-'} | "
+        lines.append(f"| {r['name']} | {seconds} | {peak} | {harness.fmt_flops(r['flops']) if r['flops'] else '-'} | "
                      f"{ratio} | {r['note']} |")
     return "\n".join(lines) + "\n"
 
@@ -413,12 +388,12 @@ def main(argv=None) -> int:
         print("no CUDA device: run on a GPU, or pass --cpu-smoke", file=sys.stderr)
         return 2
     dev = Device(args.cpu_smoke)
-    out = args.out or (None if args.cpu_smoke else os.path.join(HERE, "results", "gpu_check.md"))
+    out = args.out or (None if args.cpu_smoke else os.path.join(harness.RESULTS, "gpu_check.md"))
     start = time.perf_counter()
     deadline = start + args.deadline if args.deadline is not None else float("inf")
 
     def write(rows, say=lambda _: None):
-        db.write_results(render(rows + [end_to_end(rows)], dev, time.perf_counter() - start), out, say)
+        harness.write_results(render(rows + [end_to_end(rows)], dev, time.perf_counter() - start), out, say)
 
     groups = [g for g in args.groups.split(",") if g]
     unknown = sorted(set(groups) - set(GROUPS))
