@@ -409,3 +409,27 @@ def run_pair(ctx, builds: dict, specs: dict, args, log, repeats=None) -> dict:
                            slow=sum(u < BUSY_UTIL for u in util), redone=redone[impl], peak=f["peak"],
                            peak_bound=f["peak_bound"], shape=f["shape"], info=info[impl])
     return dict(sides=sides, cmp=cmp, inner=inner, busy_before=max([busy] + loads))
+
+
+# ============================================================================ ComfyUI hosts
+
+def import_host(host_dir: str, host_args: str) -> None:
+    """ComfyUI in-process on the CPU (as tests/support/native_checks.py does, plus ``host_args`` on its command
+    line) + the pack as ``flashvideo_pack``."""
+    import importlib.util
+
+    sys.argv = [sys.argv[0], "--cpu", *host_args.split()]
+    if host_dir not in sys.path:
+        sys.path.insert(0, host_dir)
+    os.chdir(host_dir)
+    import comfy.options
+
+    comfy.options.enable_args_parsing()
+    import comfy.model_management  # noqa: F401
+
+    if "flashvideo_pack" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("flashvideo_pack", os.path.join(ROOT, "__init__.py"),
+                                                      submodule_search_locations=[ROOT])
+        pack = importlib.util.module_from_spec(spec)
+        sys.modules["flashvideo_pack"] = pack
+        spec.loader.exec_module(pack)

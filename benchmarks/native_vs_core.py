@@ -41,33 +41,11 @@ CONFIGS = {f"stage{1 + stage2}-{name}": (name, stage2) for name in ("medium", "t
 # ============================================================================ worker side (host python)
 
 
-def _import_host(host_dir: str, host_args: str) -> None:
-    """ComfyUI in-process on the CPU (as tests/support/native_checks.py does, plus ``host_args`` on its command
-    line) + the pack as ``flashvideo_pack``."""
-    import importlib.util
-
-    sys.argv = [sys.argv[0], "--cpu", *host_args.split()]
-    if host_dir not in sys.path:
-        sys.path.insert(0, host_dir)
-    os.chdir(host_dir)
-    import comfy.options
-
-    comfy.options.enable_args_parsing()
-    import comfy.model_management  # noqa: F401
-
-    if "flashvideo_pack" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("flashvideo_pack", os.path.join(ROOT, "__init__.py"),
-                                                      submodule_search_locations=[ROOT])
-        pack = importlib.util.module_from_spec(spec)
-        sys.modules["flashvideo_pack"] = pack
-        spec.loader.exec_module(pack)
-
-
 def build_native(spec: dict):
     """The harness's build for the native side; its info describes the model the host loaded."""
     import torch
 
-    _import_host(spec["host"], spec["host_args"])
+    harness.import_host(spec["host"], spec["host_args"])
     import comfy.model_management as mm
     from comfy.ldm.modules import attention as host_attn
 
