@@ -57,11 +57,11 @@ def stage1_schedule(steps: int = DEFAULT_STEPS, cfg: float = DEFAULT_CFG) -> Sta
     timesteps = ascending[::-1]
     alphas = a.flip(0).tolist() + [1.0]
     table = full_sqrt_alpha_table()
-    snapped_idx = [int((table - torch.tensor(v)).abs().argmin()) for v in alphas[:-1]]
+    snapped_idx = (table[None] - torch.tensor(alphas[:-1])[:, None]).abs().argmin(dim=1)
     return Stage1Schedule(
         timesteps=timesteps,
         alphas=alphas,
-        snapped_alphas=[float(table[i]) for i in snapped_idx],
-        snapped_indices=snapped_idx,
+        snapped_alphas=table[snapped_idx].tolist(),
+        snapped_indices=snapped_idx.tolist(),
         cfg_scales=[dynamic_cfg_scale(t, cfg, steps) for t in timesteps],
     )
