@@ -206,6 +206,35 @@ flow.timestep_dtype = torch.bfloat16
 results["bf16_grid"] = (1 - bf16_sigmas).tolist()
 results["bf16_timesteps"] = [float(flow.timestep(s.reshape(1))) for s in bf16_sigmas[:-1]]
 
+# Finite checks once per run, not per step: FlashVideo's guider and SAMPLER at two step counts.
+from collections import Counter  # noqa: E402
+
+from torch.overrides import TorchFunctionMode  # noqa: E402
+
+
+class FiniteChecks(TorchFunctionMode):
+    def __init__(self):
+        super().__init__()
+        self.count = Counter()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.count[getattr(func, "__name__", "")] += 1
+        return func(*args, **(kwargs or {}))
+
+
+stage1_patcher = load_flashvideo_model(paths["stage1"], "fp32")
+latent = torch.zeros(1, 16, 2, 4, 6)
+context = torch.randn(1, 226, stage1_patcher.model.diffusion_model.config.text_hidden_size, generator=gen)
+for steps in (3, 6):
+    guider = native_sampling.DynamicCFGGuider(stage1_patcher)
+    guider.set_conds([[context, {}]], native_sampling.zero_conditioning([[context, {}]]))
+    guider.set_cfg(6.0)
+    noise = native_sampling.Stage1ReferenceNoise(1).generate_noise({"samples": latent})
+    with FiniteChecks() as counted:
+        guider.sample(noise, latent, native_sampling.stage1_sampler(),
+                      native_sampling.stage1_sigmas(stage1_patcher, steps), seed=1)
+    results[f"isfinite_calls_{steps}_steps"] = counted.count["isfinite"]
+
 # Core latent previews (Latent2RGB) from the model's latent format, on a 5-D video latent as the samplers pass it.
 import latent_preview  # noqa: E402
 from comfy.cli_args import LatentPreviewMethod, args  # noqa: E402
