@@ -10,13 +10,24 @@ import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.utils
 
+from comfy_api.latest import io
+
 from ..flashvideo_core.errors import InputError
 from ..flashvideo_core.progress import Progress
+from ..flashvideo_core.settings import DTYPES, Setting
 
 log = logging.getLogger("flashvideo")
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-DTYPE_CHOICES = ["auto", "bf16", "fp16", "fp32"]
+DTYPE_CHOICES = ["auto", *DTYPES]
+
+
+def setting_input(name: str, setting: Setting, **extra):
+    """The widget of a declared setting: its default, range, step and help (``tooltip`` overrides the help)."""
+    step = setting.step or (setting.multiple if setting.multiple > 1 else None)
+    common = dict(default=setting.default, min=setting.lo, max=setting.hi, tooltip=extra.pop("tooltip", setting.help))
+    if setting.is_float:
+        return io.Float.Input(name, step=step, round=0.01, **common, **extra)
+    return io.Int.Input(name, step=step, **common, **extra)
 
 
 class ComfyProgress(Progress):

@@ -24,7 +24,7 @@ from ...flashvideo_core.dit.loader import canonical_dit_state_dict
 from ...flashvideo_core.dit.model import FlashVideoDiT, sdpa_attention
 from ...flashvideo_core.errors import InputError
 from .model_base import model_config_for
-from .options import ATTENTION_CHOICES, HOST_ATTENTION, MEMORY_CHOICES, MEMORY_MODES, WEIGHT_DTYPE_CHOICES, WEIGHT_DTYPES
+from .options import ATTENTION_CHOICES, HOST_ATTENTION, MEMORY_CHOICES, WEIGHT_DTYPE_CHOICES, WEIGHT_DTYPES
 
 log = logging.getLogger("flashvideo")
 
@@ -56,7 +56,7 @@ def load_flashvideo_model(path: str, weight_dtype: str = "auto", attention: str 
         raise InputError(f"weight_dtype must be one of {WEIGHT_DTYPE_CHOICES}, got {weight_dtype!r}")
     if attention not in ATTENTION_CHOICES:
         raise InputError(f"attention must be one of {ATTENTION_CHOICES}, got {attention!r}")
-    if memory not in MEMORY_MODES:
+    if memory not in MEMORY_CHOICES:
         raise InputError(f"memory must be one of {MEMORY_CHOICES}, got {memory!r}")
     raw = read_checkpoint(path)
     dit_config, tensors, layout = canonical_dit_state_dict(raw, dequantize=False)
@@ -65,7 +65,7 @@ def load_flashvideo_model(path: str, weight_dtype: str = "auto", attention: str 
     with torch.device("meta"):
         check_state_dict(FlashVideoDiT(dit_config), plain, f"{path}", layout, allow_fp8=quantized)
     model_config = model_config_for(dit_config)
-    model_config.memory_mode = MEMORY_MODES[memory]
+    model_config.memory_mode = memory
     params = sum(t.numel() for t in plain.values())
     load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
     supported = model_config.supported_inference_dtypes
