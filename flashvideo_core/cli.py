@@ -21,7 +21,9 @@ from .dit.attention import BACKENDS
 from .dit.memory import MODES as MEMORY_MODES
 from .dit.window_attention import DEFAULT_WINDOW
 from .errors import FlashVideoError
-from .settings import DTYPES, FPS, SEED, SLICING, VAE_MEMORY_MB, Stage1Settings, Stage2Settings, setting
+from .settings import (
+    DTYPES, FPS, SEED, SLICING, VAE_MEMORY_MB, Stage1Settings, Stage2Settings, resolve_dtype, setting,
+)
 
 DEBUG_ENV = "FLASHVIDEO_DEBUG"
 #: the outputs of one clip; write_video writes to a ``.partial`` sibling first (its name must fit too)
@@ -117,10 +119,7 @@ def _device_and_dtype(device_name: str, dtype_name: str) -> tuple[torch.device, 
         raise FlashVideoError(f"--device {device_name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
         raise FlashVideoError(f"--device {device_name}: no such CUDA device here; use --device cpu (or auto)")
-    if dtype_name == "auto":
-        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        return device, torch.bfloat16 if bf16 else torch.float32
-    return device, DTYPES[dtype_name]
+    return device, resolve_dtype(dtype_name, device)
 
 
 def _load_models(args, dtype: torch.dtype):
@@ -146,13 +145,13 @@ def _settings(args):
             width, height = (int(v) for v in args.resolution.lower().split("x"))
         except (ValueError, AttributeError):
             raise FlashVideoError(f"--resolution must be 1080p, 2K or WIDTHxHEIGHT, got {args.resolution!r}") from None
-    stage1 = Stage1Settings(height=args.height, width=args.width, frames=args.frames, steps=args.steps1,
-                            cfg=args.cfg1, seed=args.seed)
-    stage2 = Stage2Settings(height=height, width=width, noise_step=args.noise_step, steps=args.steps2,
-                            cfg=args.cfg2, shift=args.shift,
-                            seed=args.seed if args.seed_bridge is None else args.seed_bridge,
-                            degrade_seed=args.seed_degrade, window=DEFAULT_WINDOW if args.window_attention else None)
-    return stage1, stage2
+    flagged = {key: getattr(args, flag[2:].replace("-", "_")) for key, flag in FLAGS.items()}
+    stage1, stage2 = ({key[7:]: value for key, value in flagged.items() if key.startswith(stage)}
+                      for stage in ("stage1.", "stage2."))
+    return (Stage1Settings(**stage1, seed=args.seed),
+            Stage2Settings(**stage2, height=height, width=width, seed=args.seed if args.seed_bridge is None else
+                           args.seed_bridge, degrade_seed=args.seed_degrade,
+                           window=DEFAULT_WINDOW if args.window_attention else None))
 
 
 def _output_path(out_dir: str, stem: str, b: int, batch: int, kind: str) -> str:

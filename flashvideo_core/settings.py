@@ -7,9 +7,9 @@ and defaults are all built from these declarations; ``check`` is the one validat
 from __future__ import annotations
 
 import math
-import operator
+import numbers
 from dataclasses import dataclass, field, fields, replace
-from typing import Optional, Union
+from typing import Optional
 
 import torch
 
@@ -22,7 +22,13 @@ from .stage2.schedule import DEFAULT_CFG, DEFAULT_NOISE_STEP, DEFAULT_SHIFT, DEF
 SEED_MAX = 2**64 - 1
 #: the compute/storage dtypes a user may name (the loaders add the host's fp8)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-Number = Union[int, float]
+
+
+def resolve_dtype(name: str, device) -> torch.dtype:
+    """A DTYPES name, or auto: bf16 on a GPU that supports it, else fp32 (fp16 overflows in CogVideoX models)."""
+    if name != "auto":
+        return DTYPES[name]
+    return torch.bfloat16 if torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
 
 
 @dataclass(frozen=True)
@@ -30,12 +36,12 @@ class Setting:
     """An INT knob (``default`` an int: lo..hi on the grid ``offset + k * multiple``) or a FLOAT knob (a float
     default: finite, in lo..hi). ``step``: the widget's step where it is not the grid's."""
 
-    default: Number
-    lo: Number
-    hi: Number
+    default: float
+    lo: float
+    hi: float
     multiple: int = 1
     offset: int = 0
-    step: Optional[Number] = None
+    step: Optional[float] = None
     help: str = ""
 
     @property
@@ -50,37 +56,23 @@ class Setting:
             return f", of the form {self.multiple}k+{self.offset}"
         return ", even" if self.multiple == 2 else f", multiples of {self.multiple}"
 
-    def check(self, value, where: str) -> Number:
+    def check(self, value, where: str) -> float:
         """``value`` as this knob's type, or an InputError naming ``where`` (a flag, or a node and its input),
         the value and the fix. Integral floats pass as ints (JSON clients send 49.0)."""
         valid = f"{self.lo}..{self.hi}{self.grid}"
-        if self.is_float:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if not ok or not math.isfinite(value):
-                raise _refused(where, value, "not a finite number", f"give a number in {valid}")
-            value = float(value)
-        else:
-            value = _as_int(value)
-            if value is None:
-                raise _refused(where, value, "not a whole number", f"give an integer in {valid}")
+        if not self.is_float and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        kind = numbers.Real if self.is_float else numbers.Integral
+        if isinstance(value, bool) or not isinstance(value, kind) or (self.is_float and not math.isfinite(value)):
+            cause, fix = ("a finite number", "a number") if self.is_float else ("a whole number", "an integer")
+            raise _refused(where, value, f"not {cause}", f"give {fix} in {valid}")
         if not self.lo <= value <= self.hi:
             raise _refused(where, value, "out of range", f"give a value in {valid}")
         if not self.is_float and (value - self.offset) % self.multiple:
             below = value - (value - self.offset) % self.multiple
             near = " or ".join(str(v) for v in (below, below + self.multiple) if self.lo <= v <= self.hi)
             raise _refused(where, value, f"off the grid{self.grid}", f"use {near} (valid: {valid})")
-        return value
-
-
-def _as_int(value) -> Optional[int]:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, float):
-        return int(value) if value.is_integer() else None
-    try:
-        return operator.index(value)
-    except TypeError:
-        return None
+        return float(value) if self.is_float else int(value)
 
 
 def _refused(where: str, value, cause: str, fix: str) -> InputError:
@@ -105,10 +97,10 @@ def setting(cls, name: str) -> Setting:
 
 @dataclass
 class Stage1Settings:
-    height: int = knob(SIZE, default=TRAINED_SIZE[0], help="Multiple of 16. Trained at 256 (the reference's 270 rounded "
-                       "down to 16).")
-    width: int = knob(SIZE, default=TRAINED_SIZE[1], help="Multiple of 16. Trained at 480; other sizes are "
-                      "off-distribution.")
+    height: int = knob(SIZE, default=TRAINED_SIZE[0],
+                       help="Multiple of 16. Trained at 256 (the reference's 270 rounded down to 16).")
+    width: int = knob(SIZE, default=TRAINED_SIZE[1],
+                      help="Multiple of 16. Trained at 480; other sizes are off-distribution.")
     frames: int = knob(Setting(TRAINED_FRAMES, 1, 201, 4, 1, help="4k+1 frames at 8 fps. Trained at 49 (about 6 s)."))
     steps: int = knob(Setting(STAGE1_STEPS, 2, 200, help="Network calls (x2 for CFG). The reference uses 51."))
     cfg: float = knob(Setting(STAGE1_CFG, 1.0, 15.0, step=0.1,

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import logging
-
 import torch
+from comfy_api.latest import io
 
 import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.utils
 
-from comfy_api.latest import io
-
-from ..flashvideo_core.errors import InputError
 from ..flashvideo_core.progress import Progress
 from ..flashvideo_core.settings import DTYPES, Setting
-
-log = logging.getLogger("flashvideo")
 
 DTYPE_CHOICES = ["auto", *DTYPES]
 
@@ -62,19 +56,6 @@ def _preview_image(frame: torch.Tensor):
         return None
     array = ((frame.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(array)
-
-
-def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
-    """auto: bf16 on a GPU that supports it, else fp32 (fp16 overflows in CogVideoX models)."""
-    if choice not in DTYPE_CHOICES:
-        raise InputError(f"dtype {choice!r} is not one of {DTYPE_CHOICES}. Fix: pick one of them")
-    if choice != "auto":
-        if choice == "fp16":
-            log.warning("FlashVideo: fp16 can overflow to NaN in CogVideoX models; prefer bf16 or fp32")
-        return DTYPES[choice]
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
 
 
 class ManagedModel:

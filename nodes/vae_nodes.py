@@ -15,11 +15,11 @@ import comfy.model_management as mm
 import folder_paths
 
 from ..flashvideo_core.errors import InputError
-from ..flashvideo_core.settings import SEED, SLICING
+from ..flashvideo_core.settings import SEED, SLICING, resolve_dtype
 from ..flashvideo_core.vae.loader import load_vae
 from ..flashvideo_core.vae.model import DiagonalGaussian
 from ..flashvideo_core.vae.slicing import MODES, SlicingOptions, decode_sliced, encode_sliced, plan_slicing
-from .comfy_bridge import DTYPE_CHOICES, ComfyProgress, ManagedModel, resolve_dtype, setting_input
+from .comfy_bridge import DTYPE_CHOICES, ComfyProgress, ManagedModel, setting_input
 from .input_checks import combo_widget, image_batch, latent_tensor, model_file, refuse, shape_stage, widget
 
 log = logging.getLogger("flashvideo")
@@ -149,7 +149,9 @@ class FlashVideoVAELoader(io.ComfyNode):
         combo_widget(dtype, node, "dtype", DTYPE_CHOICES)
         path = model_file(folder_paths, "vae", vae_name, node, "vae_name")
         load_device, offload_device = mm.vae_device(), mm.vae_offload_device()
-        torch_dtype = resolve_dtype(dtype, torch.device(load_device))
+        torch_dtype = resolve_dtype(dtype, load_device)
+        if dtype == "fp16":
+            log.warning("FlashVideo: fp16 can overflow to NaN in CogVideoX models; prefer bf16 or fp32")
         model = load_vae(path, device=offload_device, dtype=torch_dtype)
         return io.NodeOutput(ManagedModel(model, load_device, offload_device, torch_dtype, path))
 
