@@ -24,6 +24,7 @@ from .errors import FlashVideoError
 from .settings import (
     DTYPES, FPS, SEED, SLICING, VAE_MEMORY_MB, Stage1Settings, Stage2Settings, resolve_dtype, setting,
 )
+from .vae.slicing import MODES as SLICING_MODES
 
 DEBUG_ENV = "FLASHVIDEO_DEBUG"
 #: the outputs of one clip; write_video writes to a ``.partial`` sibling first (its name must fit too)
@@ -348,7 +349,7 @@ def _add_pipeline_args(p: argparse.ArgumentParser, resolution: str, **defaults) 
                    help="attention kernel of both DiTs: sdpa, or flash / sage when installed (else sdpa)")
     p.add_argument("--window-attention", action="store_true",
                    help="stage II: experimental 7x11x11 local attention (less work at 1080p/2K, blurs fast motion)")
-    p.add_argument("--slicing", default="reference", choices=["reference", "auto", "manual", "whole"],
+    p.add_argument("--slicing", default="reference", choices=list(SLICING_MODES),
                    help="VAE slicing mode")
     p.add_argument("--chunk-latents", type=int, default=None, help="--slicing manual: latent frames per chunk (even)")
     p.add_argument("--tile-size", type=int, default=SLICING["tile_size"].default, help=SLICING["tile_size"].help)

@@ -10,15 +10,18 @@ import comfy.model_patcher
 import comfy.utils
 
 from ..flashvideo_core.progress import Progress
-from ..flashvideo_core.settings import DTYPES, Setting
+from ..flashvideo_core.settings import DTYPES, SEED_MAX, Setting
 
 DTYPE_CHOICES = ["auto", *DTYPES]
 
 
 def setting_input(name: str, setting: Setting, **extra):
-    """The widget of a declared setting: its default, range, step and help (``tooltip`` overrides the help)."""
+    """The widget of a declared setting: its default, range, step and help (``tooltip`` overrides the help);
+    a seed gets the frontend's control_after_generate."""
     step = setting.step or (setting.multiple if setting.multiple > 1 else None)
     common = dict(default=setting.default, min=setting.lo, max=setting.hi, tooltip=extra.pop("tooltip", setting.help))
+    if setting.hi == SEED_MAX:
+        common["control_after_generate"] = True
     if setting.is_float:
         return io.Float.Input(name, step=step, round=0.01, **common, **extra)
     return io.Int.Input(name, step=step, **common, **extra)

@@ -86,8 +86,8 @@ class FlashVideoStage1Noise(io.ComfyNode):
             node_id="FlashVideoStage1Noise", display_name="FlashVideo Stage I Noise", category=CATEGORY,
             description="The reference's initial noise: drawn on the CPU in the reference's layout, so a seed gives "
             "the official preview on every device (core RandomNoise draws in another order).",
-            inputs=[setting_input("seed", SEED, control_after_generate=True,
-                                  tooltip="The stage-I seed (FlashVideo's stage-I SAMPLER continues this stream).")],
+            inputs=[setting_input("seed", SEED, tooltip="The stage-I seed (FlashVideo's stage-I SAMPLER continues "
+                                  "this stream).")],
             outputs=[io.Noise.Output()],
         )
 

@@ -85,7 +85,6 @@ class FlashVideoModelLoader(io.ComfyNode):
 
 SAMPLER = "FlashVideo Stage I Sampler"
 WIDGETS = ("width", "height", "frames", "steps", "cfg", "seed")  # the saved order (not the dataclass's)
-SEEDED = {"seed": {"control_after_generate": True}}
 
 
 class FlashVideoStage1Sampler(io.ComfyNode):
@@ -102,8 +101,7 @@ class FlashVideoStage1Sampler(io.ComfyNode):
                 io.Model.Input("model", tooltip="A stage-I model from FlashVideo Model Loader."),
                 io.Conditioning.Input("positive", tooltip="From FlashVideo Text Encode or Load Prompt Embedding. "
                                       "No negative: the reference's unconditional context is all zeros."),
-                *(setting_input(name, setting(Stage1Settings, name), **SEEDED.get(name, {}))
-                  for name in WIDGETS),
+                *(setting_input(name, setting(Stage1Settings, name)) for name in WIDGETS),
             ],
             outputs=[io.Latent.Output(display_name="latent", tooltip="Stage-I latent [1, 16, T', H/8, W/8].")],
         )

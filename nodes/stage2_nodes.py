@@ -37,7 +37,6 @@ ATTENTION_CHOICES = ["full", "window 7x11x11 (experimental)"]
 UPSCALE, DEGRADE, REFINER = "FlashVideo Stage II Upscale", "FlashVideo Latent Degrade", "FlashVideo Stage II Refiner"
 WIDTH, HEIGHT, NOISE_STEP, STEPS, CFG, SHIFT, SEED, DEGRADE_SEED = (setting(Stage2Settings, name) for name in (
     "width", "height", "noise_step", "steps", "cfg", "shift", "seed", "degrade_seed"))
-SEEDED = {"control_after_generate": True}
 
 
 def _target_size(resolution: str, width: int, height: int) -> tuple[int, int]:
@@ -71,7 +70,7 @@ class FlashVideoStage2Upscale(io.ComfyNode):
                                "~1.8x the tokens (187k). custom: width/height below (multiples of 16, off-distribution)."),
                 setting_input("width", WIDTH),
                 setting_input("height", HEIGHT),
-                setting_input("seed", SEED, **SEEDED),
+                setting_input("seed", SEED),
                 io.Combo.Input("frame_rule", options=FRAME_RULES, default="error",
                                tooltip="For external videos: the VAE needs 4k+1 frames. error, trim, or pad "
                                "(repeat the last frame)."),
@@ -134,7 +133,7 @@ class FlashVideoLatentDegrade(io.ComfyNode):
             inputs=[
                 io.Latent.Input("samples", tooltip="The stage-II latent from FlashVideo Stage II Upscale."),
                 setting_input("noise_step", NOISE_STEP),
-                setting_input("seed", DEGRADE_SEED, **SEEDED),
+                setting_input("seed", DEGRADE_SEED),
             ],
             outputs=[io.Latent.Output(display_name="latent", tooltip="The degraded latent, carrying its noise step.")],
         )

@@ -219,8 +219,8 @@ class FlashVideoVAEEncode(io.ComfyNode):
                     "posterior", options=["sample", "mode"], default="sample",
                     tooltip="sample: mean + std * noise (the reference bridge); mode: the mean (deterministic).",
                 ),
-                setting_input("seed", SEED, control_after_generate=True,
-                              tooltip="Seed of the posterior sample noise (drawn on the CPU: same on every device)."),
+                setting_input("seed", SEED, tooltip="Seed of the posterior sample noise (drawn on the CPU: same on "
+                              "every device)."),
                 io.Combo.Input(
                     "frame_rule", options=FRAME_RULES, default="error",
                     tooltip="The VAE needs 4k+1 frames (e.g. 17, 33, 49). error: stop with a message; trim: drop the "
