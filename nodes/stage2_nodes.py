@@ -32,8 +32,8 @@ from .vae_nodes import (
 log = logging.getLogger("flashvideo")
 
 CATEGORY = "FlashVideo"
-RESOLUTION_CHOICES = ["1080p (1072x1920)", "2K (1440x2560)", "custom"]
-ATTENTION_CHOICES = ["full", "window 7x11x11 (experimental)"]
+RESOLUTION_CHOICES = [f"{name} ({height}x{width})" for name, (height, width) in RESOLUTIONS.items()] + ["custom"]
+ATTENTION_CHOICES = ["full", f"window {'x'.join(map(str, DEFAULT_WINDOW))} (experimental)"]
 UPSCALE, DEGRADE, REFINER = "FlashVideo Stage II Upscale", "FlashVideo Latent Degrade", "FlashVideo Stage II Refiner"
 WIDTH, HEIGHT, NOISE_STEP, STEPS, CFG, SHIFT, SEED, DEGRADE_SEED = (setting(Stage2Settings, name) for name in (
     "width", "height", "noise_step", "steps", "cfg", "shift", "seed", "degrade_seed"))
