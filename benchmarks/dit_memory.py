@@ -31,7 +31,7 @@ import torch
 
 from flashvideo_core.dit.config import STAGE1_CONFIG, STAGE2_CONFIG, DiTConfig
 from flashvideo_core.dit.guidance import forward_pair
-from flashvideo_core.dit.memory import ForwardPlan, candidate_plans, plan_bytes, plan_forward
+from flashvideo_core.dit.memory import ForwardPlan, candidate_plans, plan_bytes, plan_for
 from flashvideo_core.dit.model import FlashVideoDiT
 from flashvideo_core.memory_probe import LiveTensorBytes
 from flashvideo_core.vae.config import OFFICIAL_VAE_CONFIG
@@ -95,7 +95,7 @@ def pipeline_rows(budget: float) -> list:
             weights = params_of(config) * weight_bytes
             # as in ComfyUI: the host keeps the lean estimate free, loads what weights fit, and each forward then
             # takes the fastest plan that fits the memory left
-            plan = plan_forward(config, latent, torch.bfloat16, int(max(usable - weights, 0)), "auto")
+            plan = plan_for(config, latent, torch.bfloat16, free_bytes=int(max(usable - weights, 0)))
             work = plan_bytes(config, latent, torch.bfloat16, plan)
             rows.append((f"{name}, {label} weights", weights, work, plan.mode + (f" {plan.chunk_tokens}" if plan.chunk_tokens else ""),
                          max(0.0, weights + work - usable)))

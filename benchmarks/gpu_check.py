@@ -38,7 +38,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from flashvideo_core.dit.config import STAGE1_CONFIG, STAGE2_CONFIG, DiTConfig
 from flashvideo_core.dit.guidance import forward_pair
-from flashvideo_core.dit.memory import ForwardPlan, plan_forward
+from flashvideo_core.dit.memory import ForwardPlan, plan_for
 from flashvideo_core.dit.window_attention import DEFAULT_WINDOW, window_attention
 from flashvideo_core.dit.window_blocks import evaluated_fraction, flex_available
 from flashvideo_core.memory_probe import LiveTensorBytes
@@ -226,14 +226,14 @@ def stage2_rows(table: Table, dev: Device, sizes: dict, resolutions=("1080p",)):
         table.row(f"stage II step, 1080p, window {'x'.join(map(str, window))}, {kernel}",
                   lambda: dit_step(stage2, sizes["1080p"], dev, batched, window=window),
                   dit_flops(config, sizes["1080p"], window))
-        lean = plan_forward(config, sizes["1080p"], dev.dtype, 1, "lean")  # the leanest plan
+        lean = plan_for(config, sizes["1080p"], dev.dtype, mode="lean", free_bytes=1)  # the leanest plan
         table.row(f"stage II step, 1080p, lean (one after the other, chunks of {lean.chunk_tokens})",
                   lambda: dit_step(stage2, sizes["1080p"], dev, lean), full_flops)
         if dev.cuda:
             total = torch.cuda.get_device_properties(dev.device).total_memory
             torch.cuda.set_per_process_memory_fraction(min(1.0, LIMIT_GB * GIB / total))
             try:
-                plan = plan_forward(config, sizes["1080p"], dev.dtype, LIMIT_GB * GIB - torch.cuda.memory_allocated())
+                plan = plan_for(config, sizes["1080p"], dev.dtype, free_bytes=LIMIT_GB * GIB - torch.cuda.memory_allocated())
                 table.row(f"stage II step, 1080p, under an {LIMIT_GB} GB limit ({plan.mode}), bf16 weights on the GPU",
                           lambda: dit_step(stage2, sizes["1080p"], dev, plan), full_flops)
             finally:

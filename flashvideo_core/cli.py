@@ -21,11 +21,18 @@ from .dit.attention import BACKENDS
 from .dit.memory import MODES as MEMORY_MODES
 from .dit.window_attention import DEFAULT_WINDOW
 from .errors import FlashVideoError
+from .settings import (
+    DTYPES, FPS, SEED, SLICING, VAE_MEMORY_MB, Stage1Settings, Stage2Settings, resolve_dtype, setting,
+)
+from .vae.slicing import MODES as SLICING_MODES
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 DEBUG_ENV = "FLASHVIDEO_DEBUG"
 #: the outputs of one clip; write_video writes to a ``.partial`` sibling first (its name must fit too)
 OUTPUT_KINDS = ("stage1", "stage2", "joint")
+#: the pipeline settings with a flag of their own (stage II's size comes from --resolution, the seeds below)
+FLAGS = {"stage1.height": "--height", "stage1.width": "--width", "stage1.frames": "--frames", "stage1.steps": "--steps1",
+         "stage1.cfg": "--cfg1", "stage2.noise_step": "--noise-step", "stage2.steps": "--steps2", "stage2.cfg": "--cfg2",
+         "stage2.shift": "--shift"}
 
 
 def _input_file(flag: str, path: str, what: str) -> None:
@@ -113,10 +120,7 @@ def _device_and_dtype(device_name: str, dtype_name: str) -> tuple[torch.device, 
         raise FlashVideoError(f"--device {device_name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
         raise FlashVideoError(f"--device {device_name}: no such CUDA device here; use --device cpu (or auto)")
-    if dtype_name == "auto":
-        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        return device, torch.bfloat16 if bf16 else torch.float32
-    return device, DTYPES[dtype_name]
+    return device, resolve_dtype(dtype_name, device)
 
 
 def _load_models(args, dtype: torch.dtype):
@@ -133,7 +137,6 @@ def _load_models(args, dtype: torch.dtype):
 
 
 def _settings(args):
-    from .pipeline import Stage1Settings, Stage2Settings
     from .stage2.bridge import RESOLUTIONS
 
     if args.resolution in RESOLUTIONS:
@@ -143,13 +146,13 @@ def _settings(args):
             width, height = (int(v) for v in args.resolution.lower().split("x"))
         except (ValueError, AttributeError):
             raise FlashVideoError(f"--resolution must be 1080p, 2K or WIDTHxHEIGHT, got {args.resolution!r}") from None
-    stage1 = Stage1Settings(height=args.height, width=args.width, frames=args.frames, steps=args.steps1,
-                            cfg=args.cfg1, seed=args.seed)
-    stage2 = Stage2Settings(height=height, width=width, noise_step=args.noise_step, steps=args.steps2,
-                            cfg=args.cfg2, shift=args.shift,
-                            seed=args.seed if args.seed_bridge is None else args.seed_bridge,
-                            degrade_seed=args.seed_degrade, window=DEFAULT_WINDOW if args.window_attention else None)
-    return stage1, stage2
+    flagged = {key: getattr(args, flag[2:].replace("-", "_")) for key, flag in FLAGS.items()}
+    stage1, stage2 = ({key[7:]: value for key, value in flagged.items() if key.startswith(stage)}
+                      for stage in ("stage1.", "stage2."))
+    return (Stage1Settings(**stage1, seed=args.seed),
+            Stage2Settings(**stage2, height=height, width=width, seed=args.seed if args.seed_bridge is None else
+                           args.seed_bridge, degrade_seed=args.seed_degrade,
+                           window=DEFAULT_WINDOW if args.window_attention else None))
 
 
 def _output_path(out_dir: str, stem: str, b: int, batch: int, kind: str) -> str:
@@ -185,37 +188,25 @@ def _write_outputs(result, out_dir: str, stem: str, fps: int) -> list:
 
 def _setting_names(args) -> dict:
     """How the CLI calls each pipeline setting, for error messages."""
-    names = {f"stage1.{key}": f"--{key}" for key in ("height", "width", "frames", "seed")}
-    names.update({"stage1.steps": "--steps1", "stage1.cfg": "--cfg1", "stage2.height": "--resolution (height)",
-                  "stage2.width": "--resolution (width)", "stage2.noise_step": "--noise-step",
-                  "stage2.steps": "--steps2", "stage2.cfg": "--cfg2", "stage2.shift": "--shift",
-                  "stage2.seed": "--seed" if args.seed_bridge is None else "--seed-bridge",
-                  "stage2.degrade_seed": "--seed-degrade"})
-    return names
-
-
-def _check_int(flag: str, value, lo: int, hi: int, multiple: int = 1, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if value is None or not lo <= value <= hi or value % multiple:
-        grid = {1: "", 2: " (even)"}.get(multiple, f", a multiple of {multiple}")
-        raise FlashVideoError(f"{flag} is {value}; it must be a whole number in {lo}..{hi}{grid}")
+    return {**FLAGS, "stage1.seed": "--seed", "stage2.height": "--resolution (height)",
+            "stage2.width": "--resolution (width)", "stage2.seed": "--seed" if args.seed_bridge is None else
+            "--seed-bridge", "stage2.degrade_seed": "--seed-degrade"}
 
 
 def _check_arguments(args) -> None:
     """Every number, size and seed, before any file is read (pure: no model, no output written)."""
-    from .pipeline import check_settings
+    from .settings import check_settings
 
     stage1_settings, stage2_settings = _settings(args)
     check_settings(stage1_settings, None if args.skip_stage2 else stage2_settings, _setting_names(args))
+    checks = [("--fps", FPS, args.fps), ("--tile-size", SLICING["tile_size"], args.tile_size),
+              ("--tile-overlap", SLICING["tile_overlap"], args.tile_overlap)]
+    unset = [("--chunk-latents", SLICING["chunk_latents"], args.chunk_latents),
+             ("--vae-memory-mb", VAE_MEMORY_MB, args.vae_memory_mb)]
     if args.skip_stage2:  # stage II is not run, but its seeds still have to be seeds
-        for flag, seed in (("--seed-bridge", args.seed_bridge), ("--seed-degrade", args.seed_degrade)):
-            _check_int(flag, seed, 0, 2**64 - 1, optional=True)
-    _check_int("--fps", args.fps, 1, 240)
-    _check_int("--tile-size", args.tile_size, 0, 8192, 8)
-    _check_int("--tile-overlap", args.tile_overlap, 0, 512, 8)
-    _check_int("--chunk-latents", args.chunk_latents, 2, 64, 2, optional=True)
-    _check_int("--vae-memory-mb", args.vae_memory_mb, 1, 1 << 24, optional=True)
+        unset += [("--seed-bridge", SEED, args.seed_bridge), ("--seed-degrade", SEED, args.seed_degrade)]
+    for flag, declared, value in checks + [entry for entry in unset if entry[2] is not None]:
+        declared.check(value, flag)
     _device_and_dtype(args.device, args.dtype)
 
 
@@ -336,19 +327,15 @@ def _demo(args) -> int:
     return code
 
 
-def _add_pipeline_args(p: argparse.ArgumentParser, stage1_size: tuple, resolution: str, frames: int) -> None:
+def _add_pipeline_args(p: argparse.ArgumentParser, resolution: str, **defaults) -> None:
     p.add_argument("--output-dir", default="out")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--height", type=int, default=stage1_size[0], help="stage-I height (multiple of 16)")
-    p.add_argument("--width", type=int, default=stage1_size[1], help="stage-I width (multiple of 16)")
-    p.add_argument("--frames", type=int, default=frames, help="4k+1 frames at 8 fps")
-    p.add_argument("--steps1", type=int, default=51, help="stage-I steps (reference 51)")
-    p.add_argument("--cfg1", type=float, default=8.0, help="stage-I DynamicCFG base (6-8)")
+    p.add_argument("--seed", type=int, default=0, help="seed of stage I (and of stage II unless set below)")
+    for key, flag in FLAGS.items():
+        stage, name = key.split(".")
+        declared = setting(Stage1Settings if stage == "stage1" else Stage2Settings, name)
+        p.add_argument(flag, type=float if declared.is_float else int, default=defaults.get(name, declared.default),
+                       help=f"stage {'I' if stage == 'stage1' else 'II'}: {declared.help}")
     p.add_argument("--resolution", default=resolution, help="stage-II size: 1080p (1072x1920), 2K (1440x2560) or WxH")
-    p.add_argument("--noise-step", type=int, default=675, help="latent degradation step (650-750)")
-    p.add_argument("--steps2", type=int, default=5, help="stage-II Euler steps = NFE (4-6)")
-    p.add_argument("--cfg2", type=float, default=13.0, help="stage-II CFG (10-13)")
-    p.add_argument("--shift", type=float, default=2.5, help="stage-II time-grid shift (2-3.5)")
     p.add_argument("--skip-stage2", action="store_true", help="stop after the preview")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default="auto", choices=["auto", *sorted(DTYPES)], help="auto: bf16 on GPU, fp32 on CPU")
@@ -362,16 +349,17 @@ def _add_pipeline_args(p: argparse.ArgumentParser, stage1_size: tuple, resolutio
                    help="attention kernel of both DiTs: sdpa, or flash / sage when installed (else sdpa)")
     p.add_argument("--window-attention", action="store_true",
                    help="stage II: experimental 7x11x11 local attention (less work at 1080p/2K, blurs fast motion)")
-    p.add_argument("--slicing", default="reference", choices=["reference", "auto", "manual", "whole"],
+    p.add_argument("--slicing", default="reference", choices=list(SLICING_MODES),
                    help="VAE slicing mode")
     p.add_argument("--chunk-latents", type=int, default=None, help="--slicing manual: latent frames per chunk (even)")
-    p.add_argument("--tile-size", type=int, default=0, help="--slicing manual: tile edge in pixels (0: no tiles)")
-    p.add_argument("--tile-overlap", type=int, default=128, help="VAE tile overlap in pixels (blended)")
+    p.add_argument("--tile-size", type=int, default=SLICING["tile_size"].default, help=SLICING["tile_size"].help)
+    p.add_argument("--tile-overlap", type=int, default=SLICING["tile_overlap"].default,
+                   help=SLICING["tile_overlap"].help)
     p.add_argument("--vae-memory-mb", type=int, default=None, help="VAE memory cap in MiB (default: free memory)")
     p.add_argument("--hard-seams", action="store_true",
                    help="cut the VAE tiles at their boundary as the official code does (with --slicing reference: "
                    "its exact stage-II decode) instead of blending them")
-    p.add_argument("--fps", type=int, default=8)
+    p.add_argument("--fps", type=int, default=FPS.default)
     p.add_argument("--overwrite", action="store_true", help="replace output videos that already exist")
 
 
@@ -397,14 +385,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--embedding", nargs="+", required=True,
                    help="prompt embedding file(s) saved by FlashVideo Save Prompt Embedding (README)")
     g.add_argument("--embedding2", nargs="+", help="stage-II embedding(s), e.g. of 'medium motion, <prompt>'")
-    _add_pipeline_args(g, (256, 480), "1080p", 49)
+    _add_pipeline_args(g, "1080p")
     g.set_defaults(func=_generate)
     t = sub.add_parser("make-tiny", parents=[debug], help="write tiny random-weight checkpoints into a ComfyUI models folder")
     t.add_argument("models_dir")
     t.add_argument("--force", action="store_true", help="overwrite existing files")
     t.set_defaults(func=_make_tiny)
     d = sub.add_parser("demo", parents=[debug], help="the two-stage pipeline on tiny random weights (CPU, about a minute)")
-    _add_pipeline_args(d, (64, 96), "192x128", 49)
+    _add_pipeline_args(d, "192x128", height=64, width=96)
     d.set_defaults(func=_demo)
     return p
 

@@ -7,7 +7,6 @@ GPU holds one DiT at a time.
 
 from __future__ import annotations
 
-import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -16,75 +15,13 @@ from typing import Optional
 import torch
 
 from .constants import LATENT_SCALE_STAGE1, LATENT_SCALE_STAGE2
-from .errors import InputError
 from .progress import Progress
-from .stage1.sampler import TRAINED_FRAMES, TRAINED_SIZE, latent_shape, sample_stage1
-from .stage1.schedule import DEFAULT_CFG as STAGE1_CFG, DEFAULT_STEPS as STAGE1_STEPS
-from .stage2.bridge import TRAINED_RESOLUTION, stage1_to_stage2
+from .settings import Stage1Settings, Stage2Settings, check_settings
+from .stage1.sampler import latent_shape, sample_stage1
+from .stage2.bridge import stage1_to_stage2
 from .stage2.degrade import degrade_latent
 from .stage2.refiner import refine_stage2
-from .stage2.schedule import DEFAULT_CFG, DEFAULT_NOISE_STEP, DEFAULT_SHIFT, DEFAULT_STEPS, MAX_STEPS
 from .vae.slicing import SlicingOptions, decode_sliced
-
-
-@dataclass
-class Stage1Settings:
-    height: int = TRAINED_SIZE[0]
-    width: int = TRAINED_SIZE[1]
-    frames: int = TRAINED_FRAMES
-    steps: int = STAGE1_STEPS
-    cfg: float = STAGE1_CFG
-    seed: int = 0
-
-
-@dataclass
-class Stage2Settings:
-    height: int = TRAINED_RESOLUTION[0]
-    width: int = TRAINED_RESOLUTION[1]
-    noise_step: int = DEFAULT_NOISE_STEP
-    steps: int = DEFAULT_STEPS
-    cfg: float = DEFAULT_CFG
-    shift: float = DEFAULT_SHIFT
-    seed: int = 0  # posterior sample of the bridge (and the degradation noise unless degrade_seed is set)
-    degrade_seed: Optional[int] = None  # the degradation noise's own seed, as FlashVideo Latent Degrade's widget
-    window: Optional[tuple] = None  # experimental local attention (frames, height, width) in latent patches
-
-
-SEED_MAX = 2**64 - 1
-#: (lo, hi, multiple, offset) per setting: the nodes' widget ranges, so the CLI and the nodes accept the same
-STAGE1_LIMITS = {"height": (16, 2048, 16, 0), "width": (16, 2048, 16, 0), "frames": (1, 201, 4, 1),
-                 "steps": (2, 200, 1, 0), "cfg": (1.0, 15.0, None, 0), "seed": (0, SEED_MAX, 1, 0)}
-STAGE2_LIMITS = {"height": (16, 4096, 16, 0), "width": (16, 4096, 16, 0), "noise_step": (0, 999, 1, 0),
-                 "steps": (1, MAX_STEPS, 1, 0), "cfg": (1.0, 20.0, None, 0), "shift": (1.0, 5.0, None, 0),
-                 "seed": (0, SEED_MAX, 1, 0), "degrade_seed": (0, SEED_MAX, 1, 0)}
-
-
-def _check_value(value, label: str, lo, hi, multiple, offset) -> None:
-    if multiple is None:  # a float setting
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if not ok or not lo <= value <= hi:
-            raise InputError(f"{label} is {value!r}; it must be a finite number in {lo}..{hi}")
-        return
-    grid = "" if multiple == 1 else (f", multiples of {multiple}" if not offset else f", {multiple}k+{offset}")
-    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi or (value - offset) % multiple:
-        raise InputError(f"{label} is {value!r}; it must be a whole number in {lo}..{hi}{grid}")
-
-
-def check_settings(stage1: Stage1Settings, stage2: Optional[Stage2Settings] = None,
-                   names: Optional[dict] = None) -> None:
-    """Refuse settings off their valid grid before any model runs (not after minutes of sampling).
-
-    ``names`` maps ``"stage1.frames"`` etc. to what the caller calls them (the CLI's flags).
-    """
-    names = names or {}
-    for prefix, settings, limits in (("stage1", stage1, STAGE1_LIMITS), ("stage2", stage2, STAGE2_LIMITS)):
-        if settings is None:
-            continue
-        for key, (lo, hi, multiple, offset) in limits.items():
-            value = getattr(settings, key)
-            if value is None and key == "degrade_seed":
-                continue
-            _check_value(value, names.get(f"{prefix}.{key}", f"{prefix}.{key}"), lo, hi, multiple, offset)
 
 
 @dataclass

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
-import logging
-
 import torch
+from comfy_api.latest import io
 
 import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.utils
 
-from ..flashvideo_core.errors import InputError
 from ..flashvideo_core.progress import Progress
+from ..flashvideo_core.settings import DTYPES, SEED_MAX, Setting
 
-log = logging.getLogger("flashvideo")
+DTYPE_CHOICES = ["auto", *DTYPES]
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-DTYPE_CHOICES = ["auto", "bf16", "fp16", "fp32"]
+
+def setting_input(name: str, setting: Setting, **extra):
+    """The widget of a declared setting: its default, range, step and help (``tooltip`` overrides the help);
+    a seed gets the frontend's control_after_generate."""
+    step = setting.step or (setting.multiple if setting.multiple > 1 else None)
+    common = dict(default=setting.default, min=setting.lo, max=setting.hi, tooltip=extra.pop("tooltip", setting.help))
+    if setting.hi == SEED_MAX:
+        common["control_after_generate"] = True
+    if setting.is_float:
+        return io.Float.Input(name, step=step, round=0.01, **common, **extra)
+    return io.Int.Input(name, step=step, **common, **extra)
 
 
 class ComfyProgress(Progress):
@@ -51,19 +59,6 @@ def _preview_image(frame: torch.Tensor):
         return None
     array = ((frame.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(array)
-
-
-def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
-    """auto: bf16 on a GPU that supports it, else fp32 (fp16 overflows in CogVideoX models)."""
-    if choice not in DTYPE_CHOICES:
-        raise InputError(f"dtype {choice!r} is not one of {DTYPE_CHOICES}. Fix: pick one of them")
-    if choice != "auto":
-        if choice == "fp16":
-            log.warning("FlashVideo: fp16 can overflow to NaN in CogVideoX models; prefer bf16 or fp32")
-        return DTYPES[choice]
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
 
 
 class ManagedModel:

@@ -8,9 +8,6 @@ the input, the cause and the fix (a ComfyUI user only sees the message). Pure: n
 from __future__ import annotations
 
 import logging
-import math
-import operator
-
 import torch
 
 from ..flashvideo_core.errors import InputError
@@ -18,7 +15,6 @@ from ..flashvideo_core.text_embeddings import TEXT_TOKENS
 
 log = logging.getLogger("flashvideo")
 
-SEED_MAX = 0xFFFFFFFFFFFFFFFF
 #: float IMAGE values this far outside 0..1 are clamped with a warning (resampling overshoot); further: refused
 IMAGE_TOLERANCE = 0.02
 LATENT_CHANNELS = 16
@@ -34,48 +30,15 @@ def refuse(node: str, name: str, cause: str, fix: str, error=InputError) -> Exce
     return error(f"{node}, input '{name}': {cause}. Fix: {fix}")
 
 
-def int_widget(value, node: str, name: str, lo: int, hi: int, multiple: int = 1, offset: int = 0) -> int:
-    """An INT widget in lo..hi on the grid offset + k * multiple (a float only if it is integral)."""
-    if isinstance(value, bool):
-        value = None
-    elif isinstance(value, float) and value.is_integer():
-        value = int(value)
-    else:
-        try:
-            value = operator.index(value)
-        except TypeError:
-            value = None
-    grid = "" if multiple == 1 else (f", multiples of {multiple}" if offset == 0 else
-                                      f", of the form {multiple}k+{offset}")
-    if value is None:
-        raise refuse(node, name, "is not a whole number", f"give an integer in {lo}..{hi}{grid}")
-    if not lo <= value <= hi:
-        raise refuse(node, name, f"{value} is out of range", f"give a value in {lo}..{hi}{grid}")
-    if (value - offset) % multiple:
-        below = value - (value - offset) % multiple
-        near = [v for v in (below, below + multiple) if lo <= v <= hi]
-        raise refuse(node, name, f"{value} is off the grid{grid}",
-                     f"use {' or '.join(str(v) for v in near)} (valid: {lo}..{hi}{grid})")
-    return value
+def widget(setting, value, node: str, name: str):
+    """A widget value checked against its declaration (flashvideo_core.settings): range and grid."""
+    return setting.check(value, f"{node}, input '{name}'")
 
 
-def float_widget(value, node: str, name: str, lo: float, hi: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise refuse(node, name, f"{value!r} is not a number", f"give a number in {lo}..{hi}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise refuse(node, name, f"{value} is not a finite number", f"give a number in {lo}..{hi}")
-    if not lo <= value <= hi:
-        raise refuse(node, name, f"{value} is out of range", f"give a number in {lo}..{hi}")
-    return value
-
-
-def seed_widget(value, node: str, name: str = "seed") -> int:
-    return int_widget(value, node, name, 0, SEED_MAX)
-
-
-def combo_widget(value, node: str, name: str, options) -> str:
+def combo_widget(value, node: str, name: str, options, aliases: dict = {}) -> str:
+    """``value`` if it is one of ``options``, or the option an old name in ``aliases`` stands for."""
     options = list(options)
+    value = aliases.get(value, value) if isinstance(value, str) else value
     if not isinstance(value, str) or value not in options:
         raise refuse(node, name, f"{value!r} is not one of its choices", f"pick one of {options}")
     return value

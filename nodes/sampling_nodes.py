@@ -8,16 +8,15 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..flashvideo_core.errors import InputError
-from ..flashvideo_core.stage1.schedule import DEFAULT_CFG as STAGE1_CFG
-from ..flashvideo_core.stage1.schedule import DEFAULT_STEPS as STAGE1_STEPS
-from ..flashvideo_core.stage2.schedule import DEFAULT_CFG as STAGE2_CFG
-from ..flashvideo_core.stage2.schedule import DEFAULT_STEPS as STAGE2_STEPS
-from ..flashvideo_core.stage2.schedule import MAX_STEPS as STAGE2_MAX_STEPS
-from .input_checks import float_widget, int_widget, latent_tensor, prompt_width, refuse, seed_widget
+from ..flashvideo_core.settings import SEED, Stage1Settings, Stage2Settings, setting
+from .comfy_bridge import setting_input
+from .input_checks import latent_tensor, prompt_width, refuse, widget
 
 CATEGORY = "FlashVideo/sampling"
 #: metadata riding on LATENT dicts: the stage whose latent it is, the degradation step and its seed
 STAGE_KEY, NOISE_STEP_KEY, SEED_KEY = "flashvideo_stage", "flashvideo_noise_step", "flashvideo_seed"
+STAGE1_STEPS, STAGE1_CFG = setting(Stage1Settings, "steps"), setting(Stage1Settings, "cfg")
+STAGE2_STEPS, STAGE2_CFG, NOISE_STEP = (setting(Stage2Settings, name) for name in ("steps", "cfg", "noise_step"))
 
 
 def native():
@@ -44,7 +43,7 @@ def degraded_step(samples: dict, node: str) -> int:
                          "Save/Load Latent keep only the tensor). Fix: connect FlashVideo Latent Degrade's output "
                          "directly (it carries the noise step the model embeds); to reuse a saved stage-II latent, "
                          "load the Stage II Upscale output and degrade it again")
-    return int_widget(samples[NOISE_STEP_KEY], node, "samples (its noise step)", 0, 999)
+    return widget(NOISE_STEP, samples[NOISE_STEP_KEY], node, "samples (its noise step)")
 
 
 def text_width(model):
@@ -69,13 +68,13 @@ class FlashVideoStage1Sigmas(io.ComfyNode):
             description="The reference's stage-I schedule: N timesteps linspace(999, 0, N) with zero-terminal-SNR "
             "alphas rescaled over them, as SIGMAS (the first is the model's sigma_max, where the reference has a = 0).",
             inputs=[io.Model.Input("model", tooltip="The stage-I model."),
-                    io.Int.Input("steps", default=STAGE1_STEPS, min=2, max=200, tooltip="Network calls; reference 51.")],
+                    setting_input("steps", STAGE1_STEPS)],
             outputs=[io.Sigmas.Output()],
         )
 
     @classmethod
-    def execute(cls, model, steps: int = STAGE1_STEPS) -> io.NodeOutput:
-        steps = int_widget(steps, "FlashVideo Stage I Sigmas", "steps", 2, 200)
+    def execute(cls, model, steps: int = STAGE1_STEPS.default) -> io.NodeOutput:
+        steps = widget(STAGE1_STEPS, steps, "FlashVideo Stage I Sigmas", "steps")
         require_stage(model, 1, "FlashVideo Stage I Sigmas")
         return io.NodeOutput(native().stage1_sigmas(model, steps))
 
@@ -87,14 +86,14 @@ class FlashVideoStage1Noise(io.ComfyNode):
             node_id="FlashVideoStage1Noise", display_name="FlashVideo Stage I Noise", category=CATEGORY,
             description="The reference's initial noise: drawn on the CPU in the reference's layout, so a seed gives "
             "the official preview on every device (core RandomNoise draws in another order).",
-            inputs=[io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                                 tooltip="The stage-I seed (FlashVideo's stage-I SAMPLER continues this stream).")],
+            inputs=[setting_input("seed", SEED, tooltip="The stage-I seed (FlashVideo's stage-I SAMPLER continues "
+                                  "this stream).")],
             outputs=[io.Noise.Output()],
         )
 
     @classmethod
     def execute(cls, seed: int = 0) -> io.NodeOutput:
-        seed = seed_widget(seed, "FlashVideo Stage I Noise")
+        seed = widget(SEED, seed, "FlashVideo Stage I Noise", "seed")
         return io.NodeOutput(native().Stage1ReferenceNoise(seed))
 
 
@@ -108,17 +107,16 @@ class FlashVideoDynamicCFGGuider(io.ComfyNode):
             "with the reference's denoiser (integer timesteps, snapped alphas) for this run.",
             inputs=[io.Model.Input("model", tooltip="The stage-I model."),
                     io.Conditioning.Input("positive", tooltip="The prompt (FlashVideo Text Encode or Load Prompt Embedding)."),
-                    io.Float.Input("cfg", default=STAGE1_CFG, min=1.0, max=15.0, step=0.1, round=0.01,
-                                   tooltip="DynamicCFG base scale; 6-8 recommended (reference 8)."),
+                    setting_input("cfg", STAGE1_CFG),
                     io.Conditioning.Input("negative", optional=True,
                                           tooltip="Leave empty for the reference (an all-zero context).")],
             outputs=[io.Guider.Output()],
         )
 
     @classmethod
-    def execute(cls, model, positive, cfg: float = STAGE1_CFG, negative=None) -> io.NodeOutput:
+    def execute(cls, model, positive, cfg: float = STAGE1_CFG.default, negative=None) -> io.NodeOutput:
         node = "FlashVideo DynamicCFG Guider"
-        cfg = float_widget(cfg, node, "cfg", 1.0, 15.0)
+        cfg = widget(STAGE1_CFG, cfg, node, "cfg")
         require_stage(model, 1, node)
         check_prompt(model, positive, node, "positive", tokens=False)
         if negative is not None:
@@ -154,14 +152,13 @@ class FlashVideoStage2Sigmas(io.ComfyNode):
             description="sigma = 1 - t on the shifted flow-matching grid, built in the model's dtype as the "
             "reference (bf16 on GPUs). The shift is the model's (2.5; core ModelSamplingSD3 changes it).",
             inputs=[io.Model.Input("model", tooltip="The stage-II model."),
-                    io.Int.Input("steps", default=STAGE2_STEPS, min=1, max=STAGE2_MAX_STEPS,
-                                 tooltip="Euler steps = NFE; 4-6 recommended (reference 5).")],
+                    setting_input("steps", STAGE2_STEPS)],
             outputs=[io.Sigmas.Output()],
         )
 
     @classmethod
-    def execute(cls, model, steps: int = STAGE2_STEPS) -> io.NodeOutput:
-        steps = int_widget(steps, "FlashVideo Stage II Sigmas", "steps", 1, STAGE2_MAX_STEPS)
+    def execute(cls, model, steps: int = STAGE2_STEPS.default) -> io.NodeOutput:
+        steps = widget(STAGE2_STEPS, steps, "FlashVideo Stage II Sigmas", "steps")
         require_stage(model, 2, "FlashVideo Stage II Sigmas")
         return io.NodeOutput(native().stage2_sigmas(model, steps))
 
@@ -182,7 +179,7 @@ class FlashVideoStage2Noise(io.ComfyNode):
     def execute(cls, samples: dict) -> io.NodeOutput:
         latent_tensor(samples, "FlashVideo Stage II Noise")
         degraded_step(samples, "FlashVideo Stage II Noise")
-        seed = seed_widget(samples.get(SEED_KEY, 0), "FlashVideo Stage II Noise", "samples (its seed)")
+        seed = widget(SEED, samples.get(SEED_KEY, 0), "FlashVideo Stage II Noise", "samples (its seed)")
         return io.NodeOutput(native().DegradedLatentNoise(samples, seed))
 
 
@@ -196,17 +193,16 @@ class FlashVideoStage2Guider(io.ComfyNode):
             inputs=[io.Model.Input("model", tooltip="The stage-II model."),
                     io.Conditioning.Input("positive", tooltip="The prompt."),
                     io.Latent.Input("samples", tooltip="FlashVideo Latent Degrade's output (for its noise step)."),
-                    io.Float.Input("cfg", default=STAGE2_CFG, min=1.0, max=20.0, step=0.5, round=0.01,
-                                   tooltip="10-13 recommended (reference 13)."),
+                    setting_input("cfg", STAGE2_CFG),
                     io.Conditioning.Input("negative", optional=True,
                                           tooltip="Leave empty for the reference (an all-zero context).")],
             outputs=[io.Guider.Output()],
         )
 
     @classmethod
-    def execute(cls, model, positive, samples: dict, cfg: float = STAGE2_CFG, negative=None) -> io.NodeOutput:
+    def execute(cls, model, positive, samples: dict, cfg: float = STAGE2_CFG.default, negative=None) -> io.NodeOutput:
         node = "FlashVideo Stage II Guider"
-        cfg = float_widget(cfg, node, "cfg", 1.0, 20.0)
+        cfg = widget(STAGE2_CFG, cfg, node, "cfg")
         latent_tensor(samples, node)
         step = degraded_step(samples, node)
         require_stage(model, 2, node)

@@ -16,9 +16,11 @@ from comfy_api.latest import io
 import comfy.model_management as mm
 import folder_paths
 
+from ..flashvideo_core.dit.memory import OLD_MODE_NAMES
+from ..flashvideo_core.settings import Stage1Settings, setting
 from ..flashvideo_core.stage1.sampler import TRAINED_FRAMES, TRAINED_SIZE, latent_shape
-from ..flashvideo_core.stage1.schedule import DEFAULT_CFG, DEFAULT_STEPS
-from .input_checks import combo_widget, float_widget, int_widget, model_file, seed_widget
+from .comfy_bridge import setting_input
+from .input_checks import combo_widget, model_file, widget
 from .native.options import ATTENTION_CHOICES, HOST_ATTENTION, MEMORY_CHOICES, WEIGHT_DTYPE_CHOICES
 from .sampling_nodes import STAGE_KEY, check_prompt, native, require_stage
 
@@ -55,12 +57,18 @@ class FlashVideoModelLoader(io.ComfyNode):
                 io.Combo.Input("memory", options=MEMORY_CHOICES, default="auto", optional=True,  # old API prompts
                                tooltip="Working memory of each step (same result up to float rounding): auto: "
                                "whole-sequence forwards when they fit the free memory, token chunks otherwise (1080p "
-                               "stage II: ~10 GB fastest, ~2.5 GB chunked). whole: never chunk (fastest; may run out "
-                               "of memory). lean: always chunk, and tell ComfyUI to plan for the small figure. ComfyUI "
-                               "runs cond and uncond as one batch when the memory allows."),
+                               "stage II: ~10 GB fastest, ~2.5 GB chunked). sequential: never chunk (fastest; may run "
+                               "out of memory; older workflows call it whole). lean: always chunk, and tell ComfyUI to "
+                               "plan for the small figure. ComfyUI runs cond and uncond as one batch when the memory "
+                               "allows."),
             ],
             outputs=[io.Model.Output(display_name="model")],
         )
+
+    @classmethod
+    def validate_inputs(cls, memory: str = "auto"):
+        """Takes the memory check from the host, which would refuse an old saved name; execute checks it."""
+        return True
 
     @classmethod
     def execute(cls, model_name: str, weight_dtype: str = "auto", attention: str = HOST_ATTENTION,
@@ -68,7 +76,7 @@ class FlashVideoModelLoader(io.ComfyNode):
         node = "FlashVideo Model Loader"
         combo_widget(weight_dtype, node, "weight_dtype", WEIGHT_DTYPE_CHOICES)
         combo_widget(attention, node, "attention", ATTENTION_CHOICES)
-        combo_widget(memory, node, "memory", MEMORY_CHOICES)
+        memory = combo_widget(memory, node, "memory", MEMORY_CHOICES, aliases=OLD_MODE_NAMES)
         path = model_file(folder_paths, "diffusion_models", model_name, node, "model_name")
         from .native.loader import load_flashvideo_model  # the host's model classes, needed only from here
 
@@ -76,6 +84,7 @@ class FlashVideoModelLoader(io.ComfyNode):
 
 
 SAMPLER = "FlashVideo Stage I Sampler"
+WIDGETS = ("width", "height", "frames", "steps", "cfg", "seed")  # the saved order (not the dataclass's)
 
 
 class FlashVideoStage1Sampler(io.ComfyNode):
@@ -92,32 +101,17 @@ class FlashVideoStage1Sampler(io.ComfyNode):
                 io.Model.Input("model", tooltip="A stage-I model from FlashVideo Model Loader."),
                 io.Conditioning.Input("positive", tooltip="From FlashVideo Text Encode or Load Prompt Embedding. "
                                       "No negative: the reference's unconditional context is all zeros."),
-                io.Int.Input("width", default=TRAINED_SIZE[1], min=16, max=2048, step=16,
-                             tooltip="Multiple of 16. Trained at 480; other sizes are off-distribution."),
-                io.Int.Input("height", default=TRAINED_SIZE[0], min=16, max=2048, step=16,
-                             tooltip="Multiple of 16. Trained at 256 (the reference's 270 rounded down to 16)."),
-                io.Int.Input("frames", default=TRAINED_FRAMES, min=1, max=201, step=4,
-                             tooltip="4k+1 frames at 8 fps. Trained at 49 (about 6 s)."),
-                io.Int.Input("steps", default=DEFAULT_STEPS, min=2, max=200,
-                             tooltip="Network calls (x2 for CFG). The reference uses 51."),
-                io.Float.Input("cfg", default=DEFAULT_CFG, min=1.0, max=15.0, step=0.1, round=0.01,
-                               tooltip="DynamicCFG base scale; 6-8 recommended (the reference uses 8)."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Noise is drawn on the CPU, so a seed gives the same preview on every device."),
+                *(setting_input(name, setting(Stage1Settings, name)) for name in WIDGETS),
             ],
             outputs=[io.Latent.Output(display_name="latent", tooltip="Stage-I latent [1, 16, T', H/8, W/8].")],
         )
 
     @classmethod
-    def execute(cls, model, positive, width: int = 480, height: int = 256, frames: int = 49,
-                steps: int = DEFAULT_STEPS, cfg: float = DEFAULT_CFG, seed: int = 0) -> io.NodeOutput:
-        # API clients skip the frontend's limits and steps: off-grid sizes are refused, never silently snapped
-        width = int_widget(width, SAMPLER, "width", 16, 2048, multiple=16)
-        height = int_widget(height, SAMPLER, "height", 16, 2048, multiple=16)
-        frames = int_widget(frames, SAMPLER, "frames", 1, 201, multiple=4, offset=1)
-        steps = int_widget(steps, SAMPLER, "steps", 2, 200)
-        cfg = float_widget(cfg, SAMPLER, "cfg", 1.0, 15.0)
-        seed = seed_widget(seed, SAMPLER)
+    def execute(cls, model, positive, **widgets) -> io.NodeOutput:
+        # API clients skip the frontend's steps (and some hosts NaN): off-grid values are refused, never snapped
+        values = {name: widget(setting(Stage1Settings, name), widgets.get(name, getattr(Stage1Settings, name)),
+                               SAMPLER, name) for name in WIDGETS}
+        width, height, frames, steps, cfg, seed = values.values()
         require_stage(model, 1, SAMPLER)
         check_prompt(model, positive, SAMPLER, "positive")
         context = positive[0][0]

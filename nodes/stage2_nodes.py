@@ -17,9 +17,9 @@ from ..flashvideo_core.dit.window_attention import DEFAULT_WINDOW
 from ..flashvideo_core.errors import InputError
 from ..flashvideo_core.stage2.bridge import RESOLUTIONS, encode_for_stage2, stage1_to_stage2
 from ..flashvideo_core.stage2.degrade import degrade_latent
-from ..flashvideo_core.stage2.schedule import DEFAULT_CFG, DEFAULT_NOISE_STEP, DEFAULT_SHIFT, DEFAULT_STEPS, MAX_STEPS
-from .comfy_bridge import ComfyProgress, ManagedModel
-from .input_checks import combo_widget, float_widget, image_batch, int_widget, latent_tensor, refuse, seed_widget
+from ..flashvideo_core.settings import Stage2Settings, setting
+from .comfy_bridge import ComfyProgress, ManagedModel, setting_input
+from .input_checks import combo_widget, image_batch, latent_tensor, refuse, widget
 from .sampling_nodes import (
     NOISE_STEP_KEY, SEED_KEY, STAGE_KEY, check_prompt, degraded_step, native, require_stage,
 )
@@ -32,16 +32,17 @@ from .vae_nodes import (
 log = logging.getLogger("flashvideo")
 
 CATEGORY = "FlashVideo"
-RESOLUTION_CHOICES = ["1080p (1072x1920)", "2K (1440x2560)", "custom"]
-ATTENTION_CHOICES = ["full", "window 7x11x11 (experimental)"]
+RESOLUTION_CHOICES = [f"{name} ({height}x{width})" for name, (height, width) in RESOLUTIONS.items()] + ["custom"]
+ATTENTION_CHOICES = ["full", f"window {'x'.join(map(str, DEFAULT_WINDOW))} (experimental)"]
 UPSCALE, DEGRADE, REFINER = "FlashVideo Stage II Upscale", "FlashVideo Latent Degrade", "FlashVideo Stage II Refiner"
+WIDTH, HEIGHT, NOISE_STEP, STEPS, CFG, SHIFT, SEED, DEGRADE_SEED = (setting(Stage2Settings, name) for name in (
+    "width", "height", "noise_step", "steps", "cfg", "shift", "seed", "degrade_seed"))
 
 
 def _target_size(resolution: str, width: int, height: int) -> tuple[int, int]:
     """(height, width) of the stage-II video; width/height are checked only when used (custom)."""
     if resolution == "custom":
-        return (int_widget(height, UPSCALE, "height", 16, 4096, multiple=16),
-                int_widget(width, UPSCALE, "width", 16, 4096, multiple=16))
+        return widget(HEIGHT, height, UPSCALE, "height"), widget(WIDTH, width, UPSCALE, "width")
     if isinstance(resolution, str):
         for name, size in RESOLUTIONS.items():
             if resolution.startswith(name + " "):
@@ -67,10 +68,9 @@ class FlashVideoStage2Upscale(io.ComfyNode):
                                tooltip="1080p: the trained size (1080 rounded down to 16, as the reference). "
                                "2K: RoPE extrapolation, no retraining; sharper detail, ~3x the stage-II time and "
                                "~1.8x the tokens (187k). custom: width/height below (multiples of 16, off-distribution)."),
-                io.Int.Input("width", default=1920, min=16, max=4096, step=16, tooltip="custom only: stage-II width."),
-                io.Int.Input("height", default=1072, min=16, max=4096, step=16, tooltip="custom only: stage-II height."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Seed of the VAE posterior sample (drawn on the CPU: same on every device)."),
+                setting_input("width", WIDTH),
+                setting_input("height", HEIGHT),
+                setting_input("seed", SEED),
                 io.Combo.Input("frame_rule", options=FRAME_RULES, default="error",
                                tooltip="For external videos: the VAE needs 4k+1 frames. error, trim, or pad "
                                "(repeat the last frame)."),
@@ -85,7 +85,8 @@ class FlashVideoStage2Upscale(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, vae: ManagedModel, resolution: str = RESOLUTION_CHOICES[0], width: int = 1920, height: int = 1072,
+    def execute(cls, vae: ManagedModel, resolution: str = RESOLUTION_CHOICES[0], width: int = WIDTH.default,
+                height: int = HEIGHT.default,
                 seed: int = 0, frame_rule: str = "error", slicing: str = "reference", memory_budget_mb: int = 0,
                 chunk_latents: int = 2, tile_size: int = 0, tile_overlap: int = 128, images=None, samples=None) -> io.NodeOutput:
         if (images is None) == (samples is None):
@@ -93,7 +94,7 @@ class FlashVideoStage2Upscale(io.ComfyNode):
                              "(stage-I latent). Fix: disconnect the other input")
         vae = _check_vae(vae, UPSCALE)
         size = _target_size(resolution, width, height)
-        seed = seed_widget(seed, UPSCALE)
+        seed = widget(SEED, seed, UPSCALE, "seed")
         combo_widget(frame_rule, UPSCALE, "frame_rule", FRAME_RULES)
         options = _slicing_options(slicing, memory_budget_mb, chunk_latents, tile_size, tile_overlap, node=UPSCALE)
         progress = ComfyProgress(preview=False)
@@ -131,20 +132,17 @@ class FlashVideoLatentDegrade(io.ComfyNode):
             "noise step of the zero-SNR schedule. The refiner starts from this point and embeds the same step.",
             inputs=[
                 io.Latent.Input("samples", tooltip="The stage-II latent from FlashVideo Stage II Upscale."),
-                io.Int.Input("noise_step", default=DEFAULT_NOISE_STEP, min=0, max=999,
-                             tooltip="650-750 recommended (reference 675): higher lets stage II repaint more "
-                             "(fixes more preview artefacts, drifts further from it); lower keeps the preview."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Seed of the degradation noise (CPU-drawn; independent of the bridge's seed)."),
+                setting_input("noise_step", NOISE_STEP),
+                setting_input("seed", DEGRADE_SEED),
             ],
             outputs=[io.Latent.Output(display_name="latent", tooltip="The degraded latent, carrying its noise step.")],
         )
 
     @classmethod
-    def execute(cls, samples: dict, noise_step: int = DEFAULT_NOISE_STEP, seed: int = 0) -> io.NodeOutput:
+    def execute(cls, samples: dict, noise_step: int = NOISE_STEP.default, seed: int = 0) -> io.NodeOutput:
         z = latent_tensor(samples, DEGRADE)
-        noise_step = int_widget(noise_step, DEGRADE, "noise_step", 0, 999)
-        seed = seed_widget(seed, DEGRADE)
+        noise_step = widget(NOISE_STEP, noise_step, DEGRADE, "noise_step")
+        seed = widget(DEGRADE_SEED, seed, DEGRADE, "seed")
         stage, known = latent_stage(samples, z, DEGRADE)
         if known == "tagged" and stage == 1:
             raise refuse(DEGRADE, "samples", "this is a stage-I latent",
@@ -175,14 +173,9 @@ class FlashVideoStage2Refiner(io.ComfyNode):
                 io.Conditioning.Input("positive", tooltip="T5 prompt embedding (FlashVideo Text Encode or Load Prompt "
                                       "Embedding); the reference script prefixes stage II's prompt with 'medium motion,'."),
                 io.Latent.Input("samples", tooltip="The degraded latent from FlashVideo Latent Degrade."),
-                io.Int.Input("steps", default=DEFAULT_STEPS, min=1, max=MAX_STEPS,
-                             tooltip="Euler steps = network calls (NFE, x2 batch for CFG). 4-6 recommended: the "
-                             "released code uses 5, the paper 4; 1 is blurry, above 6 rarely helps."),
-                io.Float.Input("cfg", default=DEFAULT_CFG, min=1.0, max=20.0, step=0.5, round=0.01,
-                               tooltip="Constant CFG scale; 10-13 recommended (reference 13). Above 13 over-sharpens."),
-                io.Float.Input("shift", default=DEFAULT_SHIFT, min=1.0, max=5.0, step=0.1, round=0.01,
-                               tooltip="Time-grid shift s (reference 2.5, useful 2-3.5): larger spends more steps "
-                               "near the noisy start."),
+                setting_input("steps", STEPS),
+                setting_input("cfg", CFG),
+                setting_input("shift", SHIFT),
                 io.Combo.Input("attention", options=ATTENTION_CHOICES, default=ATTENTION_CHOICES[0],
                                tooltip="full: the reference. window (experimental): each video token attends to a "
                                "7-frame, 11x11-patch neighbourhood (the paper's sparse option): much less work at "
@@ -192,11 +185,10 @@ class FlashVideoStage2Refiner(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, positive, samples: dict, steps: int = DEFAULT_STEPS, cfg: float = DEFAULT_CFG,
-                shift: float = DEFAULT_SHIFT, attention: str = ATTENTION_CHOICES[0]) -> io.NodeOutput:
-        steps = int_widget(steps, REFINER, "steps", 1, MAX_STEPS)
-        cfg = float_widget(cfg, REFINER, "cfg", 1.0, 20.0)
-        shift = float_widget(shift, REFINER, "shift", 1.0, 5.0)
+    def execute(cls, model, positive, samples: dict, steps: int = STEPS.default, cfg: float = CFG.default,
+                shift: float = SHIFT.default, attention: str = ATTENTION_CHOICES[0]) -> io.NodeOutput:
+        steps, cfg, shift = (widget(s, v, REFINER, n) for s, v, n in ((STEPS, steps, "steps"), (CFG, cfg, "cfg"),
+                                                                   (SHIFT, shift, "shift")))
         combo_widget(attention, REFINER, "attention", ATTENTION_CHOICES)
         latent_tensor(samples, REFINER)
         noise_step = degraded_step(samples, REFINER)

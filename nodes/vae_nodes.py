@@ -15,13 +15,12 @@ import comfy.model_management as mm
 import folder_paths
 
 from ..flashvideo_core.errors import InputError
+from ..flashvideo_core.settings import SEED, SLICING, resolve_dtype
 from ..flashvideo_core.vae.loader import load_vae
 from ..flashvideo_core.vae.model import DiagonalGaussian
 from ..flashvideo_core.vae.slicing import MODES, SlicingOptions, decode_sliced, encode_sliced, plan_slicing
-from .comfy_bridge import DTYPE_CHOICES, ComfyProgress, ManagedModel, resolve_dtype
-from .input_checks import (
-    combo_widget, image_batch, int_widget, latent_tensor, model_file, refuse, seed_widget, shape_stage,
-)
+from .comfy_bridge import DTYPE_CHOICES, ComfyProgress, ManagedModel, setting_input
+from .input_checks import combo_widget, image_batch, latent_tensor, model_file, refuse, shape_stage, widget
 
 log = logging.getLogger("flashvideo")
 
@@ -57,26 +56,7 @@ SLICING_TOOLTIP = (
 def _slicing_inputs() -> list:
     return [
         io.Combo.Input("slicing", options=list(MODES), default="reference", tooltip=SLICING_TOOLTIP),
-        io.Int.Input(
-            "memory_budget_mb", default=0, min=0, max=1 << 20, step=256,
-            tooltip="Memory cap for this VAE pass in MiB; 0 = the free memory of the device. "
-            "Lower it if you run out of memory (more tiles are used, same result up to tile blending).",
-        ),
-        io.Int.Input(
-            "chunk_latents", default=2, min=2, max=64, step=2,
-            tooltip="manual only: latent frames per temporal chunk (4 video frames each; the official value is 2). "
-            "Larger = faster and more memory.",
-        ),
-        io.Int.Input(
-            "tile_size", default=0, min=0, max=8192, step=64,
-            tooltip="manual only: spatial tile edge in pixels; 0 = no spatial tiles. 512-768 keeps 1080p decodes "
-            "small on 12-16 GB GPUs.",
-        ),
-        io.Int.Input(
-            "tile_overlap", default=128, min=0, max=512, step=8,
-            tooltip="Pixels of context each tile decodes beyond its edge, blended across the boundary so no seam "
-            "shows (the official code used 128 with a hard cut).",
-        ),
+        *(setting_input(name, setting) for name, setting in SLICING.items()),
     ]
 
 
@@ -85,10 +65,9 @@ def _slicing_options(slicing, memory_budget_mb, chunk_latents, tile_size, tile_o
     """``stage``: the FlashVideo stage of the decoded latent (2: the official stage-II tiles in reference mode).
     The widget ranges are checked here: API clients skip the frontend's limits."""
     combo_widget(slicing, node, "slicing", MODES)  # ComfyUI 0.3.64 does not check V3 combo values
-    memory_budget_mb = int_widget(memory_budget_mb, node, "memory_budget_mb", 0, 1 << 20)
-    chunk_latents = int_widget(chunk_latents, node, "chunk_latents", 2, 64, multiple=2)
-    tile_size = int_widget(tile_size, node, "tile_size", 0, 8192, multiple=SPATIAL)
-    tile_overlap = int_widget(tile_overlap, node, "tile_overlap", 0, 512, multiple=SPATIAL)
+    memory_budget_mb, chunk_latents, tile_size, tile_overlap = (
+        widget(SLICING[name], value, node, name)
+        for name, value in zip(SLICING, (memory_budget_mb, chunk_latents, tile_size, tile_overlap)))
     return SlicingOptions(
         mode=slicing,
         memory_budget_mib=memory_budget_mb or None,
@@ -170,7 +149,9 @@ class FlashVideoVAELoader(io.ComfyNode):
         combo_widget(dtype, node, "dtype", DTYPE_CHOICES)
         path = model_file(folder_paths, "vae", vae_name, node, "vae_name")
         load_device, offload_device = mm.vae_device(), mm.vae_offload_device()
-        torch_dtype = resolve_dtype(dtype, torch.device(load_device))
+        torch_dtype = resolve_dtype(dtype, load_device)
+        if dtype == "fp16":
+            log.warning("FlashVideo: fp16 can overflow to NaN in CogVideoX models; prefer bf16 or fp32")
         model = load_vae(path, device=offload_device, dtype=torch_dtype)
         return io.NodeOutput(ManagedModel(model, load_device, offload_device, torch_dtype, path))
 
@@ -238,8 +219,8 @@ class FlashVideoVAEEncode(io.ComfyNode):
                     "posterior", options=["sample", "mode"], default="sample",
                     tooltip="sample: mean + std * noise (the reference bridge); mode: the mean (deterministic).",
                 ),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Seed of the posterior sample noise (drawn on the CPU: same on every device)."),
+                setting_input("seed", SEED, tooltip="Seed of the posterior sample noise (drawn on the CPU: same on "
+                              "every device)."),
                 io.Combo.Input(
                     "frame_rule", options=FRAME_RULES, default="error",
                     tooltip="The VAE needs 4k+1 frames (e.g. 17, 33, 49). error: stop with a message; trim: drop the "
@@ -259,7 +240,7 @@ class FlashVideoVAEEncode(io.ComfyNode):
         vae = _check_vae(vae, ENCODE)
         stage = _check_stage(latent_scale, ENCODE)
         combo_widget(posterior, ENCODE, "posterior", POSTERIORS)
-        seed = seed_widget(seed, ENCODE)
+        seed = widget(SEED, seed, ENCODE, "seed")
         options = _slicing_options(slicing, memory_budget_mb, chunk_latents, tile_size, tile_overlap, node=ENCODE)
         frames = _fit_frame_count(image_batch(images, ENCODE), frame_rule, ENCODE)
         _check_size(frames)

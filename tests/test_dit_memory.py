@@ -10,8 +10,7 @@ import torch
 
 from flashvideo_core.dit.config import STAGE2_CONFIG, DiTConfig
 from flashvideo_core.dit.guidance import forward_pair
-from flashvideo_core.dit.memory import (ForwardPlan, candidate_plans, chunk_for, forward_bytes, plan_bytes,
-                                        plan_forward)
+from flashvideo_core.dit.memory import ForwardPlan, candidate_plans, forward_bytes, plan_bytes, plan_for
 from flashvideo_core.dit.model import FlashVideoDiT
 from flashvideo_core.dit.rope import rope_table
 from flashvideo_core.dit import window_blocks as wb
@@ -136,18 +135,23 @@ def test_planner_picks_the_fastest_plan_that_fits():
     shape, dtype = (1, 16, 13, 134, 240), torch.bfloat16
     sizes = {plan: plan_bytes(STAGE2_CONFIG, shape, dtype, plan) for plan in candidate_plans("auto")}
     batched, sequential = sizes[ForwardPlan(True)], sizes[ForwardPlan(False)]
-    assert plan_forward(STAGE2_CONFIG, shape, dtype, None) == ForwardPlan(True)
-    assert plan_forward(STAGE2_CONFIG, shape, dtype, int(batched / 0.8)) == ForwardPlan(True)
-    assert plan_forward(STAGE2_CONFIG, shape, dtype, int(sequential / 0.8)) == ForwardPlan(False)
-    lean = plan_forward(STAGE2_CONFIG, shape, dtype, 4 * 2**30)
+    plan = lambda free, mode="auto", **kw: plan_for(STAGE2_CONFIG, shape, dtype, None, mode, free, **kw)  # noqa: E731
+    assert plan(None) == ForwardPlan(True)
+    assert plan(int(batched / 0.8)) == ForwardPlan(True)
+    assert plan(int(sequential / 0.8)) == ForwardPlan(False)
+    lean = plan(4 * 2**30)
     assert lean.mode == "lean" and plan_bytes(STAGE2_CONFIG, shape, dtype, lean) <= 0.85 * 4 * 2**30
-    assert plan_forward(STAGE2_CONFIG, shape, dtype, 10**6).chunk_tokens == 1024  # nothing fits: the leanest
-    assert plan_forward(STAGE2_CONFIG, shape, dtype, None, "lean").mode == "lean"
-    assert chunk_for(STAGE2_CONFIG, shape, dtype, int(sequential / 0.8)) is None
-    assert chunk_for(STAGE2_CONFIG, shape, dtype, 4 * 2**30) is not None
-    assert chunk_for(STAGE2_CONFIG, shape, dtype, 10**12, "lean") == 16384
+    assert plan(10**6).chunk_tokens == 1024  # nothing fits: the leanest
+    assert plan(None, "lean").mode == "lean"
+    # under the host (it batches cond and uncond itself): single forwards only, whole-sequence when they fit
+    assert plan(int(batched / 0.8), host=True) == ForwardPlan(False)
+    assert plan(4 * 2**30, host=True).chunk_tokens is not None
+    assert plan(10**12, "lean", host=True).chunk_tokens == 16384
+    assert plan(0, "batched", host=True) == ForwardPlan(False)
+    # a model that is no FlashVideo DiT runs as given
+    assert plan_for(torch.nn.Identity(), shape, dtype, "cpu") == ForwardPlan(True)
     with pytest.raises(ValueError, match="memory mode"):
-        plan_forward(STAGE2_CONFIG, shape, dtype, None, "fast")
+        plan(None, "fast")
 
 
 @pytest.mark.parametrize("label, latent, goal_gb", [("1080p", (134, 240), 3), ("2K", (180, 320), 5)])

@@ -6,6 +6,7 @@ checks that need the host's model classes are bypassed (require_stage), everythi
 """
 
 import os
+import sys
 import types
 
 import pytest
@@ -229,6 +230,23 @@ def test_other_widgets_and_combos(vae, any_model):
             call()
 
 
+def test_memory_modes_keep_their_old_name(monkeypatch):
+    """The loader's memory widget takes the core's mode names; saved workflows that say whole still load (the
+    host leaves that check to the node) and mean sequential."""
+    loaded = []
+    fake_loader = types.SimpleNamespace(load_flashvideo_model=lambda *args, memory: loaded.append(memory))
+    monkeypatch.setitem(sys.modules, f"{stage1_nodes.__package__}.native.loader", fake_loader)
+    monkeypatch.setattr(stage1_nodes, "model_file", lambda *args: "stage1.pt")
+    Loader = stage1_nodes.FlashVideoModelLoader
+    assert stage1_nodes.MEMORY_CHOICES == ["auto", "sequential", "lean"]
+    assert Loader.validate_inputs(memory="whole") is True
+    for memory in ("whole", "sequential", "lean"):
+        Loader.execute("stage1.pt", "auto", "comfy", memory)
+    assert loaded == ["sequential", "sequential", "lean"]
+    with _refused("memory", "sequential"):
+        Loader.execute("stage1.pt", "auto", "comfy", "fast")
+
+
 def test_a_missing_model_file_names_the_folder(vae_path):
     with _refused("vae_name", "models/vae") as e:
         vae_nodes.FlashVideoVAELoader.execute("missing.pt", "auto")
@@ -262,9 +280,11 @@ def test_prompt_embedding_of_the_wrong_width_is_refused_before_sampling(any_mode
 
 
 def test_widget_helpers_accept_valid_values():
-    assert input_checks.int_widget(49.0, "n", "frames", 1, 201, 4, 1) == 49
-    assert input_checks.seed_widget(2**64 - 1, "n") == 2**64 - 1
-    assert input_checks.float_widget(8, "n", "cfg", 1, 15) == 8.0
+    from flashvideo_core.settings import SEED, Stage1Settings, setting
+
+    assert input_checks.widget(setting(Stage1Settings, "frames"), 49.0, "n", "frames") == 49
+    assert input_checks.widget(SEED, 2**64 - 1, "n", "seed") == 2**64 - 1
+    assert input_checks.widget(setting(Stage1Settings, "cfg"), 8, "n", "cfg") == 8.0
     assert input_checks.combo_widget("sample", "n", "posterior", ["sample", "mode"]) == "sample"
 
 
@@ -490,6 +510,16 @@ def test_api_values_the_server_lets_through_are_refused_by_the_nodes(api_server,
     message = errors[0]["exception_message"]
     assert errors[0]["exception_type"].endswith("InputError"), errors[0]
     assert f"'{name}'" in message and "Fix:" in message, message
+
+
+@pytest.mark.comfyui
+def test_an_old_memory_name_in_a_saved_prompt_still_runs(api_server):
+    graph = _stage1_graph()
+    graph["m1"]["inputs"]["memory"] = "whole"  # the loader's name for sequential before it took the core's names
+    status, body = api_server.queue_prompt(graph)
+    assert status == 200, body
+    entry = api_server.wait_history(body["prompt_id"], 120)
+    assert entry["status"]["status_str"] == "success", entry["status"]
 
 
 def json_text(body) -> str:

@@ -84,6 +84,20 @@ def test_js_names_only_existing_nodes_widgets_and_options():
     assert re.search(r'WINDOW_ATTENTION = "([^"]+)"', text).group(1) == ATTENTION_CHOICES[1]
 
 
+def test_js_constants_are_the_cores():
+    """estimate.js copies the stage-II model, the memory model and the defaults: each copy equals the core's."""
+    from flashvideo_core.dit import memory
+    from flashvideo_core.dit.config import STAGE2_CONFIG as config
+    from flashvideo_core.settings import Stage1Settings, Stage2Settings
+
+    js = {name: float(value) for name, value in re.findall(r"\b([A-Z][A-Z0-9_]*) = (\d[\d.e]*)[,;]", ESTIMATE_JS.read_text())}
+    core = {"TEXT_TOKENS": memory.TEXT_TOKENS, "LAYERS": config.num_layers, "WIDTH": config.hidden_size, "CFG_BATCH": 2,
+            "TIME_DIM": config.time_embed_dim, "TEXT_DIM": config.text_hidden_size, "HEAD_DIM": config.head_dim,
+            "WIDTHS_WHOLE": memory.WIDTHS_WHOLE, "WIDTHS_LEAN": memory.WIDTHS_CHUNKED_ATTENTION,
+            "DEFAULT_FRAMES": Stage1Settings.frames, "DEFAULT_STEPS": Stage2Settings.steps}
+    assert {name: js.get(name) for name in core} == core
+
+
 @needs_node
 def test_js_parses(tmp_path):
     for path in (MAIN_JS, ESTIMATE_JS):

@@ -8,8 +8,7 @@ from contextlib import nullcontext
 
 import torch
 
-from ..device_memory import free_memory_bytes
-from .memory import ForwardPlan, plan_forward
+from .memory import ForwardPlan
 
 
 def forward_pair(model, x: torch.Tensor, timesteps: torch.Tensor, contexts: tuple, plan: ForwardPlan,
@@ -32,13 +31,3 @@ def autocasts(device, dtype: torch.dtype) -> bool:
 
 def autocast_for(device, dtype: torch.dtype):
     return torch.autocast(torch.device(device).type, dtype=dtype) if autocasts(device, dtype) else nullcontext()
-
-
-def plan_for(model, latent_shape: tuple, dtype: torch.dtype, device, mode: str) -> ForwardPlan:
-    """The plan for ``model`` (a FlashVideo DiT; any other callable runs batched, as given)."""
-    config = getattr(model, "config", None)
-    if config is None:
-        return ForwardPlan(cfg_batched=True)
-    if autocasts(device, dtype):
-        dtype = torch.float32  # normalised tokens, q and k come out of LayerNorm in fp32 under autocast
-    return plan_forward(config, latent_shape, dtype, free_memory_bytes(device), mode)

@@ -24,15 +24,18 @@ from typing import Optional
 
 import torch
 
+from ..device_memory import free_memory_bytes
+from ..text_embeddings import TEXT_TOKENS
 from .config import DiTConfig
 
-TEXT_TOKENS = 226
 #: measured peaks (see the module docstring) plus one width for kernels' own buffers
 WIDTHS_WHOLE = 12
 WIDTHS_CHUNKED_ATTENTION = 6
 WIDTHS_CHUNKED_PROJECTION = 5
 WIDTHS_PER_CHUNK_TOKEN = 8
 MODES = ("auto", "batched", "sequential", "lean")
+#: names the ComfyUI loader used before it took the core's (saved workflows keep them)
+OLD_MODE_NAMES = {"whole": "sequential"}
 #: chunk sizes tried by ``lean``/``auto``, largest (fastest) first
 CHUNK_CANDIDATES = (16384, 8192, 4096, 2048, 1024)
 #: keep this share of the free memory spare (fragmentation, the sampler's own tensors)
@@ -89,28 +92,29 @@ def candidate_plans(mode: str = "auto") -> list:
             "auto": [ForwardPlan(True), ForwardPlan(False)] + lean}[mode]
 
 
-def _fastest_fitting(plans: list, config: DiTConfig, latent_shape: tuple, dtype: torch.dtype,
-                     free_bytes: Optional[int]) -> ForwardPlan:
-    """The first (fastest) of ``plans`` that fits ``free_bytes`` (unknown: the first), else the last (leanest)."""
+def plan_for(model, latent_shape: tuple, dtype: torch.dtype, device=None, mode: str = "auto",
+             free_bytes: Optional[int] = None, host: bool = False) -> ForwardPlan:
+    """The planner: the fastest plan of ``mode`` for ``model`` (a FlashVideo DiT or its config; any other callable
+    runs batched, as given) whose working memory fits ``free_bytes`` (default: what ``device`` has free; neither
+    known: the fastest), else the leanest of ``mode``.
+
+    ``host``: ComfyUI runs the forwards: it batches cond and uncond itself (``latent_shape`` counts both) and casts
+    weights per layer, so only single-forward plans, in ``dtype``. Else the samplers' autocast on ``device`` applies.
+    """
+    config = model if isinstance(model, DiTConfig) else getattr(model, "config", None)
+    if config is None:
+        return ForwardPlan(cfg_batched=True)
+    plans = candidate_plans(mode)
+    if host:
+        plans = [plan for plan in plans if not plan.cfg_batched] or [ForwardPlan(False)]
+    elif device is not None:
+        from .guidance import autocasts  # guidance runs the plans this module makes
+
+        if autocasts(device, dtype):
+            dtype = torch.float32  # normalised tokens, q and k come out of LayerNorm in fp32 under autocast
+    if free_bytes is None and device is not None:
+        free_bytes = free_memory_bytes(device)
     if free_bytes is None:
         return plans[0]
-    for plan in plans:
-        if plan_bytes(config, latent_shape, dtype, plan) <= HEADROOM * free_bytes:
-            return plan
-    return plans[-1]
-
-
-def plan_forward(config: DiTConfig, latent_shape: tuple, dtype: torch.dtype, free_bytes: Optional[int],
-                 mode: str = "auto") -> ForwardPlan:
-    """The fastest plan of ``mode`` whose working memory fits ``free_bytes`` (unknown: the fastest), else the
-    leanest of ``mode``."""
-    return _fastest_fitting(candidate_plans(mode), config, latent_shape, dtype, free_bytes)
-
-
-def chunk_for(config: DiTConfig, latent_shape: tuple, dtype: torch.dtype, free_bytes: Optional[int],
-              mode: str = "auto") -> Optional[int]:
-    """Token chunk for one forward of ``latent_shape`` (its batch as given: the host decides how cond and uncond
-    are batched): None (whole sequence) when that fits or ``mode`` never chunks, else the largest chunk that fits,
-    else the smallest."""
-    plans = [plan for plan in candidate_plans(mode) if not plan.cfg_batched] or [ForwardPlan(False)]
-    return _fastest_fitting(plans, config, latent_shape, dtype, free_bytes).chunk_tokens
+    return next((plan for plan in plans if plan_bytes(config, latent_shape, dtype, plan) <= HEADROOM * free_bytes),
+                plans[-1])

@@ -12,7 +12,8 @@ from typing import Callable, Optional
 
 import torch
 
-from ..dit.guidance import autocast_for, forward_pair, plan_for
+from ..dit.guidance import autocast_for, forward_pair
+from ..dit.memory import plan_for
 from ..errors import InputError
 from ..progress import Progress
 from ..stage1.sampler import check_finite

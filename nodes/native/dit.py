@@ -15,7 +15,6 @@ import torch
 import comfy.patcher_extension
 
 from ...flashvideo_core.dit.config import DiTConfig
-from ...flashvideo_core.dit.memory import chunk_for
 from ...flashvideo_core.dit.model import FlashVideoDiT
 
 #: transformer_options key: the experimental local-attention window (frames, height, width) for this run
@@ -40,16 +39,6 @@ class ComfyFlashVideoDiT(FlashVideoDiT):
         super().__init__(DiTConfig(**config), layers=operations or torch.nn, attention_fn=host_attention,
                          device=device, dtype=dtype)
         self.dtype = dtype  # ComfyUI reads the weight dtype here
-        self.memory_mode = "auto"  # flashvideo_core.dit.memory mode; the BaseModel sets it from the loader
-
-    def plan_chunk(self, shape: tuple, dtype: torch.dtype, device):
-        """Token chunk for forwards of ``shape``: whole-sequence when it fits the memory the host reports as free.
-        Decided once per sampling run (as conditioning), so no forward asks the host anything: that would break
-        a torch.compile graph."""
-        from comfy import model_management
-
-        free = model_management.get_free_memory(device)
-        return chunk_for(self.config, tuple(shape), dtype, free, self.memory_mode)
 
     def forward(self, x, timestep, context, transformer_options={}, **kwargs):
         """Through the host's DIFFUSION_MODEL wrappers (EasyCache and the like), as core models run."""

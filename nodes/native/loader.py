@@ -22,9 +22,8 @@ from ...flashvideo_core.checkpoints.strict import check_state_dict
 from ...flashvideo_core.dit.attention import resolve_backend
 from ...flashvideo_core.dit.loader import canonical_dit_state_dict
 from ...flashvideo_core.dit.model import FlashVideoDiT, sdpa_attention
-from ...flashvideo_core.errors import InputError
 from .model_base import model_config_for
-from .options import ATTENTION_CHOICES, HOST_ATTENTION, MEMORY_CHOICES, MEMORY_MODES, WEIGHT_DTYPE_CHOICES, WEIGHT_DTYPES
+from .options import HOST_ATTENTION, WEIGHT_DTYPES
 
 log = logging.getLogger("flashvideo")
 
@@ -51,13 +50,7 @@ def _patcher_class():
 
 def load_flashvideo_model(path: str, weight_dtype: str = "auto", attention: str = HOST_ATTENTION,
                           disable_dynamic: bool = False, memory: str = "auto"):
-    """A core MODEL (model patcher) for the DiT in ``path``; ``memory`` is one of ``MEMORY_CHOICES``."""
-    if weight_dtype not in WEIGHT_DTYPE_CHOICES:
-        raise InputError(f"weight_dtype must be one of {WEIGHT_DTYPE_CHOICES}, got {weight_dtype!r}")
-    if attention not in ATTENTION_CHOICES:
-        raise InputError(f"attention must be one of {ATTENTION_CHOICES}, got {attention!r}")
-    if memory not in MEMORY_MODES:
-        raise InputError(f"memory must be one of {MEMORY_CHOICES}, got {memory!r}")
+    """A core MODEL (model patcher) for the DiT in ``path``; the choices are the loader node's (it checks them)."""
     raw = read_checkpoint(path)
     dit_config, tensors, layout = canonical_dit_state_dict(raw, dequantize=False)
     quantized = scaled_fp8.is_scaled_fp8(tensors)
@@ -65,7 +58,7 @@ def load_flashvideo_model(path: str, weight_dtype: str = "auto", attention: str 
     with torch.device("meta"):
         check_state_dict(FlashVideoDiT(dit_config), plain, f"{path}", layout, allow_fp8=quantized)
     model_config = model_config_for(dit_config)
-    model_config.memory_mode = MEMORY_MODES[memory]
+    model_config.memory_mode = memory
     params = sum(t.numel() for t in plain.values())
     load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
     supported = model_config.supported_inference_dtypes

@@ -16,12 +16,13 @@ import torch
 import comfy.conds
 import comfy.latent_formats
 import comfy.model_base
+import comfy.model_management
 import comfy.model_sampling
 import comfy.supported_models_base
 
 from ...flashvideo_core.constants import LATENT_SCALE_STAGE1, LATENT_SCALE_STAGE2
 from ...flashvideo_core.dit.config import DiTConfig
-from ...flashvideo_core.dit.memory import CHUNK_CANDIDATES, forward_bytes
+from ...flashvideo_core.dit.memory import plan_bytes, plan_for
 from .dit import ComfyFlashVideoDiT
 
 #: conditioning key (on positive and negative) carrying the stage-II degradation step
@@ -67,35 +68,33 @@ class FlashVideoFlowSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, com
 class FlashVideoModel(comfy.model_base.BaseModel):
     def __init__(self, model_config, model_type, device=None):
         super().__init__(model_config, model_type, device=device, unet_model=ComfyFlashVideoDiT)
-        self.set_memory_mode(getattr(model_config, "memory_mode", "auto"))
 
     @property
     def compute_dtype(self) -> torch.dtype:
         return self.manual_cast_dtype or self.get_dtype()
 
-    def set_memory_mode(self, mode: str) -> None:
-        """auto: whole-sequence forwards when they fit the free memory, token chunks otherwise; sequential
-        (whole): never chunked; lean: always chunked (flashvideo_core.dit.memory)."""
-        self.memory_mode = mode
-        self.diffusion_model.memory_mode = mode
+    def plan(self, shape: tuple, free_bytes: int):
+        """How the forwards of ``shape`` run in ``free_bytes``, in the loader's memory mode (model_config's:
+        flashvideo_core.dit.memory; auto: whole-sequence when that fits, token chunks otherwise)."""
+        return plan_for(self.diffusion_model, tuple(int(n) for n in shape), self.compute_dtype,
+                        mode=self.model_config.memory_mode, free_bytes=free_bytes, host=True)
 
     def extra_conds(self, **kwargs):
         """The token chunk of this run's forwards (None = whole sequence), planned for cond and uncond in one
-        batch against the free memory after the host has loaded the model."""
+        batch against the free memory after the host has loaded the model. Decided once per sampling run (as
+        conditioning), so no forward asks the host anything: that would break a torch.compile graph."""
         out = super().extra_conds(**kwargs)
         noise = kwargs["noise"]
-        shape = (2 * noise.shape[0],) + tuple(noise.shape[1:])
         device = kwargs.get("device") or noise.device  # the sampling device (the host passes it)
-        chunk = self.diffusion_model.plan_chunk(shape, self.compute_dtype, device)
-        out["chunk_tokens"] = comfy.conds.CONDConstant(chunk)
+        plan = self.plan((2 * noise.shape[0], *noise.shape[1:]), comfy.model_management.get_free_memory(device))
+        out["chunk_tokens"] = comfy.conds.CONDConstant(plan.chunk_tokens)
         return out
 
     def memory_required(self, input_shape, cond_shapes={}):
         """Working memory of one forward of ``input_shape`` as this model will run it when memory is short
         (the host batches cond and uncond, and reserves memory before partial loading, by this figure)."""
-        chunk = None if self.memory_mode in ("batched", "sequential") else CHUNK_CANDIDATES[-1]
-        shape = tuple(int(n) for n in input_shape)
-        return forward_bytes(self.diffusion_model.config, shape, self.compute_dtype, cfg_batch=1, chunk_tokens=chunk)
+        plan = self.plan(input_shape, 0)
+        return plan_bytes(self.diffusion_model.config, tuple(int(n) for n in input_shape), self.compute_dtype, plan)
 
 
 class FlashVideoStage1Model(FlashVideoModel):
@@ -128,7 +127,7 @@ class FlashVideoConfig(comfy.supported_models_base.BASE):
 
     def __init__(self, dit_config: DiTConfig):
         super().__init__(dataclasses.asdict(dit_config))
-        self.memory_mode = "auto"  # the loader's choice; FlashVideoModel.memory_required follows it
+        self.memory_mode = "auto"  # the loader's choice (flashvideo_core.dit.memory); the model plans by it
 
     def get_model(self, state_dict, prefix="", device=None):
         return self.model_class(self, device=device)

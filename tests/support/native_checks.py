@@ -129,10 +129,10 @@ t, context = torch.tensor([500.0]), torch.randn(1, 226, config.text_hidden_size,
 extra = {"ref_step": torch.tensor([675.0]), "latent_frames": torch.tensor([3.0])}
 results["memory_required_auto"] = model.memory_required(tuple(x.shape))
 results["memory_lean_estimate"] = forward_bytes(config, tuple(x.shape), torch.float32, 1, CHUNK_CANDIDATES[-1])
-model.set_memory_mode("sequential")
+model.model_config.memory_mode = "sequential"
 results["memory_required_sequential"] = model.memory_required(tuple(x.shape))
 results["memory_whole_estimate"] = forward_bytes(config, tuple(x.shape), torch.float32, 1, None)
-model.set_memory_mode("auto")
+model.model_config.memory_mode = "auto"
 
 
 def planned_chunk():

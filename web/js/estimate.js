@@ -10,6 +10,7 @@
 // + the peak activations of one forward + ~2 GB for the CUDA context, latents and VAE tiles; the fastest mode
 // batches CFG (2 x 12 x width values per token), the lean mode runs the halves one after the other in token
 // chunks (6 x width per token), which is what a smaller GPU gets. T5 is left out: ComfyUI unloads it first.
+// tests/test_web_extension.py checks every model constant below against the core (config, memory model, settings).
 
 export const TEXT_TOKENS = 226;
 export const RESOLUTIONS = { "1080p (1072x1920)": [1072, 1920], "2K (1440x2560)": [1440, 2560] };
@@ -20,12 +21,13 @@ export const WINDOW_TOKENS = 7 * 21 * 21;
 export const DEFAULT_FRAMES = 49;
 export const DEFAULT_STEPS = 5;
 
-const LAYERS = 30, WIDTH = 1920, CFG_BATCH = 2, TIME_DIM = 512, TEXT_DIM = 4096;
+const LAYERS = 30, WIDTH = 1920, CFG_BATCH = 2, TIME_DIM = 512, TEXT_DIM = 4096, HEAD_DIM = 64;
+const WIDTHS_WHOLE = 12, WIDTHS_LEAN = 6; // values of the width per token held at a forward's peak
 const PARAMS = LAYERS * (12 * WIDTH * WIDTH + 2 * TIME_DIM * 6 * WIDTH) + TEXT_DIM * WIDTH; // ~1.69 B
 const H100_BF16_FLOPS = 989e12;
 const SLOW_EFFICIENCY = 0.38;
 const OVERHEAD_BYTES = 2e9;
-const ROPE_BYTES_PER_TOKEN = 2 * 64 * 4 * 2; // cos and sin tables, fp32, a CPU and a GPU copy
+const ROPE_BYTES_PER_TOKEN = 2 * HEAD_DIM * 4 * 2; // cos and sin tables, fp32, a CPU and a GPU copy
 const GPU_CLASSES_GB = [8, 12, 16, 24, 32, 40, 48, 80, 141];
 
 /** Latent frames of a 4k+1-frame video (49 -> 13). */
@@ -48,12 +50,12 @@ export function flopsPerStep(tokens, windowed = false) {
 
 /** Bytes the GPU needs while stage II runs (weights + one forward's activations + overhead), fastest mode. */
 export function stage2Bytes(tokens) {
-  return PARAMS * 2 + CFG_BATCH * tokens * WIDTH * 12 * 2 + tokens * ROPE_BYTES_PER_TOKEN + OVERHEAD_BYTES;
+  return PARAMS * 2 + CFG_BATCH * tokens * WIDTH * WIDTHS_WHOLE * 2 + tokens * ROPE_BYTES_PER_TOKEN + OVERHEAD_BYTES;
 }
 
 /** The same in the lean memory mode (CFG halves one after the other, token chunks). */
 export function stage2LeanBytes(tokens) {
-  return PARAMS * 2 + tokens * WIDTH * 6 * 2 + tokens * ROPE_BYTES_PER_TOKEN + OVERHEAD_BYTES;
+  return PARAMS * 2 + tokens * WIDTH * WIDTHS_LEAN * 2 + tokens * ROPE_BYTES_PER_TOKEN + OVERHEAD_BYTES;
 }
 
 const gpuClass = (bytes) => GPU_CLASSES_GB.find((c) => c >= bytes / 1e9) ?? Math.ceil(bytes / 1e9);
