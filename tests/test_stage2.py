@@ -14,7 +14,7 @@ from flashvideo_core.dit.config import DiTConfig
 from flashvideo_core.dit.model import FlashVideoDiT
 from flashvideo_core.dit import rope as rope_module
 from flashvideo_core.errors import Cancelled, InputError
-from flashvideo_core.progress import CallbackProgress
+from support.progress import CallbackProgress
 from flashvideo_core.schedules import degradation_coefficients
 from flashvideo_core.stage2 import degrade as degrade_module
 from flashvideo_core.stage2.bridge import encode_for_stage2, resize_video, stage1_to_stage2
@@ -24,7 +24,8 @@ from flashvideo_core.stage2.schedule import embedded_noise_step, network_timeste
 from flashvideo_core.vae.model import DiagonalGaussian
 from flashvideo_core.vae.slicing import decode_sliced, encode_sliced
 
-SPEC_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "spec-data", "schedules.json")
+#: values printed by the reference run (docs/SAMPLING.md), kept with the tests
+REFERENCE_DATA = os.path.join(os.path.dirname(__file__), "data", "reference_schedules.json")
 # SPEC §1.8 / Appendix B (printed by the reference run).
 GRID_FP32 = [0.0, 0.0909091, 0.2105263, 0.375, 0.6153846, 1.0]
 GRID_BF16 = [0.0, 0.09375, 0.21484375, 0.375, 0.6171875, 1.0]
@@ -46,9 +47,8 @@ def test_time_grid_and_network_timesteps_match_spec():
     torch.testing.assert_close(time_grid(4, 3.0, torch.float64), expected)
 
 
-@pytest.mark.skipif(not os.path.exists(SPEC_DATA), reason="shared/spec-data not beside the checkout")
 def test_time_grid_equals_spec_data_exactly():
-    data = json.load(open(SPEC_DATA))
+    data = json.load(open(REFERENCE_DATA))
     assert time_grid(5, 2.5, torch.bfloat16).float().tolist() == data["stage2_grid_torch.bfloat16"]
     assert time_grid(5, 2.5, torch.float32).tolist() == data["stage2_grid_torch.float32"]
     assert network_timesteps(time_grid(5, 2.5, torch.bfloat16)).tolist() == data["stage2_model_timesteps_torch.bfloat16"][:-1]

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from flashvideo_core.errors import Cancelled, InputError
-from flashvideo_core.progress import CallbackProgress
+from support.progress import CallbackProgress
 from flashvideo_core.tiny import TINY_VAE_CONFIG
 from flashvideo_core.vae.config import OFFICIAL_VAE_CONFIG
 from flashvideo_core.vae.slicing import (

@@ -27,7 +27,6 @@ class Stage1Schedule:
     alphas: list
     #: sqrt(alpha_bar) snapped to the full 1000 table, used for c_skip/c_out (len = steps)
     snapped_alphas: list
-    snapped_indices: list
     cfg_scales: list
 
 
@@ -62,6 +61,5 @@ def stage1_schedule(steps: int = DEFAULT_STEPS, cfg: float = DEFAULT_CFG) -> Sta
         timesteps=timesteps,
         alphas=alphas,
         snapped_alphas=[float(table[i]) for i in snapped_idx],
-        snapped_indices=snapped_idx,
         cfg_scales=[dynamic_cfg_scale(t, cfg, steps) for t in timesteps],
     )
