@@ -1,4 +1,4 @@
-"""Named numbers shared by both stages (SPEC §2.1, §1.3.7, §1.7).
+"""Named numbers shared by both stages (docs/SAMPLING.md#constants).
 
 The two latent scale factors are easy to confuse and change every picture, so they
 live here once, with the stage they belong to, and are never inferred.

@@ -1,5 +1,5 @@
 """FlashVideo's sampling parts for ``comfy.samplers``: SIGMAS builders, NOISE objects, GUIDERs and SAMPLER
-functions that reproduce the reference (SPEC §1.3.5-1.3.6, §1.8) when used together, and stay usable with the
+functions that reproduce the reference (docs/SAMPLING.md) when used together, and stay usable with the
 host's own parts.
 
 Stage I: the reference's N-step schedule as sigmas (sigma_max for its a = 0 start), a GUIDER with DynamicCFG
@@ -161,7 +161,7 @@ def _reference_draw(generator: torch.Generator, shape) -> torch.Tensor:
 
 @torch.no_grad()
 def sample_stage1_reference(model, x, sigmas, extra_args=None, callback=None, disable=None):
-    """SDE DPM-Solver++(2M) as the reference runs it (SPEC §1.3.6): VP updates with the sampler alphas, noise
+    """SDE DPM-Solver++(2M) as the reference runs it (docs/SAMPLING.md#sde-dpm2m): VP updates with the sampler alphas, noise
     from one CPU generator seeded like the NOISE (the initial draw replayed, then one draw at step 0 and two
     at each later step, the first thrown away), the x0 prediction returned at the last step, rounded through
     the model's dtype. Works on the VP state (x_VE = x_VP sqrt(1 + sigma^2) in and out of the model)."""
