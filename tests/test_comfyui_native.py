@@ -64,7 +64,7 @@ def test_native_models_equal_the_core_models_in_process(comfyui_host, tmp_path):
     assert r["memory_chunk_when_plenty"] is None and r["memory_chunk_when_short"] == 1024, r
     assert r["memory_chunked_max_diff"] <= 1e-6, r
     assert r["graph_breaks_chunk_None"] == r["graph_breaks_chunk_256"] == 0, r  # torch.compile sees one graph
-    # bf16 models (GPUs): the reference's bf16 grid and network timesteps (SPEC 1.8, spec-data)
+    # bf16 models (GPUs): the reference's bf16 grid and network timesteps (docs/SAMPLING.md#stage-ii-grid)
     assert r["bf16_grid"] == [0.0, 0.09375, 0.21484375, 0.375, 0.6171875, 1.0]
     assert r["bf16_timesteps"] == [1000.0, 904.0, 784.0, 624.0, 384.0]
 

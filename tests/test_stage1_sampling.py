@@ -1,4 +1,4 @@
-"""Stage-I schedule against SPEC Appendix A/B (spec-data), and the sampler's math and determinism."""
+"""Stage-I schedule against the reference run's values (tests/data), and the sampler's math and determinism."""
 
 import json
 import math
@@ -17,10 +17,10 @@ from flashvideo_core.stage1.schedule import stage1_schedule
 #: values printed by the reference run (docs/SAMPLING.md), kept with the tests
 REFERENCE_DATA = os.path.join(os.path.dirname(__file__), "data", "reference_schedules.json")
 
-# SPEC Appendix B, printed by the reference run.
+# Full zero-SNR table values printed by the reference run (docs/SAMPLING.md#noise-schedule).
 APPENDIX_B = {0: 0.9995749, 19: 0.9904597, 250: 0.8077481, 500: 0.4909367, 650: 0.2940186, 675: 0.2639587,
               700: 0.2350522, 750: 0.1811053, 999: 0.0}
-# SPEC Appendix A (first and last rows).
+# First and last rows of the reference run's 51-step table: (i, t, a_i, snapped index, CFG scale).
 APPENDIX_A = [(0, 999, 0.000000, 999, 8.2870), (1, 979, 0.009268, 979, 4.0041), (2, 959, 0.019381, 959, 2.4043),
               (3, 940, 0.029802, 940, 5.0462), (48, 58, 0.969628, 57, 1.0000), (49, 39, 0.980547, 38, 1.0000),
               (50, 19, 0.991082, 18, 1.1852)]
@@ -51,7 +51,7 @@ def test_stage1_schedule_matches_appendix_a():
         assert indices[i] == idx
         assert math.isclose(s.cfg_scales[i], cfg, abs_tol=1e-4)
     assert s.alphas[-1] == 1.0 and math.isclose(s.snapped_alphas[-1], 0.990961, abs_tol=1e-6)
-    # the last 11 steps snap to t - 1, the others to t (SPEC §1.3.5)
+    # the last 11 steps snap to t - 1, the others to t (docs/SAMPLING.md#stage-i-schedule)
     assert [t - i for t, i in zip(s.timesteps, indices)] == [0] * 40 + [1] * 11
 
 
@@ -66,7 +66,7 @@ def test_stage1_schedule_matches_spec_data_exactly():
 
 @pytest.mark.parametrize("steps", [51, 50, 6, 4])
 def test_dynamic_cfg_uses_the_runs_step_count(steps):
-    """SPEC §6.4: at N steps the reference configures sampler and guider with N, so each scale is
+    """docs/SAMPLING.md#dynamiccfg: at N steps the reference configures sampler and guider with N, so each scale is
     1 + s (1 - cos(pi ((N - t) / N)^5)) / 2 over the N-step timesteps; written out here from the formula."""
     import numpy as np
 
@@ -81,7 +81,7 @@ def test_dynamic_cfg_uses_the_runs_step_count(steps):
 
 
 class ExactModel(torch.nn.Module):
-    """Predicts the exact v for a fixed clean latent, using the spec's snapped alphas (SPEC Appendix A)."""
+    """Predicts the exact v for a fixed clean latent, using the schedule's snapped alphas."""
 
     def __init__(self, target):
         super().__init__()
