@@ -3,14 +3,10 @@
 The core calls ``start(total)`` once, ``advance()`` after each unit of work (a VAE
 chunk or tile, a sampling step) and ``check()`` before each unit. The ComfyUI nodes
 subclass it to drive ``comfy.utils.ProgressBar`` and ComfyUI's interrupt flag; the
-CLI and tests use the callback form or the silent default.
+CLI prints with :class:`ConsoleProgress`; everything else gets the silent default.
 """
 
 from __future__ import annotations
-
-from typing import Callable, Optional
-
-from .errors import Cancelled
 
 
 class Progress:
@@ -64,35 +60,3 @@ class ConsoleProgress(Progress):
         line = f"{self.phase or 'pass'}: [{bar}] {self.done}/{self.total} ({time.perf_counter() - self.started:.1f} s)"
         self.stream.write(("\r" if self.tty else "") + line + end)
         self.stream.flush()
-
-
-class CallbackProgress(Progress):
-    """Progress driven by plain callables (CLI, tests, other hosts)."""
-
-    def __init__(
-        self,
-        on_progress: Optional[Callable[[int, int], None]] = None,
-        should_cancel: Optional[Callable[[], bool]] = None,
-        on_preview: Optional[Callable[[object], None]] = None,
-    ):
-        self.on_progress = on_progress
-        self.should_cancel = should_cancel
-        self.on_preview = on_preview
-        self.done = 0
-        self.total = 0
-
-    def start(self, total: int) -> None:
-        self.done, self.total = 0, total
-        if self.on_progress:
-            self.on_progress(0, total)
-
-    def advance(self, n: int = 1, preview=None) -> None:
-        self.done += n
-        if self.on_progress:
-            self.on_progress(self.done, self.total)
-        if preview is not None and self.on_preview:
-            self.on_preview(preview)
-
-    def check(self) -> None:
-        if self.should_cancel and self.should_cancel():
-            raise Cancelled(f"cancelled after {self.done} of {self.total} units of work")

@@ -1,4 +1,4 @@
-"""The zero-terminal-SNR scaled-linear DDPM schedule of both stages (SPEC §1.3.5, §1.6).
+"""The zero-terminal-SNR scaled-linear DDPM schedule of both stages (docs/SAMPLING.md#noise-schedule).
 
 beta = linspace(sqrt(0.00085), sqrt(0.012), 1000)^2 in float64, alpha_bar = cumprod(1 - beta),
 an optional SNR shift, then (in float32) a = sqrt(alpha_bar) over a subset of timesteps,
@@ -39,7 +39,8 @@ def full_sqrt_alpha_table(shift: float = 1.0) -> torch.Tensor:
 
 
 def degradation_coefficients(noise_step: int) -> tuple[float, float]:
-    """(a, sqrt(1 - a^2)) of the stage-II latent degradation x = a z + sqrt(1 - a^2) eps (SPEC §1.6)."""
+    """(a, sqrt(1 - a^2)) of the stage-II latent degradation x = a z + sqrt(1 - a^2) eps
+    (docs/SAMPLING.md#degradation)."""
     if not 0 <= noise_step < NUM_TIMESTEPS:
         raise ValueError(f"noise step must be in [0, {NUM_TIMESTEPS - 1}], got {noise_step}")
     a = float(full_sqrt_alpha_table()[noise_step])

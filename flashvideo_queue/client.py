@@ -1,4 +1,4 @@
-"""ComfyUI's HTTP API (COMFYUI.md §11) over the standard library's http.client, plus its ``/ws`` event stream
+"""ComfyUI's HTTP API (docs/HOST.md#http-api) over the standard library's http.client, plus its ``/ws`` event stream
 over the maintained ``websocket-client`` library (the one ComfyUI's own API example uses).
 
 One connection per call and no proxy lookup: calls are rare (a submit, a few polls, the downloads) and a

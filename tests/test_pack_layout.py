@@ -2,6 +2,7 @@
 
 import ast
 import os
+import re
 import subprocess
 import sys
 
@@ -104,3 +105,63 @@ def test_requires_comfyui_names_the_oldest_tested_host():
     pyproject = open(os.path.join(REPO, "pyproject.toml")).read()
     declared = re.search(r'^requires-comfyui = ">=([\d.]+)"$', pyproject, re.M)
     assert declared and declared.group(1) == specs[0].version, "pyproject's requires-comfyui != the oldest tested host"
+
+
+#: product files: what ships to users (tests, benchmarks and the docs themselves excluded)
+PRODUCT = ("__init__.py", "nodes", "flashvideo_core", "flashvideo_queue", "web", "scripts", "pyproject.toml")
+#: notes that live outside this repository; product text must point into docs/ instead
+OUTSIDE_NOTES = re.compile(r"\bSPEC\b|spec-data|NATIVE\.md|COMFYUI\.md|ANCHORS\.md|\.\./shared")
+DOC_LINK = re.compile(r"docs/([A-Z]+\.md)(?:#([a-z0-9-]+))?")
+MD_LINK = re.compile(r"\]\(([A-Z]+\.md)(?:#([a-z0-9-]+))?\)")
+
+
+def _product_files():
+    for entry in PRODUCT:
+        root = os.path.join(REPO, entry)
+        if os.path.isfile(root):
+            yield root
+            continue
+        for d, _, files in os.walk(root):
+            yield from (os.path.join(d, f) for f in files if f.endswith((".py", ".js", ".sh")))
+
+
+def _anchors(doc: str) -> set:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    with open(os.path.join(REPO, "docs", doc)) as f:
+        heads = [line.lstrip("#").strip() for line in f if line.startswith("#")]
+    return {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in heads}
+
+
+def test_product_points_into_docs_only():
+    """Every comment that cites the reference's facts points at docs/ in this repository, and every such
+    link names a page and heading that exist."""
+    for path in _product_files():
+        text = open(path, encoding="utf-8").read()
+        where = os.path.relpath(path, REPO)
+        assert not OUTSIDE_NOTES.search(text), f"{where} cites notes outside the repository"
+        for doc, anchor in DOC_LINK.findall(text):
+            assert os.path.exists(os.path.join(REPO, "docs", doc)), f"{where}: docs/{doc} does not exist"
+            assert not anchor or anchor in _anchors(doc), f"{where}: docs/{doc} has no heading #{anchor}"
+    for doc in os.listdir(os.path.join(REPO, "docs")):
+        for target, anchor in MD_LINK.findall(open(os.path.join(REPO, "docs", doc)).read()):
+            assert os.path.exists(os.path.join(REPO, "docs", target)), f"docs/{doc} links to missing {target}"
+            assert not anchor or anchor in _anchors(target), f"docs/{doc}: {target} has no heading #{anchor}"
+
+
+def test_product_never_imports_test_tools():
+    """Test doubles and measuring tools stay out of what the product runs."""
+    for path in _product_files():
+        if path.endswith(".py"):
+            bad = {"tests", "benchmarks", "support", "memory_probe"} & {
+                part for name in _imports_all(path) for part in name.split(".")}
+            assert not bad, f"{os.path.relpath(path, REPO)} imports {bad}"
+
+
+def _imports_all(path):
+    tree = ast.parse(open(path).read(), path)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            yield node.module or ""
+            yield from (a.name for a in node.names)

@@ -1,4 +1,4 @@
-"""Stage-I schedule against SPEC Appendix A/B (spec-data), and the sampler's math and determinism."""
+"""Stage-I schedule against the reference run's values (tests/data), and the sampler's math and determinism."""
 
 import json
 import math
@@ -8,18 +8,19 @@ import pytest
 import torch
 
 from flashvideo_core.errors import InputError
-from flashvideo_core.progress import CallbackProgress
+from support.progress import CallbackProgress
 from flashvideo_core.schedules import degradation_coefficients, full_sqrt_alpha_table
 from flashvideo_core.stage1 import sampler as sampler_module
 from flashvideo_core.stage1.sampler import latent_shape, sample_stage1
 from flashvideo_core.stage1.schedule import stage1_schedule
 
-SPEC_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "spec-data", "schedules.json")
+#: values printed by the reference run (docs/SAMPLING.md), kept with the tests
+REFERENCE_DATA = os.path.join(os.path.dirname(__file__), "data", "reference_schedules.json")
 
-# SPEC Appendix B, printed by the reference run.
+# Full zero-SNR table values printed by the reference run (docs/SAMPLING.md#noise-schedule).
 APPENDIX_B = {0: 0.9995749, 19: 0.9904597, 250: 0.8077481, 500: 0.4909367, 650: 0.2940186, 675: 0.2639587,
               700: 0.2350522, 750: 0.1811053, 999: 0.0}
-# SPEC Appendix A (first and last rows).
+# First and last rows of the reference run's 51-step table: (i, t, a_i, snapped index, CFG scale).
 APPENDIX_A = [(0, 999, 0.000000, 999, 8.2870), (1, 979, 0.009268, 979, 4.0041), (2, 959, 0.019381, 959, 2.4043),
               (3, 940, 0.029802, 940, 5.0462), (48, 58, 0.969628, 57, 1.0000), (49, 39, 0.980547, 38, 1.0000),
               (50, 19, 0.991082, 18, 1.1852)]
@@ -34,33 +35,38 @@ def test_zero_snr_table_matches_appendix_b():
     assert math.isclose(a, 0.26395872, abs_tol=1e-7) and math.isclose(s, 0.96453398, abs_tol=1e-7)
 
 
+def snapped_indices(schedule) -> list:
+    """The index of the full 1000-entry table each snapped alpha was taken from."""
+    table = full_sqrt_alpha_table()
+    return [int((table - a).abs().argmin()) for a in schedule.snapped_alphas]
+
+
 def test_stage1_schedule_matches_appendix_a():
     s = stage1_schedule()
+    indices = snapped_indices(s)
     assert s.timesteps[:4] == [999, 979, 959, 940] and s.timesteps[-1] == 19 and len(s.timesteps) == 51
     for i, t, a, idx, cfg in APPENDIX_A:
         assert s.timesteps[i] == t
         assert math.isclose(s.alphas[i], a, abs_tol=1e-6)
-        assert s.snapped_indices[i] == idx
+        assert indices[i] == idx
         assert math.isclose(s.cfg_scales[i], cfg, abs_tol=1e-4)
     assert s.alphas[-1] == 1.0 and math.isclose(s.snapped_alphas[-1], 0.990961, abs_tol=1e-6)
-    # the last 11 steps snap to t - 1, the others to t (SPEC §1.3.5)
-    assert [t - i for t, i in zip(s.timesteps, s.snapped_indices)] == [0] * 40 + [1] * 11
+    # the last 11 steps snap to t - 1, the others to t (docs/SAMPLING.md#stage-i-schedule)
+    assert [t - i for t, i in zip(s.timesteps, indices)] == [0] * 40 + [1] * 11
 
 
 def test_stage1_schedule_matches_spec_data_exactly():
-    if not os.path.exists(SPEC_DATA):
-        pytest.skip("shared/spec-data not beside the checkout")
-    data = json.load(open(SPEC_DATA))
+    data = json.load(open(REFERENCE_DATA))
     s = stage1_schedule()
     assert s.timesteps == data["stage1_timesteps_ascending"][::-1]
     torch.testing.assert_close(torch.tensor(s.alphas, dtype=torch.float64), torch.tensor(data["stage1_alpha_sqrt_sampler_order"], dtype=torch.float64), atol=3e-7, rtol=0)
-    assert s.snapped_indices == [i for i, _ in data["stage1_alpha_quantized_idx_val"]]
+    assert snapped_indices(s) == [i for i, _ in data["stage1_alpha_quantized_idx_val"]]
     assert s.cfg_scales == pytest.approx(data["stage1_dynamic_cfg_scale_per_step(scale=8)"], abs=1e-12)
 
 
 @pytest.mark.parametrize("steps", [51, 50, 6, 4])
 def test_dynamic_cfg_uses_the_runs_step_count(steps):
-    """SPEC §6.4: at N steps the reference configures sampler and guider with N, so each scale is
+    """docs/SAMPLING.md#dynamiccfg: at N steps the reference configures sampler and guider with N, so each scale is
     1 + s (1 - cos(pi ((N - t) / N)^5)) / 2 over the N-step timesteps; written out here from the formula."""
     import numpy as np
 
@@ -75,7 +81,7 @@ def test_dynamic_cfg_uses_the_runs_step_count(steps):
 
 
 class ExactModel(torch.nn.Module):
-    """Predicts the exact v for a fixed clean latent, using the spec's snapped alphas (SPEC Appendix A)."""
+    """Predicts the exact v for a fixed clean latent, using the schedule's snapped alphas."""
 
     def __init__(self, target):
         super().__init__()

@@ -1,4 +1,4 @@
-"""Stage II: the time grid and DEG coefficients against SPEC §1.8 / Appendix B, the stage-II DiT
+"""Stage II: the time grid and DEG coefficients against the reference run's values, the stage-II DiT
 against diffusers (plus the two embeddings, added here from diffusers' own pieces), the Euler
 sampler against closed-form velocity fields, the bridge and the 2K shape."""
 
@@ -14,7 +14,7 @@ from flashvideo_core.dit.config import DiTConfig
 from flashvideo_core.dit.model import FlashVideoDiT
 from flashvideo_core.dit import rope as rope_module
 from flashvideo_core.errors import Cancelled, InputError
-from flashvideo_core.progress import CallbackProgress
+from support.progress import CallbackProgress
 from flashvideo_core.schedules import degradation_coefficients
 from flashvideo_core.stage2 import degrade as degrade_module
 from flashvideo_core.stage2.bridge import encode_for_stage2, resize_video, stage1_to_stage2
@@ -24,13 +24,14 @@ from flashvideo_core.stage2.schedule import embedded_noise_step, network_timeste
 from flashvideo_core.vae.model import DiagonalGaussian
 from flashvideo_core.vae.slicing import decode_sliced, encode_sliced
 
-SPEC_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "spec-data", "schedules.json")
-# SPEC §1.8 / Appendix B (printed by the reference run).
+#: values printed by the reference run (docs/SAMPLING.md), kept with the tests
+REFERENCE_DATA = os.path.join(os.path.dirname(__file__), "data", "reference_schedules.json")
+# docs/SAMPLING.md#stage-ii-grid (printed by the reference run).
 GRID_FP32 = [0.0, 0.0909091, 0.2105263, 0.375, 0.6153846, 1.0]
 GRID_BF16 = [0.0, 0.09375, 0.21484375, 0.375, 0.6171875, 1.0]
 TIMESTEPS_BF16 = [1000.0, 904.0, 784.0, 624.0, 384.0]
 TIMESTEPS_FP32 = [1000.0, 909.0909, 789.4736, 625.0, 384.6154]
-# SPEC §1.6: (a, bf16-embedded step) per noise step.
+# docs/SAMPLING.md#degradation: (a, bf16-embedded step) per noise step.
 DEG = {650: (0.29401860, 648.0), 675: (0.26395872, 676.0), 700: (0.23505220, 700.0), 750: (0.18110527, 752.0)}
 STAGE2_TINY = DiTConfig(num_layers=2, hidden_size=128, text_hidden_size=32, stage2_embeddings=True)
 
@@ -46,9 +47,8 @@ def test_time_grid_and_network_timesteps_match_spec():
     torch.testing.assert_close(time_grid(4, 3.0, torch.float64), expected)
 
 
-@pytest.mark.skipif(not os.path.exists(SPEC_DATA), reason="shared/spec-data not beside the checkout")
 def test_time_grid_equals_spec_data_exactly():
-    data = json.load(open(SPEC_DATA))
+    data = json.load(open(REFERENCE_DATA))
     assert time_grid(5, 2.5, torch.bfloat16).float().tolist() == data["stage2_grid_torch.bfloat16"]
     assert time_grid(5, 2.5, torch.float32).tolist() == data["stage2_grid_torch.float32"]
     assert network_timesteps(time_grid(5, 2.5, torch.bfloat16)).tolist() == data["stage2_model_timesteps_torch.bfloat16"][:-1]
@@ -102,7 +102,7 @@ def stage2_pair():
     theirs.norm_out.norm.eps = 1e-6  # the reference's final LayerNorm eps
 
     class WithStage2Terms(torch.nn.Module):
-        """diffusers' time embedding + size + ref-step embeddings (SPEC §1.7 order)."""
+        """diffusers' time embedding + size + ref-step embeddings (docs/SAMPLING.md#the-dit order)."""
 
         def __init__(self, base):
             super().__init__()

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from flashvideo_core.errors import Cancelled, InputError
-from flashvideo_core.progress import CallbackProgress
+from support.progress import CallbackProgress
 from flashvideo_core.tiny import TINY_VAE_CONFIG
 from flashvideo_core.vae.config import OFFICIAL_VAE_CONFIG
 from flashvideo_core.vae.slicing import (
@@ -168,7 +168,7 @@ def test_bad_inputs_raise_clear_errors(tiny_vae):
         SlicingOptions(stage=3)
 
 
-# ----------------------------------------------------------------------------- stage-II reference tiles (SPEC 1.9)
+# ----------------------------------------------------------------------------- stage-II reference tiles (docs/VAE.md)
 
 #: The smallest handy stage-II width: W // 2 = 18 >= 16, so both official tiles get the full
 #: 16-latent overlap (A reads [0, 34), B reads [2, 36)) and the two tiles read different columns.
@@ -177,7 +177,7 @@ OFFICIAL_OVERLAP = 16
 
 
 def _official_stage2_decode(vae, z):
-    """Written from SPEC 1.9, not from the pack's planner: two width tiles with nominal boundary
+    """Written from docs/VAE.md#reference-slicing, not from the pack's planner: two width tiles with nominal boundary
     W // 2, each read 16 latents past the boundary where that many exist, each decoded alone with
     the official time chunks, the 128 px margins cropped, the rest pasted side by side."""
     width = z.shape[-1]
@@ -202,7 +202,7 @@ def stage2_decodes(tiny_vae):
 
 
 def test_stage2_reference_plan_is_the_official_1x2_split():
-    # SPEC 1.9, 1080p: tile A reads [0, 136) and keeps [0, 120); tile B reads [104, 240) and keeps [120, 240)
+    # docs/VAE.md#reference-slicing, 1080p: tile A reads [0, 136) and keeps [0, 120); tile B reads [104, 240) and keeps [120, 240)
     shape = (1, 16, 13, 134, 240)
     spec_tiles = [Tile(0, 136, 0, 120), Tile(104, 240, 120, 240)]
     assert axis_tiles(240, 2, 16) == reference_axis_tiles(240, 2, 16) == spec_tiles

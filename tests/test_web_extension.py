@@ -63,7 +63,7 @@ def test_extension_files_are_es_modules_for_the_frontend():
     assert 'from "./estimate.js"' in main
     # estimate.js is loaded by node in these tests: no imports, nothing but exports and constants.
     assert not re.search(r"^\s*import\b", ESTIMATE_JS.read_text(), re.M)
-    # One loading mechanism only (COMFYUI.md section 4): WEB_DIRECTORY, no [tool.comfy] web.
+    # One loading mechanism only (docs/HOST.md#registration): WEB_DIRECTORY, no [tool.comfy] web.
     assert 'WEB_DIRECTORY = "./web/js"' in (REPO / "__init__.py").read_text()
     assert not re.search(r"^web\s*=", (REPO / "pyproject.toml").read_text(), re.M)
 

@@ -1,9 +1,9 @@
 """The official SAT layout of ``stage1.pt``/``stage2.pt`` <-> the pack's (diffusers-named) DiT layout.
 
-SAT keys live under ``model.diffusion_model.`` (SPEC §3). Converting them: merge any
-unmerged LoRA (W' = W + concat_k(B_k A_k) / 128, in fp32, SPEC §1.3.4), split the fused
+SAT keys live under ``model.diffusion_model.`` (docs/CHECKPOINTS.md#dit-sat-layout). Converting them: merge any
+unmerged LoRA (W' = W + concat_k(B_k A_k) / 128, in fp32, docs/CHECKPOINTS.md#lora-merge), split the fused
 qkv into q, k, v, split the 12 adaLN chunks between ``norm1`` (video and text msa) and
-``norm2`` (mlp), and rename the rest (SPEC §3.3). Keys the reference ignores are dropped;
+``norm2`` (mlp), and rename the rest (docs/CHECKPOINTS.md#key-conversion). Keys the reference ignores are dropped;
 anything else unknown is kept under its SAT name so the strict check reports it.
 """
 
@@ -20,7 +20,8 @@ from .strict import FLOAT_DTYPES
 log = logging.getLogger("flashvideo")
 
 SAT_PREFIX = "model.diffusion_model."
-#: SAT LoRA scaling is alpha / rank with alpha left at 1: 1/128 for the official rank 128 (SPEC §1.3.4).
+#: SAT LoRA scaling is alpha / rank with alpha left at 1: 1/128 at the official rank 128
+#: (docs/CHECKPOINTS.md#lora-merge).
 LORA_ALPHA = 1.0
 #: present in SAT checkpoints, unused by the reference (it deletes or never reads them).
 IGNORED_SAT_KEYS = (

@@ -1,7 +1,7 @@
 """Key mapping between the official VAE layout and diffusers' ``AutoencoderKLCogVideoX``.
 
 The official (SAT) names are the pack's canonical names. The renames are the ones of
-diffusers' conversion script (SPEC §2.5): ``block`` -> ``resnets``, ``down`` ->
+diffusers' conversion script (docs/CHECKPOINTS.md#vae-layout): ``block`` -> ``resnets``, ``down`` ->
 ``down_blocks``, ``downsample`` -> ``downsamplers.0``, ``upsample`` -> ``upsamplers.0``,
 ``nin_shortcut`` -> ``conv_shortcut``, ``mid.block_{1,2}`` -> ``mid_block.resnets.{0,1}``,
 and decoder levels reversed (``up.L`` -> ``up_blocks.{n-1-L}``).

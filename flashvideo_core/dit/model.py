@@ -2,7 +2,7 @@
 
 Text tokens are prepended to the video tokens; every block modulates text and video
 with their own adaLN shift/scale/gate (the "expert" adaLN), applies qk-LayerNorm and
-3D RoPE on the video tokens only, then a GELU-tanh MLP (SPEC §1.3.2). Parameter names
+3D RoPE on the video tokens only, then a GELU-tanh MLP (docs/SAMPLING.md#the-dit). Parameter names
 follow diffusers' ``CogVideoXTransformer3DModel``, so its weights load as they are;
 the official SAT layout is converted on load (:mod:`flashvideo_core.checkpoints.dit_keys`).
 
@@ -27,7 +27,7 @@ from .config import DiTConfig
 from .rope import apply_rope, rope_table
 from .window_attention import window_attention
 
-#: epsilons of the reference (SPEC §1.3.1)
+#: epsilons of the reference (docs/SAMPLING.md#the-dit)
 BLOCK_NORM_EPS = 1e-5
 QK_NORM_EPS = 1e-6
 OUT_NORM_EPS = 1e-6

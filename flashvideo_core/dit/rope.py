@@ -1,4 +1,4 @@
-"""3D rotary position embedding on integer (t, h, w) positions (SPEC §1.3.3).
+"""3D rotary position embedding on integer (t, h, w) positions (docs/SAMPLING.md#rope).
 
 Head dims split 1/4 time, 3/8 height, 3/8 width; frequencies 1/10000^(2j/d) per
 block, each repeated for an interleaved (x0, x1) pair. Positions are the plain

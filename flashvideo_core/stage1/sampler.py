@@ -1,4 +1,4 @@
-"""Stage-I sampler: v-prediction denoiser + SDE DPM-Solver++(2M), 51 steps, DynamicCFG (SPEC §1.3.5-1.3.6).
+"""Stage-I sampler: v-prediction denoiser + SDE DPM-Solver++(2M), 51 steps, DynamicCFG (docs/SAMPLING.md#sde-dpm2m).
 
 Every random draw comes from one CPU generator in the reference's order (one at step
 0, two at steps 1..N-2 with the first thrown away, none at the last step), so a seed

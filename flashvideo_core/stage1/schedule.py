@@ -1,7 +1,7 @@
 """Stage-I sampling schedule: timesteps, sampler alphas, snapped denoiser alphas, DynamicCFG.
 
-All values reproduce the reference run (SPEC Appendix A); ``spec-data/stage1_schedule_table.md``
-lists every step at the default 51 steps.
+All values reproduce the reference run (docs/SAMPLING.md#stage-i-schedule); the tests check every step at
+the default 51 steps against the values it printed (``tests/data/reference_schedules.json``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ class Stage1Schedule:
     alphas: list
     #: sqrt(alpha_bar) snapped to the full 1000 table, used for c_skip/c_out (len = steps)
     snapped_alphas: list
-    snapped_indices: list
     cfg_scales: list
 
 
@@ -43,7 +42,7 @@ def dynamic_cfg_scale(timestep: int, scale: float, steps: int = DEFAULT_STEPS) -
     (N - t) is mostly large and negative, so the cosine argument is huge and the scale is a
     deterministic pseudo-random sequence in [1, 1 + scale]: the reference's behaviour, kept because it
     shapes every stage-I picture. The reference only runs N != 51 with sampler and guider both set to N
-    (SPEC §6.4), so N is the run's step count, not the yaml's 51.
+    (docs/SAMPLING.md#dynamiccfg), so N is the run's step count, not the yaml's 51.
     """
     x = ((steps - timestep) / steps) ** DYNAMIC_CFG_EXP
     return 1.0 + scale * (1.0 - math.cos(math.pi * x)) / 2.0
@@ -62,6 +61,5 @@ def stage1_schedule(steps: int = DEFAULT_STEPS, cfg: float = DEFAULT_CFG) -> Sta
         timesteps=timesteps,
         alphas=alphas,
         snapped_alphas=table[snapped_idx].tolist(),
-        snapped_indices=snapped_idx.tolist(),
         cfg_scales=[dynamic_cfg_scale(t, cfg, steps) for t in timesteps],
     )

@@ -1,4 +1,4 @@
-"""The bridge from a stage-I latent (or any video) to the stage-II input latent (SPEC §1.5).
+"""The bridge from a stage-I latent (or any video) to the stage-II input latent (docs/SAMPLING.md#bridge).
 
 Done in pixel space as the reference: decode with the stage-I scale, resize each frame
 bilinearly with antialiasing, encode with the stage-II scale and *sample* the posterior.

@@ -1,4 +1,4 @@
-"""The stage-II latent degradation ("DEG_latent", SPEC §1.6).
+"""The stage-II latent degradation ("DEG_latent", docs/SAMPLING.md#degradation).
 
 x0 = a z + sqrt(1 - a^2) eps, a = sqrt(alpha_bar) at ``noise_step`` of the zero-terminal-SNR
 table (SNR shift 1): the refiner's ODE starts from this point, so the noise step is

@@ -1,4 +1,4 @@
-"""Stage-II refiner: Euler steps of the flow-matching ODE from the degraded latent (SPEC §1.7-1.8).
+"""Stage-II refiner: Euler steps of the flow-matching ODE from the degraded latent (docs/SAMPLING.md#stage-ii-refiner).
 
 The network predicts the velocity v = x1 - x0 at network time 1000 (1 - t); CFG mixes
 the prompt's velocity with that of an all-zero context, batched [cond, uncond] as the

@@ -1,4 +1,4 @@
-"""Stage-II flow-matching time grid (SPEC §1.8).
+"""Stage-II flow-matching time grid (docs/SAMPLING.md#stage-ii-grid).
 
 t = 0 is the degraded latent, t = 1 the clean one. The uniform grid u is shifted by
 t = 1 - s(1-u) / (1 + (s-1)(1-u)), which spends the steps near the noisy end, and the

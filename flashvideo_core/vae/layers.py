@@ -1,4 +1,4 @@
-"""Building blocks of the CogVideoX 3D causal VAE (SPEC §2.2).
+"""Building blocks of the CogVideoX 3D causal VAE (docs/VAE.md#architecture).
 
 Module and parameter names follow the official ``3d-vae.pt`` layout, so the official
 state dict loads without renaming. The temporal cache of the causal convolutions is

@@ -148,8 +148,5 @@ class CogVideoXVAE(nn.Module):
     def encode_moments(self, video: torch.Tensor, cache: Optional[CausalConvCache] = None) -> torch.Tensor:
         return self.encoder(video, cache)
 
-    def encode(self, video: torch.Tensor, cache: Optional[CausalConvCache] = None) -> DiagonalGaussian:
-        return DiagonalGaussian(self.encode_moments(video, cache))
-
     def decode(self, z: torch.Tensor, cache: Optional[CausalConvCache] = None) -> torch.Tensor:
         return self.decoder(z, cache)

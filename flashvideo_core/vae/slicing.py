@@ -7,7 +7,7 @@ taken per chunk (and per tile), exactly as in the official code. Hence the modes
 * ``reference`` (default): the official temporal boundaries (decode: latent frames
   [0:3] then pairs; encode: 17 pixel frames then 16s, i.e. [17, 16, 16] for 49), so
   official weights give the official look. A decode of a stage-II latent
-  (``SlicingOptions.stage == 2``) also uses the official spatial split (SPEC 1.9):
+  (``SlicingOptions.stage == 2``) also uses the official spatial split (docs/VAE.md#reference-slicing):
   1 x 2 width tiles, nominal boundaries ``idx * L // n``, each read ``tile_overlap``
   (16) latents beyond its inner sides where that much exists. More tiles only if the
   budget needs them (noted in the log), never fewer. Stage-I decodes and all encodes
@@ -172,7 +172,7 @@ def axis_tiles(length: int, count: int, overlap: int) -> list:
 
 
 def reference_axis_tiles(length: int, count: int, overlap: int) -> list:
-    """Tiles as the official stage-II decode cuts them (SPEC 1.9).
+    """Tiles as the official stage-II decode cuts them (docs/VAE.md#reference-slicing).
 
     Nominal bounds are ``i * length // count`` (floor). An inner side reads ``overlap``
     more latents only if all of them exist (no clamping: a tile too close to the edge

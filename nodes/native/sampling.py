@@ -1,5 +1,5 @@
 """FlashVideo's sampling parts for ``comfy.samplers``: SIGMAS builders, NOISE objects, GUIDERs and SAMPLER
-functions that reproduce the reference (SPEC §1.3.5-1.3.6, §1.8) when used together, and stay usable with the
+functions that reproduce the reference (docs/SAMPLING.md) when used together, and stay usable with the
 host's own parts.
 
 Stage I: the reference's N-step schedule as sigmas (sigma_max for its a = 0 start), a GUIDER with DynamicCFG
@@ -182,8 +182,8 @@ def _reference_draw(generator: torch.Generator, shape) -> torch.Tensor:
 
 @torch.no_grad()
 def sample_stage1_reference(model, x, sigmas, extra_args=None, callback=None, disable=None):
-    """The reference's stage-I loop (:func:`sample_reference_sde`, the CLI's too) on the VP state
-    x_VE = x_VP sqrt(1 + sigma^2), with noise from one CPU generator seeded like the NOISE (the initial draw
+    """The reference's stage-I loop (:func:`sample_reference_sde`, the CLI's too; docs/SAMPLING.md#sde-dpm2m) on
+    the VP state x_VE = x_VP sqrt(1 + sigma^2), with noise from one CPU generator seeded like the NOISE (the initial draw
     replayed, then the reference's draws), the last x0 prediction returned rounded through the model's dtype."""
     extra_args = extra_args or {}
     run = Stage1Steps.from_sigmas(sigmas)

@@ -1,8 +1,8 @@
 """Drive a real ComfyUI checkout from the tests: lay out a base directory, run a server, talk HTTP.
 
 Standard library only (the pack's test venv need not have ComfyUI's dependencies: the server runs in the
-checkout's own Python). Which checkouts, and how they are made, is support/hosts.py. See COMFYUI.md sections 11
-and 12 for the host facts this relies on.
+checkout's own Python). Which checkouts, and how they are made, is support/hosts.py. See docs/HOST.md#http-api
+for the API facts this relies on.
 """
 
 from __future__ import annotations
@@ -205,7 +205,7 @@ class ComfyUIServer(HostProcess):
         return body
 
     def queue_prompt(self, graph: dict) -> tuple:
-        """POST /prompt: (status, body). Note a 200 may still carry node_errors (COMFYUI.md section 11)."""
+        """POST /prompt: (status, body). Note a 200 may still carry node_errors (docs/HOST.md#http-api)."""
         return self.request("POST", "/prompt", {"prompt": graph, "client_id": self.client_id})
 
     def wait_history(self, prompt_id: str, timeout: float = 60.0) -> dict:

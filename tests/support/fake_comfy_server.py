@@ -1,4 +1,4 @@
-"""An in-process stand-in for ComfyUI's HTTP and websocket API (COMFYUI.md §11), for testing flashvideo_queue
+"""An in-process stand-in for ComfyUI's HTTP and websocket API (docs/HOST.md#http-api), for testing flashvideo_queue
 without a GPU or a ComfyUI checkout.
 
 It serves /prompt, /ws, /history/{id}, /queue, /interrupt, /view, /system_stats and /object_info (built from

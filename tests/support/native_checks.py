@@ -194,7 +194,7 @@ results["scaled_fp8_weight_dtype"] = str(q_linear.weight.dtype)
 results["scaled_fp8_ops"] = type(q_linear).__module__ + "." + type(q_linear).__qualname__
 
 # Stage II on a bf16 model (a GPU; this CPU host computes in fp32): the sigmas come from the grid built in bf16 and
-# the network timesteps are rounded as the reference's (SPEC 1.8), checked without running the network.
+# the network timesteps are rounded as the reference's (docs/SAMPLING.md#stage-ii-grid), checked without running the network.
 from flashvideo_pack.nodes.native import sampling as native_sampling  # noqa: E402
 from flashvideo_pack.nodes.native.model_base import FlashVideoFlowSampling  # noqa: E402
 

@@ -84,7 +84,7 @@ FROZEN_OUTPUTS = {
 }
 
 #: The host the example workflows are written for: its core-node forms run on every tested host
-#: (NATIVE.md section 5), the newer forms do not run on 0.3.64.
+#: (docs/HOST.md#templates), the newer forms do not run on 0.3.64.
 TEMPLATE_HOST = "0.3.64"
 
 #: Core ComfyUI nodes used by the example workflows, as each tested host defines them. ``widgets``: the host's

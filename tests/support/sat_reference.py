@@ -1,6 +1,6 @@
-"""An independent from-the-spec forward pass on raw SAT keys (SPEC §1.3.2), as a test oracle.
+"""An independent from-the-spec forward pass on raw SAT keys (docs/SAMPLING.md#the-dit), as a test oracle.
 
-Written straight from the spec's description of the reference (fused qkv split in
+Written straight from the description of the reference in docs/ (fused qkv split in
 thirds, one adaLN Linear chunked 12 ways in the reference order, [text | video]
 sequence), sharing no code with the pack's model or key mapping.
 """
