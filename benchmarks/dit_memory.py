@@ -4,7 +4,7 @@
 Not a test. Part 1 measures one stage-II forward (the real width 1920, 64-wide heads, T5 width 4096, reduced
 to ``--layers`` layers: a block frees its activations before the next starts, so depth does not change the
 peak) for each mode of ``flashvideo_core.dit.memory``: the peak bytes of tensors alive at once
-(``flashvideo_core.memory_probe.LiveTensorBytes``, which counts every storage an operator returns), per token of
+(``memory_probe.LiveTensorBytes``, which counts every storage an operator returns), per token of
 one sample, and the estimate it implies for the real 30 layers at 1080p and 2K in bf16 (measured fp32 bytes
 per token / 2), next to the planner's estimate. All modes must give the batched result (max relative diff).
 
@@ -33,7 +33,7 @@ from flashvideo_core.dit.config import STAGE1_CONFIG, STAGE2_CONFIG, DiTConfig
 from flashvideo_core.dit.guidance import forward_pair
 from flashvideo_core.dit.memory import ForwardPlan, candidate_plans, plan_bytes, plan_for
 from flashvideo_core.dit.model import FlashVideoDiT
-from flashvideo_core.memory_probe import LiveTensorBytes
+from memory_probe import LiveTensorBytes
 from flashvideo_core.vae.config import OFFICIAL_VAE_CONFIG
 from flashvideo_core.vae.model import CogVideoXVAE
 from flashvideo_core.vae.slicing import SlicingOptions, plan_slicing

@@ -41,7 +41,7 @@ from flashvideo_core.dit.guidance import forward_pair
 from flashvideo_core.dit.memory import ForwardPlan, plan_for
 from flashvideo_core.dit.window_attention import DEFAULT_WINDOW, window_attention
 from flashvideo_core.dit.window_blocks import evaluated_fraction, flex_available
-from flashvideo_core.memory_probe import LiveTensorBytes
+from memory_probe import LiveTensorBytes
 from flashvideo_core.tiny import TINY_VAE_CONFIG
 from flashvideo_core.vae.config import OFFICIAL_VAE_CONFIG
 from flashvideo_core.vae.model import CogVideoXVAE

@@ -10,7 +10,7 @@ Three ways to run a guided step, fastest first (results equal up to float roundi
   exist for the whole sequence.
 
 Widths per token (values of the model width held at the peak), counted with
-:class:`flashvideo_core.memory_probe.LiveTensorBytes` on a 2-layer width-1920 stage-II model
+``LiveTensorBytes`` (``benchmarks/memory_probe.py``) on a 2-layer width-1920 stage-II model
 (``benchmarks/dit_memory.py``, ``benchmarks/results/dit_memory.md``): 11 x S for the whole sequence; chunked,
 the larger of 5 x S (residual, q, k, v, attention output) and 4 x S + 8 x chunk (q/k/v being filled). The
 estimates add one width per token for buffers kernels keep to themselves. Attention never holds an S x S
