@@ -2,9 +2,14 @@
 
 from comfy_api.latest import ComfyExtension, io
 
+from .loader_nodes import FlashVideoModelLoader, FlashVideoVAELoader
+from .pipeline_nodes import (
+    FlashVideoLatentDegrade,
+    FlashVideoStage1Sampler,
+    FlashVideoStage2Refiner,
+    FlashVideoStage2Upscale,
+)
 from .sampling_nodes import SAMPLING_NODES
-from .stage1_nodes import FlashVideoModelLoader, FlashVideoStage1Sampler
-from .stage2_nodes import FlashVideoLatentDegrade, FlashVideoStage2Refiner, FlashVideoStage2Upscale
 from .t5_loader import FlashVideoT5Loader
 from .text_nodes import (
     FlashVideoLoadPromptEmbedding,
@@ -12,7 +17,7 @@ from .text_nodes import (
     FlashVideoTextEncode,
     register_embeddings_folder,
 )
-from .vae_nodes import FlashVideoVAEDecode, FlashVideoVAEEncode, FlashVideoVAELoader
+from .vae_nodes import FlashVideoVAEDecode, FlashVideoVAEEncode
 
 register_embeddings_folder()
 

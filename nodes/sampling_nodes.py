@@ -7,57 +7,15 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..flashvideo_core.errors import InputError
 from ..flashvideo_core.settings import SEED, Stage1Settings, Stage2Settings, setting
-from .comfy_bridge import setting_input
-from .input_checks import latent_tensor, prompt_width, refuse, widget
+from .host import setting_input
+from .input_checks import latent_tensor, widget
+from .latents import SEED_KEY, degraded_step
+from .native.glue import check_prompt, native, require_stage
 
 CATEGORY = "FlashVideo/sampling"
-#: metadata riding on LATENT dicts: the stage whose latent it is, the degradation step and its seed
-STAGE_KEY, NOISE_STEP_KEY, SEED_KEY = "flashvideo_stage", "flashvideo_noise_step", "flashvideo_seed"
 STAGE1_STEPS, STAGE1_CFG = setting(Stage1Settings, "steps"), setting(Stage1Settings, "cfg")
-STAGE2_STEPS, STAGE2_CFG, NOISE_STEP = (setting(Stage2Settings, name) for name in ("steps", "cfg", "noise_step"))
-
-
-def native():
-    """The ComfyUI-bound sampling module, imported when a node runs (it needs the host's model code)."""
-    from .native import sampling
-
-    return sampling
-
-
-def require_stage(model, stage: int, node: str) -> None:
-    from .native.model_base import FlashVideoStage1Model, FlashVideoStage2Model
-
-    expected = FlashVideoStage1Model if stage == 1 else FlashVideoStage2Model
-    inner = getattr(model, "model", None)
-    if not isinstance(inner, expected):
-        found = "a non-FlashVideo model" if "FlashVideo" not in type(inner).__name__ else "the other FlashVideo stage"
-        raise refuse(node, "model", f"needs the FlashVideo stage-{'I' if stage == 1 else 'II'} model, got {found}",
-                     f"connect {'stage1.pt' if stage == 1 else 'stage2.pt'} loaded by FlashVideo Model Loader")
-
-
-def degraded_step(samples: dict, node: str) -> int:
-    if not isinstance(samples, dict) or NOISE_STEP_KEY not in samples:
-        raise InputError(f"{node}, input 'samples': the latent has not been degraded (or lost its noise step: core "
-                         "Save/Load Latent keep only the tensor). Fix: connect FlashVideo Latent Degrade's output "
-                         "directly (it carries the noise step the model embeds); to reuse a saved stage-II latent, "
-                         "load the Stage II Upscale output and degrade it again")
-    return widget(NOISE_STEP, samples[NOISE_STEP_KEY], node, "samples (its noise step)")
-
-
-def text_width(model):
-    """The prompt width the loaded DiT was built for (T5-XXL: 4096), from its ComfyUI model config."""
-    config = getattr(getattr(getattr(model, "model", None), "model_config", None), "unet_config", None)
-    if isinstance(config, dict) and "text_hidden_size" in config:
-        return int(config["text_hidden_size"])
-    return None
-
-
-def check_prompt(model, cond, node: str, name: str, tokens: bool = True) -> None:
-    """A prompt embedding of the wrong width is refused here, naming the input, not as a matmul error later.
-    ``tokens``: also require the reference's 226 tokens (the convenience nodes; the guiders take any length)."""
-    prompt_width(cond, text_width(model), node, name, tokens)
+STAGE2_STEPS, STAGE2_CFG = setting(Stage2Settings, "steps"), setting(Stage2Settings, "cfg")
 
 
 class FlashVideoStage1Sigmas(io.ComfyNode):

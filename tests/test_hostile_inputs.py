@@ -19,8 +19,9 @@ pack = fake_comfy.install()
 from flashvideo_pack_under_test.flashvideo_core.errors import FlashVideoError, InputError  # noqa: E402
 from flashvideo_pack_under_test.flashvideo_core.tiny import write_tiny_vae  # noqa: E402
 from flashvideo_pack_under_test.nodes import (  # noqa: E402
-    input_checks, sampling_nodes, stage1_nodes, stage2_nodes, vae_nodes,
+    input_checks, loader_nodes, pipeline_nodes, sampling_nodes, vae_nodes,
 )
+from flashvideo_pack_under_test.nodes.native import glue  # noqa: E402
 
 from flashvideo_core import cli  # noqa: E402
 from flashvideo_core.errors import InputError as CoreInputError  # noqa: E402
@@ -29,8 +30,8 @@ from flashvideo_core.pipeline import Stage1Settings, Stage2Settings, check_setti
 from flashvideo_core.stage2.bridge import encode_for_stage2  # noqa: E402
 from flashvideo_core.text_embeddings import save_prompt_embedding  # noqa: E402
 
-Encode, Decode, Upscale = vae_nodes.FlashVideoVAEEncode, vae_nodes.FlashVideoVAEDecode, stage2_nodes.FlashVideoStage2Upscale
-Degrade, Refiner, Stage1 = stage2_nodes.FlashVideoLatentDegrade, stage2_nodes.FlashVideoStage2Refiner, stage1_nodes.FlashVideoStage1Sampler
+Encode, Decode, Upscale = vae_nodes.FlashVideoVAEEncode, vae_nodes.FlashVideoVAEDecode, pipeline_nodes.FlashVideoStage2Upscale
+Degrade, Refiner, Stage1 = pipeline_nodes.FlashVideoLatentDegrade, pipeline_nodes.FlashVideoStage2Refiner, pipeline_nodes.FlashVideoStage1Sampler
 
 
 @pytest.fixture(autouse=True)
@@ -46,7 +47,7 @@ def vae_path(tmp_path_factory):
 @pytest.fixture
 def vae(vae_path):
     host.files["vae"]["3d-vae.pt"] = vae_path
-    return vae_nodes.FlashVideoVAELoader.execute("3d-vae.pt", "fp32").result[0]
+    return loader_nodes.FlashVideoVAELoader.execute("3d-vae.pt", "fp32").result[0]
 
 
 def _frames(n=5, h=16, w=16, seed=0):
@@ -183,7 +184,7 @@ DEGRADED = {"samples": torch.zeros(1, 16, 2, 8, 12), "flashvideo_stage": 2, "fla
 @pytest.fixture
 def any_model(monkeypatch):
     """Pass the model-class check (it needs the host's model classes) so the checks after it run."""
-    for module in (stage1_nodes, stage2_nodes, sampling_nodes):
+    for module in (pipeline_nodes, sampling_nodes):
         monkeypatch.setattr(module, "require_stage", lambda *a: None)
     return MODEL
 
@@ -202,9 +203,9 @@ def test_stage1_sampler_widgets(any_model, widgets, name, valid):
 
 def test_other_widgets_and_combos(vae, any_model):
     cases = [
-        (lambda: vae_nodes.FlashVideoVAELoader.execute("3d-vae.pt", "fp64"), "dtype", "['auto'"),
-        (lambda: stage1_nodes.FlashVideoModelLoader.execute("stage1.pt", "int4"), "weight_dtype", "fp8_e4m3fn"),
-        (lambda: stage1_nodes.FlashVideoModelLoader.execute("stage1.pt", "auto", "magic"), "attention", "sdpa"),
+        (lambda: loader_nodes.FlashVideoVAELoader.execute("3d-vae.pt", "fp64"), "dtype", "['auto'"),
+        (lambda: loader_nodes.FlashVideoModelLoader.execute("stage1.pt", "int4"), "weight_dtype", "fp8_e4m3fn"),
+        (lambda: loader_nodes.FlashVideoModelLoader.execute("stage1.pt", "auto", "magic"), "attention", "sdpa"),
         (lambda: Decode.execute(vae, {"samples": torch.zeros(1, 16, 1, 2, 2)}, "stage1", "fastest"), "slicing", "reference"),
         (lambda: Decode.execute(vae, {"samples": torch.zeros(1, 16, 1, 2, 2)}, "stage1", "manual", -1), "memory_budget_mb", "0.."),
         (lambda: Decode.execute(vae, {"samples": torch.zeros(1, 16, 1, 2, 2)}, "stage1", "manual", 0, 3), "chunk_latents", "2 or 4"),
@@ -235,10 +236,10 @@ def test_memory_modes_keep_their_old_name(monkeypatch):
     host leaves that check to the node) and mean sequential."""
     loaded = []
     fake_loader = types.SimpleNamespace(load_flashvideo_model=lambda *args, memory: loaded.append(memory))
-    monkeypatch.setitem(sys.modules, f"{stage1_nodes.__package__}.native.loader", fake_loader)
-    monkeypatch.setattr(stage1_nodes, "model_file", lambda *args: "stage1.pt")
-    Loader = stage1_nodes.FlashVideoModelLoader
-    assert stage1_nodes.MEMORY_CHOICES == ["auto", "sequential", "lean"]
+    monkeypatch.setitem(sys.modules, f"{loader_nodes.__package__}.native.loader", fake_loader)
+    monkeypatch.setattr(loader_nodes, "model_file", lambda *args: "stage1.pt")
+    Loader = loader_nodes.FlashVideoModelLoader
+    assert loader_nodes.MEMORY_CHOICES == ["auto", "sequential", "lean"]
     assert Loader.validate_inputs(memory="whole") is True
     for memory in ("whole", "sequential", "lean"):
         Loader.execute("stage1.pt", "auto", "comfy", memory)
@@ -249,10 +250,10 @@ def test_memory_modes_keep_their_old_name(monkeypatch):
 
 def test_a_missing_model_file_names_the_folder(vae_path):
     with _refused("vae_name", "models/vae") as e:
-        vae_nodes.FlashVideoVAELoader.execute("missing.pt", "auto")
+        loader_nodes.FlashVideoVAELoader.execute("missing.pt", "auto")
     assert isinstance(e.value, FileNotFoundError) and isinstance(e.value, InputError)
     with _refused("model_name", "models/diffusion_models"):
-        stage1_nodes.FlashVideoModelLoader.execute("missing.pt", "auto", "comfy")
+        loader_nodes.FlashVideoModelLoader.execute("missing.pt", "auto", "comfy")
 
 
 def test_prompt_embedding_of_the_wrong_width_is_refused_before_sampling(any_model):
@@ -276,7 +277,7 @@ def test_prompt_embedding_of_the_wrong_width_is_refused_before_sampling(any_mode
             call("a cat")  # not a CONDITIONING at all
         with _refused(name, "bf16 or fp32"):
             call([[torch.full((1, 226, 4096), float("nan")), {}]])
-    assert sampling_nodes.text_width(types.SimpleNamespace(model=None)) is None  # unknown width: not guessed
+    assert glue.text_width(types.SimpleNamespace(model=None)) is None  # unknown width: not guessed
 
 
 def test_widget_helpers_accept_valid_values():

@@ -11,7 +11,7 @@ from flashvideo_pack_under_test.flashvideo_core.errors import InputError  # noqa
 from flashvideo_pack_under_test.flashvideo_core.tiny import write_tiny_vae  # noqa: E402
 from flashvideo_pack_under_test.flashvideo_core.vae.model import DiagonalGaussian  # noqa: E402
 from flashvideo_pack_under_test.flashvideo_core.vae.slicing import SlicingOptions, decode_sliced, encode_sliced  # noqa: E402
-from flashvideo_pack_under_test.nodes import NODES, vae_nodes  # noqa: E402
+from flashvideo_pack_under_test.nodes import NODES, loader_nodes, vae_nodes  # noqa: E402
 
 #: Saved workflows store widget values by position: these lists may only grow at the end.
 FROZEN_INPUTS = {
@@ -57,7 +57,7 @@ def clean_host():
 @pytest.fixture
 def vae(vae_file):
     host.files["vae"]["flashvideo-tiny-vae.pt"] = vae_file
-    return vae_nodes.FlashVideoVAELoader.execute("flashvideo-tiny-vae.pt", "auto").result[0]
+    return loader_nodes.FlashVideoVAELoader.execute("flashvideo-tiny-vae.pt", "auto").result[0]
 
 
 def _frames(n=17, h=64, w=96):
@@ -79,10 +79,10 @@ def test_schemas_are_frozen_and_documented():
 def test_loader_resolves_the_file_and_dtype(vae):
     assert vae.dtype == torch.float32  # auto on CPU
     assert next(vae.model.parameters()).dtype == torch.float32
-    bf16 = vae_nodes.FlashVideoVAELoader.execute("flashvideo-tiny-vae.pt", "bf16").result[0]
+    bf16 = loader_nodes.FlashVideoVAELoader.execute("flashvideo-tiny-vae.pt", "bf16").result[0]
     assert next(bf16.model.parameters()).dtype == torch.bfloat16
     with pytest.raises(FileNotFoundError):
-        vae_nodes.FlashVideoVAELoader.execute("missing.pt", "auto")
+        loader_nodes.FlashVideoVAELoader.execute("missing.pt", "auto")
 
 
 def test_encode_then_decode_match_the_core(vae):

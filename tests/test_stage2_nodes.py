@@ -14,7 +14,7 @@ from flashvideo_pack_under_test.flashvideo_core.errors import InputError  # noqa
 from flashvideo_pack_under_test.flashvideo_core.stage2.bridge import encode_for_stage2, stage1_to_stage2  # noqa: E402
 from flashvideo_pack_under_test.flashvideo_core.stage2.degrade import degrade_latent  # noqa: E402
 from flashvideo_pack_under_test.flashvideo_core.tiny import write_tiny_vae  # noqa: E402
-from flashvideo_pack_under_test.nodes import stage2_nodes, vae_nodes  # noqa: E402
+from flashvideo_pack_under_test.nodes import loader_nodes, pipeline_nodes, vae_nodes  # noqa: E402
 
 CUSTOM = "custom"
 
@@ -30,7 +30,7 @@ def models(tmp_path_factory):
     vae_path = write_tiny_vae(str(d / "3d-vae.pt"))
     host.reset()
     host.files["vae"]["3d-vae.pt"] = vae_path
-    return (vae_nodes.FlashVideoVAELoader.execute("3d-vae.pt", "fp32").result[0],)
+    return (loader_nodes.FlashVideoVAELoader.execute("3d-vae.pt", "fp32").result[0],)
 
 
 def _stage1_latent(seed=0):
@@ -42,47 +42,47 @@ def _stage1_latent(seed=0):
 def test_bridge_from_latent_or_frames_matches_the_core(models):
     vae = models[0]
     z1 = _stage1_latent()
-    out = stage2_nodes.FlashVideoStage2Upscale.execute(vae, CUSTOM, 64, 32, 4, samples=z1).result[0]
+    out = pipeline_nodes.FlashVideoStage2Upscale.execute(vae, CUSTOM, 64, 32, 4, samples=z1).result[0]
     expected, preview = stage1_to_stage2(vae.model, z1["samples"] * LATENT_SCALE_STAGE1, (32, 64), seed=4)
     expected = expected / LATENT_SCALE_STAGE2  # the core returns model space; the LATENT is unscaled
     torch.testing.assert_close(out["samples"], expected)
     assert out["flashvideo_stage"] == 2 and out["samples"].shape == (1, 16, 3, 4, 8)
     frames = ((preview[0].permute(1, 2, 3, 0) + 1) / 2)  # what FlashVideo VAE Decode hands on
-    from_frames = stage2_nodes.FlashVideoStage2Upscale.execute(vae, CUSTOM, 64, 32, 4, images=frames).result[0]
+    from_frames = pipeline_nodes.FlashVideoStage2Upscale.execute(vae, CUSTOM, 64, 32, 4, images=frames).result[0]
     torch.testing.assert_close(from_frames["samples"], expected, atol=1e-5, rtol=1e-5)
     assert host.loads  # VAE loaded through model management
 
 
 def test_bridge_presets_and_input_errors(models):
     vae = models[0]
-    assert stage2_nodes._target_size("1080p (1072x1920)", 1, 1) == (1072, 1920)
-    assert stage2_nodes._target_size("2K (1440x2560)", 1, 1) == (1440, 2560)
+    assert pipeline_nodes._target_size("1080p (1072x1920)", 1, 1) == (1072, 1920)
+    assert pipeline_nodes._target_size("2K (1440x2560)", 1, 1) == (1440, 2560)
     with pytest.raises(InputError, match="resolution must be one of"):
-        stage2_nodes._target_size("4K", 1, 1)
+        pipeline_nodes._target_size("4K", 1, 1)
     with pytest.raises(InputError, match="exactly one"):
-        stage2_nodes.FlashVideoStage2Upscale.execute(vae, CUSTOM, 64, 32, 0)
+        pipeline_nodes.FlashVideoStage2Upscale.execute(vae, CUSTOM, 64, 32, 0)
     with pytest.raises(InputError, match="multiples of 16"):
-        stage2_nodes.FlashVideoStage2Upscale.execute(vae, CUSTOM, 60, 32, 0, samples=_stage1_latent())
+        pipeline_nodes.FlashVideoStage2Upscale.execute(vae, CUSTOM, 60, 32, 0, samples=_stage1_latent())
     with pytest.raises(InputError, match="already a stage-II latent"):
-        stage2_nodes.FlashVideoStage2Upscale.execute(vae, CUSTOM, 64, 32, 0, samples={**_stage1_latent(), "flashvideo_stage": 2})
+        pipeline_nodes.FlashVideoStage2Upscale.execute(vae, CUSTOM, 64, 32, 0, samples={**_stage1_latent(), "flashvideo_stage": 2})
     video = torch.rand(8, 24, 40, 3)  # 8 frames of an external video: not 4k+1
     with pytest.raises(InputError, match=r"4k\+1"):
-        stage2_nodes.FlashVideoStage2Upscale.execute(vae, CUSTOM, 64, 32, 0, images=video)
-    z = stage2_nodes.FlashVideoStage2Upscale.execute(vae, CUSTOM, 64, 32, 0, "trim", images=video).result[0]
+        pipeline_nodes.FlashVideoStage2Upscale.execute(vae, CUSTOM, 64, 32, 0, images=video)
+    z = pipeline_nodes.FlashVideoStage2Upscale.execute(vae, CUSTOM, 64, 32, 0, "trim", images=video).result[0]
     torch.testing.assert_close(z["samples"] * LATENT_SCALE_STAGE2,
                                encode_for_stage2(vae.model, video[:5].permute(3, 0, 1, 2)[None] * 2 - 1, (32, 64), 0))
 
 
 def test_degrade_node_carries_the_noise_step():
     z = {"samples": torch.randn(1, 16, 3, 4, 8), "flashvideo_stage": 2}
-    out = stage2_nodes.FlashVideoLatentDegrade.execute(z, 700, 9).result[0]
+    out = pipeline_nodes.FlashVideoLatentDegrade.execute(z, 700, 9).result[0]
     # x = a z + sqrt(1 - a^2) eps in the model's (scaled) space, handed on unscaled
     torch.testing.assert_close(out["samples"] * LATENT_SCALE_STAGE2, degrade_latent(z["samples"] * LATENT_SCALE_STAGE2, 700, 9))
     assert out["flashvideo_noise_step"] == 700 and out["flashvideo_seed"] == 9
     with pytest.raises(InputError, match="stage-I latent"):
-        stage2_nodes.FlashVideoLatentDegrade.execute(_stage1_latent(), 675, 0)
+        pipeline_nodes.FlashVideoLatentDegrade.execute(_stage1_latent(), 675, 0)
     with pytest.raises(InputError, match="already degraded"):
-        stage2_nodes.FlashVideoLatentDegrade.execute(out, 675, 0)
+        pipeline_nodes.FlashVideoLatentDegrade.execute(out, 675, 0)
 
 
 def test_decode_refuses_the_wrong_latent_scale(models):

@@ -27,7 +27,7 @@ from support.workflow_runs import check_smoke_run, install_models, smoke_variant
 
 pack = fake_comfy.install()
 from flashvideo_pack_under_test.nodes import NODES  # noqa: E402
-from flashvideo_pack_under_test.nodes.stage2_nodes import ATTENTION_CHOICES, RESOLUTION_CHOICES  # noqa: E402
+from flashvideo_pack_under_test.nodes.pipeline_nodes import ATTENTION_CHOICES, RESOLUTION_CHOICES  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 WEB = REPO / "web" / "js"

@@ -1,28 +1,26 @@
-"""Model loader and the stage-I sampler (the cheap 270p preview).
+"""The loaders of FlashVideo's models: the DiTs (either stage, as native ComfyUI MODELs) and the 3D VAE. The T5
+loader, which builds the host's own text encoder, is in t5_loader.py.
 
-The loader returns a core MODEL (a native ComfyUI model: partial loading, Dynamic VRAM, the host's attention
-and quantised weights apply). The sampler is a convenience wrapper over FlashVideo's sampling parts
-(nodes/sampling_nodes.py) run through ``comfy.samplers``; it returns a standard LATENT, so core
-SaveLatent/LoadLatent can keep the preview and a failed decode never costs a resample.
+Widget order and node ids are frozen (saved workflows store widget values by position): new inputs may only be
+appended, optional, at the end.
 """
 
 from __future__ import annotations
 
 import logging
 
-import torch
 from comfy_api.latest import io
 
 import comfy.model_management as mm
 import folder_paths
 
 from ..flashvideo_core.dit.memory import OLD_MODE_NAMES
-from ..flashvideo_core.settings import Stage1Settings, setting
-from ..flashvideo_core.stage1.sampler import TRAINED_FRAMES, TRAINED_SIZE, latent_shape
-from .comfy_bridge import setting_input
-from .input_checks import combo_widget, model_file, widget
+from ..flashvideo_core.settings import resolve_dtype
+from ..flashvideo_core.vae.loader import load_vae
+from .host import DTYPE_CHOICES, VAEHolder
+from .input_checks import combo_widget, model_file
 from .native.options import ATTENTION_CHOICES, HOST_ATTENTION, MEMORY_CHOICES, WEIGHT_DTYPE_CHOICES
-from .sampling_nodes import STAGE_KEY, check_prompt, native, require_stage
+from .vae_helpers import FlashVideoVAE
 
 log = logging.getLogger("flashvideo")
 
@@ -83,58 +81,38 @@ class FlashVideoModelLoader(io.ComfyNode):
         return io.NodeOutput(load_flashvideo_model(path, weight_dtype, attention, memory=memory))
 
 
-SAMPLER = "FlashVideo Stage I Sampler"
-WIDGETS = ("width", "height", "frames", "steps", "cfg", "seed")  # the saved order (not the dataclass's)
-
-
-class FlashVideoStage1Sampler(io.ComfyNode):
+class FlashVideoVAELoader(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="FlashVideoStage1Sampler",
-            display_name="FlashVideo Stage I Sampler (preview)",
+            node_id="FlashVideoVAELoader",
+            display_name="FlashVideo VAE Loader",
             category=CATEGORY,
-            description="Samples the cheap low-resolution preview (256x480, 49 frames) with the reference "
-            "SDE DPM-Solver++(2M), DynamicCFG and a zero unconditional context. Decode it with FlashVideo VAE Decode "
-            "(latent_scale stage1), or pass it to stage II.",
+            description="Loads the CogVideoX 3D causal VAE used by both FlashVideo stages (3d-vae.pt, or a "
+            "converted/diffusers safetensors) from the models/vae folder. The layout and architecture are read "
+            "from the file itself.",
             inputs=[
-                io.Model.Input("model", tooltip="A stage-I model from FlashVideo Model Loader."),
-                io.Conditioning.Input("positive", tooltip="From FlashVideo Text Encode or Load Prompt Embedding. "
-                                      "No negative: the reference's unconditional context is all zeros."),
-                *(setting_input(name, setting(Stage1Settings, name)) for name in WIDGETS),
+                io.Combo.Input(
+                    "vae_name", options=folder_paths.get_filename_list("vae"),
+                    tooltip="The FlashVideo VAE file in models/vae (official 3d-vae.pt, diffusers "
+                    "AutoencoderKLCogVideoX weights, or a file from `python -m flashvideo_core convert`).",
+                ),
+                io.Combo.Input(
+                    "dtype", options=DTYPE_CHOICES, default="auto",
+                    tooltip="auto: bf16 on GPUs that support it, fp32 on CPU. fp16 can overflow to NaN (black video).",
+                ),
             ],
-            outputs=[io.Latent.Output(display_name="latent", tooltip="Stage-I latent [1, 16, T', H/8, W/8].")],
+            outputs=[FlashVideoVAE.Output(display_name="vae")],
         )
 
     @classmethod
-    def execute(cls, model, positive, **widgets) -> io.NodeOutput:
-        # API clients skip the frontend's steps (and some hosts NaN): off-grid values are refused, never snapped
-        values = {name: widget(setting(Stage1Settings, name), widgets.get(name, getattr(Stage1Settings, name)),
-                               SAMPLER, name) for name in WIDGETS}
-        width, height, frames, steps, cfg, seed = values.values()
-        require_stage(model, 1, SAMPLER)
-        check_prompt(model, positive, SAMPLER, "positive")
-        context = positive[0][0]
-        if (height, width) != TRAINED_SIZE or frames != TRAINED_FRAMES:
-            log.warning("FlashVideo: stage I was trained at %dx%d, %d frames; %dx%d, %d frames is off-distribution",
-                        TRAINED_SIZE[1], TRAINED_SIZE[0], TRAINED_FRAMES, width, height, frames)
-        batch, latent_frames, channels, latent_h, latent_w = latent_shape(frames, height, width, batch=context.shape[0])
-        latent = {"samples": torch.zeros((batch, channels, latent_frames, latent_h, latent_w))}
-        sampling = native()
-        guider = sampling.DynamicCFGGuider(model)
-        guider.set_conds(positive, sampling.zero_conditioning(positive))
-        guider.set_cfg(cfg)
-        samples = sample_with(guider, sampling.Stage1ReferenceNoise(seed), sampling.stage1_sampler(),
-                              sampling.stage1_sigmas(model, steps), latent, model)
-        return io.NodeOutput({"samples": samples, STAGE_KEY: 1})
-
-
-def sample_with(guider, noise, sampler, sigmas, latent: dict, model) -> torch.Tensor:
-    """Run a guider as core SamplerCustomAdvanced does: host progress bar, latent previews, interrupt."""
-    import comfy.utils
-    import latent_preview
-
-    callback = latent_preview.prepare_callback(model, sigmas.shape[-1] - 1)
-    samples = guider.sample(noise.generate_noise(latent), latent["samples"], sampler, sigmas, callback=callback,
-                            disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=noise.seed)
-    return samples.to(mm.intermediate_device())
+    def execute(cls, vae_name: str, dtype: str = "auto") -> io.NodeOutput:
+        node = "FlashVideo VAE Loader"
+        combo_widget(dtype, node, "dtype", DTYPE_CHOICES)
+        path = model_file(folder_paths, "vae", vae_name, node, "vae_name")
+        load_device, offload_device = mm.vae_device(), mm.vae_offload_device()
+        torch_dtype = resolve_dtype(dtype, load_device)
+        if dtype == "fp16":
+            log.warning("FlashVideo: fp16 can overflow to NaN in CogVideoX models; prefer bf16 or fp32")
+        model = load_vae(path, device=offload_device, dtype=torch_dtype)
+        return io.NodeOutput(VAEHolder(model, load_device, offload_device, torch_dtype, path))

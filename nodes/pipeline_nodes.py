@@ -1,13 +1,16 @@
-"""Stage II nodes: the bridge to 1080p/2K, the latent degrader and the flow-matching refiner.
-
-Separate nodes so ComfyUI caches each step: changing the refiner's NFE, CFG or the noise
-step never recomputes stage I or the bridge. Widget orders are frozen (append only).
+"""The pipeline's convenience nodes, one per step so ComfyUI caches each: the stage-I sampler (the cheap 270p
+preview), the stage-II upscale into 1080p/2K, the latent degrader and the flow-matching refiner. Changing the
+refiner's NFE, CFG or the noise step never recomputes stage I or the upscale. The samplers are thin wrappers over
+FlashVideo's sampling parts (sampling_nodes.py) run through ``comfy.samplers``; they return standard LATENTs, so
+core SaveLatent/LoadLatent can keep a preview and a failed decode never costs a resample. Widget orders and node
+ids are frozen (append only).
 """
 
 from __future__ import annotations
 
 import logging
 
+import torch
 from comfy_api.latest import io
 
 import comfy.model_management as mm
@@ -15,28 +18,68 @@ import comfy.model_management as mm
 from ..flashvideo_core.constants import LATENT_SCALE_STAGE1, LATENT_SCALE_STAGE2
 from ..flashvideo_core.dit.window_attention import DEFAULT_WINDOW
 from ..flashvideo_core.errors import InputError
+from ..flashvideo_core.settings import Stage1Settings, Stage2Settings, setting
+from ..flashvideo_core.stage1.sampler import TRAINED_FRAMES, TRAINED_SIZE, latent_shape
 from ..flashvideo_core.stage2.bridge import RESOLUTIONS, encode_for_stage2, stage1_to_stage2
 from ..flashvideo_core.stage2.degrade import degrade_latent
-from ..flashvideo_core.settings import Stage2Settings, setting
-from .comfy_bridge import ComfyProgress, ManagedModel, setting_input
+from .host import ComfyProgress, VAEHolder, setting_input
 from .input_checks import combo_widget, image_batch, latent_tensor, refuse, widget
-from .sampling_nodes import (
-    NOISE_STEP_KEY, SEED_KEY, STAGE_KEY, check_prompt, degraded_step, native, require_stage,
-)
-from .stage1_nodes import sample_with
-from .vae_nodes import (
-    FRAME_RULES, FlashVideoVAE, _check_vae, _fit_frame_count, _prepare, _slicing_inputs, _slicing_options,
-    latent_stage, untagged_cause,
-)
+from .latents import NOISE_STEP_KEY, SEED_KEY, STAGE_KEY, degraded_step, latent_stage, untagged_cause
+from .native.glue import check_prompt, native, require_stage, sample_with
+from .vae_helpers import FRAME_RULES, FlashVideoVAE, check_vae, fit_frame_count, prepare, slicing_inputs, slicing_options
 
 log = logging.getLogger("flashvideo")
 
 CATEGORY = "FlashVideo"
+STAGE1_SAMPLER = "FlashVideo Stage I Sampler"
+STAGE1_WIDGETS = ("width", "height", "frames", "steps", "cfg", "seed")  # the saved order (not the dataclass's)
 RESOLUTION_CHOICES = [f"{name} ({height}x{width})" for name, (height, width) in RESOLUTIONS.items()] + ["custom"]
 ATTENTION_CHOICES = ["full", f"window {'x'.join(map(str, DEFAULT_WINDOW))} (experimental)"]
 UPSCALE, DEGRADE, REFINER = "FlashVideo Stage II Upscale", "FlashVideo Latent Degrade", "FlashVideo Stage II Refiner"
 WIDTH, HEIGHT, NOISE_STEP, STEPS, CFG, SHIFT, SEED, DEGRADE_SEED = (setting(Stage2Settings, name) for name in (
     "width", "height", "noise_step", "steps", "cfg", "shift", "seed", "degrade_seed"))
+
+
+class FlashVideoStage1Sampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FlashVideoStage1Sampler",
+            display_name="FlashVideo Stage I Sampler (preview)",
+            category=CATEGORY,
+            description="Samples the cheap low-resolution preview (256x480, 49 frames) with the reference "
+            "SDE DPM-Solver++(2M), DynamicCFG and a zero unconditional context. Decode it with FlashVideo VAE Decode "
+            "(latent_scale stage1), or pass it to stage II.",
+            inputs=[
+                io.Model.Input("model", tooltip="A stage-I model from FlashVideo Model Loader."),
+                io.Conditioning.Input("positive", tooltip="From FlashVideo Text Encode or Load Prompt Embedding. "
+                                      "No negative: the reference's unconditional context is all zeros."),
+                *(setting_input(name, setting(Stage1Settings, name)) for name in STAGE1_WIDGETS),
+            ],
+            outputs=[io.Latent.Output(display_name="latent", tooltip="Stage-I latent [1, 16, T', H/8, W/8].")],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, **widgets) -> io.NodeOutput:
+        # API clients skip the frontend's steps (and some hosts NaN): off-grid values are refused, never snapped
+        values = {name: widget(setting(Stage1Settings, name), widgets.get(name, getattr(Stage1Settings, name)),
+                               STAGE1_SAMPLER, name) for name in STAGE1_WIDGETS}
+        width, height, frames, steps, cfg, seed = values.values()
+        require_stage(model, 1, STAGE1_SAMPLER)
+        check_prompt(model, positive, STAGE1_SAMPLER, "positive")
+        context = positive[0][0]
+        if (height, width) != TRAINED_SIZE or frames != TRAINED_FRAMES:
+            log.warning("FlashVideo: stage I was trained at %dx%d, %d frames; %dx%d, %d frames is off-distribution",
+                        TRAINED_SIZE[1], TRAINED_SIZE[0], TRAINED_FRAMES, width, height, frames)
+        batch, latent_frames, channels, latent_h, latent_w = latent_shape(frames, height, width, batch=context.shape[0])
+        latent = {"samples": torch.zeros((batch, channels, latent_frames, latent_h, latent_w))}
+        sampling = native()
+        guider = sampling.DynamicCFGGuider(model)
+        guider.set_conds(positive, sampling.zero_conditioning(positive))
+        guider.set_cfg(cfg)
+        samples = sample_with(guider, sampling.Stage1ReferenceNoise(seed), sampling.stage1_sampler(),
+                              sampling.stage1_sigmas(model, steps), latent, model)
+        return io.NodeOutput({"samples": samples, STAGE_KEY: 1})
 
 
 def _target_size(resolution: str, width: int, height: int) -> tuple[int, int]:
@@ -74,7 +117,7 @@ class FlashVideoStage2Upscale(io.ComfyNode):
                 io.Combo.Input("frame_rule", options=FRAME_RULES, default="error",
                                tooltip="For external videos: the VAE needs 4k+1 frames. error, trim, or pad "
                                "(repeat the last frame)."),
-                *_slicing_inputs(),
+                *slicing_inputs(),
                 io.Image.Input("images", optional=True,
                                tooltip="Decoded stage-I frames (from FlashVideo VAE Decode), or any video's frames "
                                "(Load Video -> Get Video Components): the experimental 'enhance a video' path."),
@@ -85,18 +128,18 @@ class FlashVideoStage2Upscale(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, vae: ManagedModel, resolution: str = RESOLUTION_CHOICES[0], width: int = WIDTH.default,
+    def execute(cls, vae: VAEHolder, resolution: str = RESOLUTION_CHOICES[0], width: int = WIDTH.default,
                 height: int = HEIGHT.default,
                 seed: int = 0, frame_rule: str = "error", slicing: str = "reference", memory_budget_mb: int = 0,
                 chunk_latents: int = 2, tile_size: int = 0, tile_overlap: int = 128, images=None, samples=None) -> io.NodeOutput:
         if (images is None) == (samples is None):
             raise InputError(f"{UPSCALE}: connect exactly one of images (decoded preview or a video) or samples "
                              "(stage-I latent). Fix: disconnect the other input")
-        vae = _check_vae(vae, UPSCALE)
+        vae = check_vae(vae, UPSCALE)
         size = _target_size(resolution, width, height)
         seed = widget(SEED, seed, UPSCALE, "seed")
         combo_widget(frame_rule, UPSCALE, "frame_rule", FRAME_RULES)
-        options = _slicing_options(slicing, memory_budget_mb, chunk_latents, tile_size, tile_overlap, node=UPSCALE)
+        options = slicing_options(slicing, memory_budget_mb, chunk_latents, tile_size, tile_overlap, node=UPSCALE)
         progress = ComfyProgress(preview=False)
         if samples is not None:
             z = latent_tensor(samples, UPSCALE, "samples", vae.model.config.latent_channels)
@@ -111,12 +154,12 @@ class FlashVideoStage2Upscale(io.ComfyNode):
                              "stage-I latent, decode it (FlashVideo VAE Decode, latent_scale stage1) and connect "
                              "the frames to images")
             z1 = z * LATENT_SCALE_STAGE1  # LATENTs are unscaled; the core takes model space
-            budget = _prepare(vae, "decode", tuple(z1.shape), options)
+            budget = prepare(vae, "decode", tuple(z1.shape), options)
             z2, _ = stage1_to_stage2(vae.model, z1, size, seed, options, progress, budget)
         else:
-            frames = _fit_frame_count(image_batch(images, UPSCALE), frame_rule, UPSCALE)
+            frames = fit_frame_count(image_batch(images, UPSCALE), frame_rule, UPSCALE)
             video = frames.movedim(-1, 0).unsqueeze(0).float() * 2 - 1  # [1, 3, T, H, W] in [-1, 1]
-            budget = _prepare(vae, "encode", (1, 3, video.shape[2], *size), options)
+            budget = prepare(vae, "encode", (1, 3, video.shape[2], *size), options)
             z2 = encode_for_stage2(vae.model, video, size, seed, options, progress, budget)
         return io.NodeOutput({"samples": (z2 / LATENT_SCALE_STAGE2).to(mm.intermediate_device()), STAGE_KEY: 2})
 

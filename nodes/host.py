@@ -1,4 +1,5 @@
-"""Binding the pure-PyTorch core to ComfyUI: progress bar, interrupt, devices and memory."""
+"""The host side of the core: settings as widgets, progress bar, interrupt, previews, and the VAE under the
+host's model management."""
 
 from __future__ import annotations
 
@@ -61,8 +62,9 @@ def _preview_image(frame: torch.Tensor):
     return Image.fromarray(array)
 
 
-class ManagedModel:
-    """A core nn.Module under ComfyUI's model management (moved to the GPU only while used)."""
+class VAEHolder:
+    """The pack's VAE (a core nn.Module) under ComfyUI's model management, moved to the GPU only while it
+    encodes or decodes; its dtype and the file it came from ride along."""
 
     def __init__(self, model: torch.nn.Module, load_device, offload_device, dtype: torch.dtype, source: str):
         self.patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
