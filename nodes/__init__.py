@@ -3,12 +3,7 @@
 from comfy_api.latest import ComfyExtension, io
 
 from .loader_nodes import FlashVideoModelLoader, FlashVideoVAELoader
-from .pipeline_nodes import (
-    FlashVideoLatentDegrade,
-    FlashVideoStage1Sampler,
-    FlashVideoStage2Refiner,
-    FlashVideoStage2Upscale,
-)
+from .pipeline_nodes import FlashVideoLatentDegrade, FlashVideoStage1Sampler, FlashVideoStage2Refiner, FlashVideoStage2Upscale
 from .sampling_nodes import SAMPLING_NODES
 from .t5_loader import FlashVideoT5Loader
 from .text_nodes import (

@@ -1,5 +1,4 @@
-"""The host side of the core: settings as widgets, progress bar, interrupt, previews, and the VAE under the
-host's model management."""
+"""The host side of the core: settings as widgets, progress, interrupt, previews, the VAE under model management."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""What a FlashVideo LATENT carries besides its tensor, and reading it back: the stage whose latent it is (1 or 2),
-the degradation step and its seed. Core Save/Load Latent keep only the tensor, so every reader says what to do
-when the tags are gone."""
+"""What a FlashVideo LATENT carries besides its tensor (its stage, the degradation step and its seed), read back
+with a fix for when core Save/Load Latent dropped them."""
 
 from __future__ import annotations
 

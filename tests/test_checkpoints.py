@@ -9,6 +9,7 @@ import torch
 
 from flashvideo_core.checkpoints.convert import convert_checkpoint
 from flashvideo_core.checkpoints.io import read_checkpoint, sha256_of_file, write_safetensors
+from flashvideo_core.checkpoints.metadata import config_from_metadata
 from flashvideo_core.checkpoints.vae_keys import diffusers_to_official, official_to_diffusers
 from flashvideo_core.cli import main as cli_main
 from flashvideo_core.errors import CheckpointError
@@ -48,7 +49,7 @@ def test_config_is_inferred_from_shapes_and_recorded(files):
     vae = load_vae(files["official"])
     assert vae.config == TINY_VAE_CONFIG
     raw = read_checkpoint(files["converted"])
-    assert VAEConfig.from_json(raw.metadata["flashvideo.config"]) == TINY_VAE_CONFIG
+    assert config_from_metadata(raw, VAEConfig) == TINY_VAE_CONFIG
     assert raw.metadata["flashvideo.model"] == "vae"
     assert raw.metadata["flashvideo.source_layout"] == "official"
     assert raw.metadata["flashvideo.source_sha256"] == sha256_of_file(files["official"])

@@ -52,13 +52,6 @@ class DiTConfig:
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
-    @classmethod
-    def from_json(cls, text: str) -> "DiTConfig":
-        data = json.loads(text)
-        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise CheckpointError(f"DiT config has unknown fields {sorted(unknown)}")
-        return cls(**data)
 
 
 STAGE1_CONFIG = DiTConfig(num_layers=42, hidden_size=3072)

@@ -90,10 +90,6 @@ class AdaLayerNormZero(nn.Module):
         shift, scale, _ = shift_scale_gate
         return self.norm(x) * (1 + scale) + shift
 
-    def forward(self, video, text, temb):
-        video_mod, text_mod = self.modulation(temb)
-        return self.modulate(video, video_mod), self.modulate(text, text_mod), video_mod[2], text_mod[2]
-
 
 class Attention(nn.Module):
     def __init__(self, dim: int, head_dim: int, layers=nn, attention_fn: Optional[AttentionFn] = None, **factory):

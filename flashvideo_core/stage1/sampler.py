@@ -29,18 +29,10 @@ def latent_shape(frames: int, height: int, width: int, batch: int = 1, channels:
     return batch, (frames - 1) // 4 + 1, channels, height // 8, width // 8
 
 
-def _lambda(a: float) -> float:
-    sigma = math.sqrt(max(1.0 - a * a, 0.0))
-    if a == 0.0:
-        return -math.inf
-    if sigma == 0.0:
-        return math.inf
-    return math.log(a / sigma)
-
-
 def log_snr_halves(alphas) -> list:
     """lambda_i = log(a_i / sigma_i) per sampler alpha (-inf at a = 0, +inf at a = 1)."""
-    return [_lambda(a) for a in alphas]
+    return [-math.inf if a == 0.0 else math.inf if a * a >= 1.0 else math.log(a / math.sqrt(1.0 - a * a))
+            for a in alphas]
 
 
 def sde_dpmpp_2m_update(x, denoised, denoised_prev, i: int, alphas, lambdas, randn):

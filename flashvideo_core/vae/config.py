@@ -64,14 +64,6 @@ class VAEConfig:
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
-    @classmethod
-    def from_json(cls, text: str) -> "VAEConfig":
-        data = json.loads(text)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise CheckpointError(f"VAE config has unknown fields {sorted(unknown)}")
-        return cls(**data)
 
 
 #: The official FlashVideo / CogVideoX VAE.

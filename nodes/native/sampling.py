@@ -1,13 +1,6 @@
-"""FlashVideo's sampling parts for ``comfy.samplers``: SIGMAS builders, NOISE objects, GUIDERs and SAMPLER
-functions that reproduce the reference (docs/SAMPLING.md) when used together, and stay usable with the
-host's own parts.
-
-Stage I: the reference's N-step schedule as sigmas (sigma_max for its a = 0 start), a GUIDER with DynamicCFG
-that, for its run, swaps the model's sampling for the reference's denoiser (integer timesteps, snapped alphas),
-and the SDE DPM-Solver++(2M) with the reference's RNG order. Stage II: sigmas 1 - t on the shifted
-grid in the model's dtype, a NOISE that is the degraded latent (sampling starts at sigma 1, x = noise), a GUIDER
-mixing CFG in the model's dtype with the degradation step as conditioning, and the reference's Euler updates.
-"""
+"""FlashVideo's sampling parts for ``comfy.samplers`` (SIGMAS, NOISE, GUIDER and SAMPLER per stage): together they
+reproduce the reference (docs/SAMPLING.md), and each stays usable with the host's own parts. The per-step math is
+the core's (``stage1/sampler.py``, ``stage2/refiner.py``); cond and uncond are mixed by the host's CFG."""
 
 from __future__ import annotations
 
