@@ -49,6 +49,9 @@ def test_native_models_equal_the_core_models_in_process(comfyui_host, tmp_path):
         assert r[f"{stage}_model_type"] == model_type and r[f"{stage}_latent_scale"] == scale
         assert 0 < r[f"{stage}_partial_cast_modules"] < r[f"{stage}_partial_total_modules"], r
         assert r[f"{stage}_partial_max_diff"] <= 1e-6, r
+        # under partial loading a block casts each streamed weight once, not once per token chunk
+        assert 0 < r[f"{stage}_partial_casts_chunk_8"] == r[f"{stage}_partial_casts_chunk_None"], r
+        assert r[f"{stage}_partial_chunked_max_diff"] <= 1e-5 * max(1.0, r[f"{stage}_forward_scale"]), r
         assert r[f"{stage}_preview_size"] == [10, 6], r  # core Latent2RGB preview of the first latent frame
     assert r["stage1_zsnr_sigma_max"] == pytest.approx(4518.76, rel=1e-4)  # zero terminal SNR, host's clamp
     # A scaled-fp8 file (convert --quantize scaled_fp8) through the host's fp8 layers vs the core's dequantised

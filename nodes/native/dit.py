@@ -16,6 +16,7 @@ import comfy.patcher_extension
 
 from ...flashvideo_core.dit.config import DiTConfig
 from ...flashvideo_core.dit.model import FlashVideoDiT
+from .cast_once import call_casting_once
 
 #: transformer_options key: the experimental local-attention window (frames, height, width) for this run
 WINDOW_OPTION = "flashvideo_window"
@@ -66,9 +67,10 @@ class ComfyFlashVideoDiT(FlashVideoDiT):
             transformer_options["block_index"] = index
 
             def run_block(args, block=block):
-                hidden = block(torch.cat([args["txt"], args["img"]], dim=1), args["txt"].shape[1], args["vec"],
-                               args["pe"], tokens.grid, chunk_tokens, window,
-                               {"transformer_options": args["transformer_options"]})
+                hidden = torch.cat([args["txt"], args["img"]], dim=1)
+                hidden = call_casting_once([block], hidden, lambda: block(
+                    hidden, args["txt"].shape[1], args["vec"], args["pe"], tokens.grid, chunk_tokens, window,
+                    {"transformer_options": args["transformer_options"]}))
                 return {"img": hidden[:, args["txt"].shape[1]:], "txt": hidden[:, :args["txt"].shape[1]]}
 
             if ("double_block", index) in blocks_replace:  # text and video tokens in, both out, as Flux's blocks
@@ -78,7 +80,9 @@ class ComfyFlashVideoDiT(FlashVideoDiT):
                     {"original_block": run_block})
                 tokens.hidden = torch.cat([out["txt"], out["img"]], dim=1)
             else:
-                tokens.hidden = block(tokens.hidden, tokens.text_len, tokens.temb, tokens.rope, tokens.grid,
-                                      chunk_tokens, window, attention_options)
-        out = self.unembed(tokens, chunk_tokens).movedim(2, 1)
+                tokens.hidden = call_casting_once([block], tokens.hidden, lambda block=block: block(
+                    tokens.hidden, tokens.text_len, tokens.temb, tokens.rope, tokens.grid, chunk_tokens, window,
+                    attention_options))
+        out = call_casting_once([self.norm_final, self.norm_out, self.proj_out], tokens.hidden,
+                                lambda: self.unembed(tokens, chunk_tokens)).movedim(2, 1)
         return -out if self.config.stage2_embeddings else out

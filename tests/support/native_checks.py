@@ -116,6 +116,19 @@ for stage, path in paths.items():
         results[f"{stage}_partial_total_modules"] = sum(1 for m in model.diffusion_model.modules() if hasattr(m, "comfy_cast_weights"))
         partial = model.diffusion_model(x, t, context, transformer_options={}, **extra)
         results[f"{stage}_partial_max_diff"] = max_diff(partial, full)
+        # the streamed layers' weights are cast once per block call, however many token chunks the block runs
+        import comfy.ops
+
+        host_cast, casts = comfy.ops.cast_bias_weight, []
+        comfy.ops.cast_bias_weight = lambda *a, **k: casts.append(1) or host_cast(*a, **k)
+        try:
+            for chunk in (None, 8):  # 72 video tokens: 1 or 9 chunks
+                casts.clear()
+                chunked = model.diffusion_model(x, t, context, transformer_options={}, chunk_tokens=chunk, **extra)
+                results[f"{stage}_partial_casts_chunk_{chunk}"] = len(casts)
+        finally:
+            comfy.ops.cast_bias_weight = host_cast
+        results[f"{stage}_partial_chunked_max_diff"] = max_diff(chunked, full)
         patcher.unpatch_model(device_to=torch.device("cpu"))
 
 # Memory modes (flashvideo_core.dit.memory): the estimate the host batches CFG and reserves memory by follows the
