@@ -131,7 +131,9 @@ def test_measured_working_memory_stays_under_the_estimates_and_chunking_cuts_it(
     lean, lean_estimate, _ = _measured_widths(model, config, 64)
     assert whole <= whole_estimate and lean <= lean_estimate
     width_bytes = tokens * config.hidden_size * 4
-    assert whole / width_bytes >= 10, "the whole-sequence estimate should not be far above what is measured"
+    # ~9 widths on the CPU; the estimate's 12 keeps room for GPU kernels' buffers (an H200 measured 12.1 before
+    # q, k and v were filled one projection at a time)
+    assert whole / width_bytes >= 8.5, "the whole-sequence estimate should not be far above what is measured"
     assert lean / width_bytes <= 6.5 and lean < 0.6 * whole
 
 

@@ -106,13 +106,15 @@ class Attention(nn.Module):
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (-1, self.head_dim)).transpose(1, 2)  # (B, heads, S, d)
 
-    def qkv(self, tokens: torch.Tensor, rope: Optional[tuple]) -> tuple:
-        """q, k, v (B, heads, S, d) of ``tokens``, RoPE applied to q and k when ``rope`` (rows for these tokens)."""
-        q = self.norm_q(self._heads(self.to_q(tokens)))
-        k = self.norm_k(self._heads(self.to_k(tokens)))
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        return q, k, self._heads(self.to_v(tokens))
+    def projection(self, tokens: torch.Tensor, which: int, rope: Optional[tuple]) -> torch.Tensor:
+        """q, k or v (``which`` 0, 1, 2) as (B, heads, S, d) of ``tokens``; q and k normalised, with RoPE when
+        ``rope`` (rows for these tokens). One at a time, so only one projection's temporaries are ever alive."""
+        linear, norm = ((self.to_q, self.norm_q), (self.to_k, self.norm_k), (self.to_v, None))[which]
+        out = self._heads(linear(tokens))
+        if norm is None:
+            return out
+        out = norm(out)
+        return out if rope is None else apply_rope(out, *rope)
 
     def attend(self, q, k, v, text_len: int, grid: tuple, window=None, attention_options=None) -> torch.Tensor:
         if window is None:
@@ -157,7 +159,8 @@ class TransformerBlock(nn.Module):
         for start, stop, is_text in spans:
             x = self.norm1.modulate(hidden[:, start:stop], mod1[is_text])
             rows = None if is_text else tuple(r[start - text_len:stop - text_len] for r in rope)
-            q[:, :, start:stop], k[:, :, start:stop], v[:, :, start:stop] = self.attn1.qkv(x, rows)
+            for which, target in enumerate((q, k, v)):
+                target[:, :, start:stop] = self.attn1.projection(x, which, rows)
             x = None  # (a ``del`` would break torch.compile's graph)
         out = self.attn1.attend(q, k, v, text_len, grid, window, attention_options)
         q = k = v = None
