@@ -83,7 +83,7 @@ def refine_stage2(
     device, dtype = param.device, model.proj_out.weight.dtype
     grid_dtype = grid_dtype or dtype
     grid = time_grid(steps, shift, grid_dtype)
-    timesteps = network_timesteps(grid)
+    timesteps = network_timesteps(grid).float().to(device)  # on the device once, not copied every step
     batch, _, frames = x0.shape[:3]
     cond = context.to(device=device, dtype=torch.float32)
     contexts = (cond, torch.zeros_like(cond))  # [cond, uncond]: the reverse of stage I
@@ -97,7 +97,7 @@ def refine_stage2(
 
     def velocity(x, k):
         progress.check()
-        t = timesteps[k].float().expand(batch).to(device)
+        t = timesteps[k].expand(batch)
         with autocast:
             v_cond, v_uncond = forward_pair(model, x, t, contexts, plan, **conds)
         return guided_velocity(v_cond, v_uncond, cfg, grid_dtype)
