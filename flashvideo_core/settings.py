@@ -146,6 +146,15 @@ SLICING = {
         "official code used 128 with a hard cut).")),
 }
 FPS = Setting(8, 1, 240)
+#: the enhancer's window overlap in frames (flashvideo_core/enhance/windows.py: multiples of 4 up to 20)
+ENHANCE_OVERLAP = Setting(8, 0, 20, 4, help=(
+    "Frames by which neighbouring 49-frame windows overlap (they also share their boundary frame); the overlap is "
+    "cross-faded and starts from shared noise. More overlap: smoother joins, (48 / (48 - overlap))x the work."))
+#: the enhancer's colour fix (flashvideo_core/enhance/colour.py), default chosen by measurement (docs/ENHANCE.md)
+COLOUR_FIX_DEFAULT = "wavelet"
+COLOUR_FIX_HELP = ("Pull the colours back to the input's: wavelet keeps stage II's detail and takes the input's low "
+                   "frequencies (shading and colour); adain matches each frame's mean and contrast per channel; "
+                   "none keeps stage II's colours.")
 #: the CLI's VAE memory cap (unset: the free memory)
 VAE_MEMORY_MB = Setting(0, 1, 1 << 24)
 

@@ -71,11 +71,12 @@ def encode_for_stage2(
     options: SlicingOptions = SlicingOptions(),
     progress: Optional[Progress] = None,
     budget_bytes: Optional[int] = None,
+    noise: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Video (B, 3, T, H, W) in [-1, 1] -> stage-II latent (B, 16, T', h/8, w/8), posterior sample x 1.15258426.
 
-    The posterior noise is one draw from a CPU generator seeded with ``seed`` (the reference
-    draws per encode chunk on the GPU, which no other device can reproduce anyway).
+    The posterior noise is ``noise`` if given, else ``posterior_noise(shape, seed)``: one draw from a CPU
+    generator (the reference draws per encode chunk on the GPU, which no other device can reproduce anyway).
     """
     if video.ndim != 5 or video.shape[1] != 3 or video.shape[2] == 0:
         raise InputError(f"stage-II bridge: the video has shape {tuple(video.shape)}. Fix: pass (batch, 3, frames, "
@@ -87,8 +88,14 @@ def encode_for_stage2(
     resized = resize_video(video.clamp(-1, 1), (height, width))
     moments = encode_sliced(vae, resized, options, progress, output_device=video.device, budget_bytes=budget_bytes)
     del resized
-    z = DiagonalGaussian(moments).sample(torch.Generator().manual_seed(int(seed)))
+    posterior = DiagonalGaussian(moments)
+    z = posterior.sample(noise=posterior_noise(posterior.mean.shape, seed) if noise is None else noise)
     return z * LATENT_SCALE_STAGE2
+
+
+def posterior_noise(shape: tuple, seed: int = 0) -> torch.Tensor:
+    """The bridge's posterior noise for ``seed`` (fp32, CPU-drawn: the same on every device)."""
+    return torch.randn(tuple(shape), generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float32)
 
 
 def stage1_to_stage2(

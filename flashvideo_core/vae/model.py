@@ -124,12 +124,15 @@ class DiagonalGaussian:
     def mode(self) -> torch.Tensor:
         return self.mean
 
-    def sample(self, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """mean + std * eps; eps is drawn on the generator's device, so a CPU generator
-        gives the same latent on every device."""
-        device = generator.device if generator is not None else self.mean.device
-        eps = torch.randn(self.mean.shape, generator=generator, device=device, dtype=torch.float32)
-        return self.mean + self.std * eps.to(self.mean.device, self.mean.dtype)
+    def sample(self, generator: Optional[torch.Generator] = None, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """mean + std * eps; eps is ``noise`` if given (the enhancer shares it between windows), else drawn on the
+        generator's device, so a CPU generator gives the same latent on every device."""
+        if noise is None:
+            device = generator.device if generator is not None else self.mean.device
+            noise = torch.randn(self.mean.shape, generator=generator, device=device, dtype=torch.float32)
+        elif tuple(noise.shape) != tuple(self.mean.shape):
+            raise ValueError(f"posterior noise {tuple(noise.shape)} does not match the latent {tuple(self.mean.shape)}")
+        return self.mean + self.std * noise.to(self.mean.device, self.mean.dtype)
 
 
 class CogVideoXVAE(nn.Module):

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -42,7 +43,7 @@ from ..device_memory import free_memory_bytes
 from ..errors import InputError
 from ..progress import Progress
 from .config import VAEConfig
-from .layers import CausalConvCache
+from .layers import CausalConvCache, ResnetBlock3D
 from .model import CogVideoXVAE
 
 log = logging.getLogger("flashvideo")
@@ -478,10 +479,25 @@ def _sliced_pass(vae, direction, x, options, progress, output_device, budget_byt
     else:
         fn, in_scale, out_scale, channels, count = vae.encode_moments, f, 1, 2 * config.latent_channels, encoded_frame_count
     frames = sum(count(config, end - start) for start, end in plan.time_chunks)
-    return _run_sliced(
-        fn, x, plan, in_scale, out_scale, channels, frames,
-        param.device, param.dtype, output_device or x.device, progress or Progress(),
-    )
+    progress = progress or Progress()
+    with _checks_inside_chunks(vae, progress):
+        return _run_sliced(
+            fn, x, plan, in_scale, out_scale, channels, frames,
+            param.device, param.dtype, output_device or x.device, progress,
+        )
+
+
+@contextmanager
+def _checks_inside_chunks(vae: torch.nn.Module, progress: Progress):
+    """``progress.check()`` before every resnet block as well, so a stop request lands within a chunk: one 1080p
+    chunk runs for a minute on a slow device, far too long to wait for the next chunk boundary."""
+    hooks = [m.register_forward_pre_hook(lambda *_: progress.check()) for m in vae.modules()
+             if isinstance(m, ResnetBlock3D)]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def _check_latent(z: torch.Tensor, config: VAEConfig) -> None:
