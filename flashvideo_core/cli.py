@@ -1,4 +1,4 @@
-"""Command line: ``python -m flashvideo_core {demo,generate,make-tiny,convert} ...``.
+"""Command line: ``python -m flashvideo_core {demo,generate,enhance,make-tiny,convert} ...``.
 
 Every argument is checked before a model loads (minutes with the real checkpoints) and every output path
 before generation starts, so a bad value never costs a run and finished work is never thrown away by a
@@ -21,8 +21,10 @@ from .dit.attention import BACKENDS
 from .dit.memory import MODES as MEMORY_MODES
 from .dit.window_attention import DEFAULT_WINDOW
 from .errors import FlashVideoError
+from .enhance.colour import COLOUR_FIXES
 from .settings import (
-    DTYPES, FPS, SEED, SLICING, VAE_MEMORY_MB, Stage1Settings, Stage2Settings, resolve_dtype, setting,
+    COLOUR_FIX_DEFAULT, COLOUR_FIX_HELP, DTYPES, ENHANCE_OVERLAP, FPS, SEED, SLICING, VAE_MEMORY_MB, Setting,
+    Stage1Settings, Stage2Settings, check_settings, resolve_dtype, setting,
 )
 from .vae.slicing import MODES as SLICING_MODES
 
@@ -33,6 +35,10 @@ OUTPUT_KINDS = ("stage1", "stage2", "joint")
 FLAGS = {"stage1.height": "--height", "stage1.width": "--width", "stage1.frames": "--frames", "stage1.steps": "--steps1",
          "stage1.cfg": "--cfg1", "stage2.noise_step": "--noise-step", "stage2.steps": "--steps2", "stage2.cfg": "--cfg2",
          "stage2.shift": "--shift"}
+
+#: the stage-II settings enhance takes (its size comes from --resolution, its seed from --seed)
+ENHANCE_FLAGS = {key: flag for key, flag in FLAGS.items() if key.startswith("stage2.")}
+CRF = Setting(14, 0, 51, help="H.264 quality")
 
 
 def _input_file(flag: str, path: str, what: str) -> None:
@@ -195,19 +201,34 @@ def _setting_names(args) -> dict:
 
 def _check_arguments(args) -> None:
     """Every number, size and seed, before any file is read (pure: no model, no output written)."""
-    from .settings import check_settings
 
     stage1_settings, stage2_settings = _settings(args)
     check_settings(stage1_settings, None if args.skip_stage2 else stage2_settings, _setting_names(args))
-    checks = [("--fps", FPS, args.fps), ("--tile-size", SLICING["tile_size"], args.tile_size),
+    FPS.check(args.fps, "--fps")
+    if args.skip_stage2:  # stage II is not run, but its seeds still have to be seeds
+        for flag, value in (("--seed-bridge", args.seed_bridge), ("--seed-degrade", args.seed_degrade)):
+            if value is not None:
+                SEED.check(value, flag)
+    _check_runtime_arguments(args)
+
+
+def _check_runtime_arguments(args) -> None:
+    """The flags of ``_add_runtime_args``, named as the user typed them."""
+    checks = [("--tile-size", SLICING["tile_size"], args.tile_size),
               ("--tile-overlap", SLICING["tile_overlap"], args.tile_overlap)]
     unset = [("--chunk-latents", SLICING["chunk_latents"], args.chunk_latents),
              ("--vae-memory-mb", VAE_MEMORY_MB, args.vae_memory_mb)]
-    if args.skip_stage2:  # stage II is not run, but its seeds still have to be seeds
-        unset += [("--seed-bridge", SEED, args.seed_bridge), ("--seed-degrade", SEED, args.seed_degrade)]
     for flag, declared, value in checks + [entry for entry in unset if entry[2] is not None]:
         declared.check(value, flag)
     _device_and_dtype(args.device, args.dtype)
+
+
+def _slicing_options(args):
+    from .vae.slicing import SlicingOptions
+
+    return SlicingOptions(mode=args.slicing, memory_budget_mib=args.vae_memory_mb, hard_seams=args.hard_seams,
+                          chunk_latents=args.chunk_latents, tile_latents=args.tile_size // 8 or None,
+                          tile_overlap=args.tile_overlap // 8)
 
 
 def _check_outputs(args, contexts: list, names: list) -> None:
@@ -253,7 +274,6 @@ def _check_embedding_widths(contexts: list, names: list, models: dict) -> None:
 def _run_pipeline(args, contexts: list, names: list) -> int:
     from .pipeline import generate_two_stage
     from .progress import ConsoleProgress
-    from .vae.slicing import SlicingOptions
 
     device, dtype = _device_and_dtype(args.device, args.dtype)
     stage1_settings, stage2_settings = _settings(args)
@@ -264,9 +284,7 @@ def _run_pipeline(args, contexts: list, names: list) -> int:
         _input_file("--stage2", args.stage2, "stage2.pt (or another accepted stage-II layout)")
     _input_file("--vae", args.vae, "3d-vae.pt (or another accepted VAE layout)")
     # the pipeline sets the stage per decode (stage-II latents get the official 1x2 tiles in reference mode)
-    slicing = SlicingOptions(mode=args.slicing, memory_budget_mib=args.vae_memory_mb, hard_seams=args.hard_seams,
-                             chunk_latents=args.chunk_latents, tile_latents=args.tile_size // 8 or None,
-                             tile_overlap=args.tile_overlap // 8)
+    slicing = _slicing_options(args)
     t0 = time.perf_counter()
     stage1, stage2, vae = _load_models(args, dtype)
     load_seconds = time.perf_counter() - t0
@@ -310,6 +328,102 @@ def _generate(args) -> int:
     return _run_pipeline(args, contexts, names)
 
 
+def _enhance_resolution(value: str):
+    from .enhance.geometry import INPUT_SIZE, SHORT_SIDES
+
+    if value in SHORT_SIDES or value == INPUT_SIZE:
+        return value
+    try:
+        width, height = (int(v) for v in value.lower().split("x"))
+    except (ValueError, AttributeError):
+        raise FlashVideoError(f"--resolution must be 1080p, 2K, input or WIDTHxHEIGHT, got {value!r}") from None
+    return height, width
+
+
+def _enhance_key(args, info) -> dict:
+    """Everything that changes the enhanced frames: a resumed run must have the same."""
+    from .enhance.resume import file_identity
+
+    names = ("resolution", "seed", "overlap", "colour_fix", "crf", "dtype", "memory", "attention", "window_attention",
+             "slicing", "chunk_latents", "tile_size", "tile_overlap", "hard_seams",
+             *(flag[2:].replace("-", "_") for flag in ENHANCE_FLAGS.values()))
+    return {"input": file_identity(args.input), "stage2": file_identity(args.stage2), "vae": file_identity(args.vae),
+            "embedding": file_identity(args.embedding), "frames": info.frames,
+            **{name: getattr(args, name) for name in names}}
+
+
+def _enhance(args) -> int:
+    """``enhance IN OUT``: every flag and path checked before a model loads; the clip streams from file to file
+    window by window; a killed run resumes (enhance/resume.py)."""
+    from .constants import LATENT_SCALE_STAGE2
+    from .dit.loader import load_dit
+    from .dit.window_attention import DEFAULT_WINDOW
+    from .enhance.enhancer import enhance_video, plan_enhance
+    from .enhance.resume import ResumableOutput, work_folder
+    from .io.video import probe_video, read_frames
+    from .pipeline import resident
+    from .progress import ConsoleProgress
+    from .stage2.refiner import refine_stage2
+    from .text_embeddings import load_prompt_embedding
+    from .vae.loader import load_vae
+
+    stage2_values = {key[7:]: getattr(args, flag[2:].replace("-", "_")) for key, flag in ENHANCE_FLAGS.items()}
+    check_settings(Stage1Settings(), Stage2Settings(**stage2_values, seed=args.seed), {**ENHANCE_FLAGS,
+                   "stage2.seed": "--seed"})
+    CRF.check(args.crf, "--crf")
+    ENHANCE_OVERLAP.check(args.overlap, "--overlap")
+    _check_runtime_arguments(args)
+    resolution = _enhance_resolution(args.resolution)
+    _input_file("input", args.input, "the video to enhance")
+    _check_video_writer()
+    info = probe_video(args.input)
+    plan = plan_enhance(info.frames, (info.height, info.width), resolution, args.overlap, args.noise_step, args.seed,
+                        args.colour_fix)
+    if os.path.abspath(args.input) == os.path.abspath(args.output):
+        raise FlashVideoError("output: the output is the input file; choose another output name")
+    _writable_folder("output folder", os.path.dirname(os.path.abspath(args.output)))
+    _check_output_file("output", args.output, args.overwrite, "--overwrite", "choose a shorter output name")
+    _check_output_file("output", work_folder(args.output) + "/window_00000.mp4", True, "", "choose a shorter "
+                       "output name")
+    for flag, path, what in (("--stage2", args.stage2, "stage2.pt (or another accepted stage-II layout)"),
+                             ("--vae", args.vae, "3d-vae.pt (or another accepted VAE layout)"),
+                             ("--embedding", args.embedding, "a prompt embedding saved by FlashVideo Save Prompt "
+                              "Embedding (README)")):
+        _input_file(flag, path, what)
+    print(f"enhance {args.input}: {plan.describe()}, {float(info.fps):g} fps"
+          f"{', audio copied' if info.has_audio else ''}")
+    output = ResumableOutput(args.output, _enhance_key(args, info), args.crf, args.restart)
+    device, dtype = _device_and_dtype(args.device, args.dtype)
+    context, _ = load_prompt_embedding(args.embedding)
+    model = load_dit(args.stage2, device="cpu", dtype=dtype, expect_stage="stage2")
+    model.set_attention_backend(args.attention)
+    _check_embedding_widths([(context, None)], [os.path.basename(args.embedding)], {"stage2": model})
+    vae = load_vae(args.vae, device=device, dtype=dtype)  # small: stays on the device; the DiT visits per window
+    pending = output.start(info.fps)
+    progress = ConsoleProgress()
+    window = DEFAULT_WINDOW if args.window_attention else None
+
+    def refine(latent):
+        with resident(model, device):
+            refined = refine_stage2(model, context, latent * LATENT_SCALE_STAGE2, args.noise_step, args.steps2,
+                                    args.cfg2, args.shift, progress, memory=args.memory, window=window)
+        return refined / LATENT_SCALE_STAGE2
+
+    start = time.perf_counter()
+    try:
+        enhance_video(vae, read_frames(args.input), plan, refine, output.write, _slicing_options(args), progress,
+                      pending=pending, on_window=output.saved)
+    except KeyboardInterrupt:
+        print(f"stopped after window {output.window} of {len(plan.windows)}; run the same command again to resume",
+              file=sys.stderr)
+        raise
+    frames = output.finish(len(plan.windows), args.input if info.has_audio else None)
+    seconds = time.perf_counter() - start
+    print(f"wrote {args.output}: {frames} frames, {plan.size[1]}x{plan.size[0]}, {seconds:.1f} s "
+          f"({frames / max(seconds, 1e-9):.2f} frames/s)")
+    return 0
+
+
 def _demo(args) -> int:
     """The two-stage pipeline on tiny random-weight checkpoints made on the fly."""
     from .tiny_install import make_tiny, tiny_prompt_embedding
@@ -330,23 +444,34 @@ def _demo(args) -> int:
 def _add_pipeline_args(p: argparse.ArgumentParser, resolution: str, **defaults) -> None:
     p.add_argument("--output-dir", default="out")
     p.add_argument("--seed", type=int, default=0, help="seed of stage I (and of stage II unless set below)")
-    for key, flag in FLAGS.items():
+    _add_setting_flags(p, FLAGS, defaults)
+    p.add_argument("--resolution", default=resolution, help="stage-II size: 1080p (1072x1920), 2K (1440x2560) or WxH")
+    p.add_argument("--skip-stage2", action="store_true", help="stop after the preview")
+    p.add_argument("--seed-bridge", type=int, default=None, help="seed of the bridge's posterior sample (default --seed)")
+    p.add_argument("--seed-degrade", type=int, default=None, help="seed of the degradation noise (default --seed)")
+    _add_runtime_args(p)
+    p.add_argument("--fps", type=int, default=FPS.default)
+    p.add_argument("--overwrite", action="store_true", help="replace output videos that already exist")
+
+
+def _add_setting_flags(p: argparse.ArgumentParser, flags: dict, defaults: dict) -> None:
+    for key, flag in flags.items():
         stage, name = key.split(".")
         declared = setting(Stage1Settings if stage == "stage1" else Stage2Settings, name)
         p.add_argument(flag, type=float if declared.is_float else int, default=defaults.get(name, declared.default),
                        help=f"stage {'I' if stage == 'stage1' else 'II'}: {declared.help}")
-    p.add_argument("--resolution", default=resolution, help="stage-II size: 1080p (1072x1920), 2K (1440x2560) or WxH")
-    p.add_argument("--skip-stage2", action="store_true", help="stop after the preview")
+
+
+def _add_runtime_args(p: argparse.ArgumentParser) -> None:
+    """Device, precision, memory, attention and VAE slicing: shared by generate, demo and enhance."""
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default="auto", choices=["auto", *sorted(DTYPES)], help="auto: bf16 on GPU, fp32 on CPU")
-    p.add_argument("--seed-bridge", type=int, default=None, help="seed of the bridge's posterior sample (default --seed)")
-    p.add_argument("--seed-degrade", type=int, default=None, help="seed of the degradation noise (default --seed)")
     p.add_argument("--memory", default="auto", choices=list(MEMORY_MODES),
                    help="how each guided DiT step runs (same result up to float rounding): auto = the fastest that "
                         "fits the free memory; batched, sequential (cond then uncond) or lean (also in token chunks, "
                         "least memory)")
     p.add_argument("--attention", default="sdpa", choices=list(BACKENDS),
-                   help="attention kernel of both DiTs: sdpa, or flash / sage when installed (else sdpa)")
+                   help="attention kernel of the DiTs: sdpa, or flash / sage when installed (else sdpa)")
     p.add_argument("--window-attention", action="store_true",
                    help="stage II: experimental 7x11x11 local attention (less work at 1080p/2K, blurs fast motion)")
     p.add_argument("--slicing", default="reference", choices=list(SLICING_MODES),
@@ -359,8 +484,6 @@ def _add_pipeline_args(p: argparse.ArgumentParser, resolution: str, **defaults) 
     p.add_argument("--hard-seams", action="store_true",
                    help="cut the VAE tiles at their boundary as the official code does (with --slicing reference: "
                    "its exact stage-II decode) instead of blending them")
-    p.add_argument("--fps", type=int, default=FPS.default)
-    p.add_argument("--overwrite", action="store_true", help="replace output videos that already exist")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -387,6 +510,26 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--embedding2", nargs="+", help="stage-II embedding(s), e.g. of 'medium motion, <prompt>'")
     _add_pipeline_args(g, "1080p")
     g.set_defaults(func=_generate)
+    e = sub.add_parser("enhance", parents=[debug], help="enhance a video of any length with stage II (resumable)")
+    e.add_argument("input", help="the video to enhance (mp4, mov, mkv, webm, ...); its frame rate and audio are kept")
+    e.add_argument("output", help="the enhanced mp4")
+    e.add_argument("--stage2", required=True, help="stage2.pt (or any accepted stage-II layout)")
+    e.add_argument("--vae", required=True, help="3d-vae.pt (or any accepted VAE layout)")
+    e.add_argument("--embedding", required=True, help="prompt embedding describing the video (FlashVideo Save Prompt "
+                   "Embedding; the reference prefixes stage II's prompt with 'medium motion,')")
+    e.add_argument("--resolution", default="1080p",
+                   help="output size: 1080p or 2K (short side 1080 / 1440, aspect kept), input (the input's size), "
+                   "or WxH (exact, even)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the posterior and degradation noise")
+    _add_setting_flags(e, ENHANCE_FLAGS, {})
+    e.add_argument("--overlap", type=int, default=ENHANCE_OVERLAP.default, help=ENHANCE_OVERLAP.help)
+    e.add_argument("--colour-fix", "--color-fix", dest="colour_fix", default=COLOUR_FIX_DEFAULT,
+                   choices=list(COLOUR_FIXES), help=COLOUR_FIX_HELP)
+    e.add_argument("--crf", type=int, default=14, help="H.264 quality of the output (lower: better, bigger)")
+    _add_runtime_args(e)
+    e.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
+    e.add_argument("--restart", action="store_true", help="discard an unfinished earlier run of this output")
+    e.set_defaults(func=_enhance)
     t = sub.add_parser("make-tiny", parents=[debug], help="write tiny random-weight checkpoints into a ComfyUI models folder")
     t.add_argument("models_dir")
     t.add_argument("--force", action="store_true", help="overwrite existing files")

@@ -217,3 +217,44 @@ def read_frames(path: str) -> Iterator[torch.Tensor]:
         stream.thread_type = "AUTO"
         for frame in media.decode(stream):
             yield torch.from_numpy(frame.to_ndarray(format="rgb24"))
+
+
+def concatenate(segments: list, path: str, audio_from: Optional[str] = None) -> int:
+    """Join mp4 segments written by ``VideoWriter`` with the same size, rate and settings (no B-frames) into
+    ``path``, packets as they are (no second encode), then the audio of ``audio_from``; written to the ``.partial``
+    sibling and renamed as ``VideoWriter`` does. Returns the number of frames."""
+    import av
+
+    if not segments:
+        raise InputError(f"{path}: nothing to join")
+    partial = partial_path(path)
+    if os.path.lexists(partial):
+        os.unlink(partial)
+    frames = 0
+    try:
+        with av.open(segments[0]) as first, av.open(partial, mode="w", format="mp4") as container:
+            template = first.streams.video[0]
+            out = container.add_stream_from_template(template)
+            audio = _AudioCopy(audio_from, container) if audio_from is not None else None
+            offset = 0
+            for segment in segments:
+                with av.open(segment) as media:
+                    stream = media.streams.video[0]
+                    ticks = round(1 / (stream.average_rate * stream.time_base))  # one frame, in the segment's unit
+                    count = 0
+                    for packet in media.demux(stream):
+                        if packet.dts is None:
+                            continue
+                        packet.pts, packet.dts = packet.pts + offset, packet.dts + offset
+                        packet.stream = out
+                        container.mux(packet)
+                        count += 1
+                    offset += count * ticks
+                    frames += count
+            if audio is not None:
+                audio.write()
+        os.replace(partial, path)
+    finally:
+        if os.path.lexists(partial):
+            os.unlink(partial)
+    return frames
