@@ -5,6 +5,7 @@ output size, edge-padded to the grid and cropped back after decoding (docs/ENHAN
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +24,8 @@ TRAINED_PIXELS = 1072 * 1920
 
 
 def _even(value: float) -> int:
-    return max(2, 2 * round(value / 2))
+    """The nearest even size, halves up (an odd 37 becomes 38: one pixel more, not one less)."""
+    return max(2, 2 * math.floor(value / 2 + 0.5))
 
 
 def output_size(input_size: tuple, resolution) -> tuple:
