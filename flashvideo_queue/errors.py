@@ -7,6 +7,12 @@ class InputError(Exception):
     """Bad command line, prompts file, workflow or manifest, or no server to talk to: exit code 2, nothing queued."""
 
 
+class InputFileError(Exception):
+    """A local input file (a video being uploaded) could not be read, or changed since the run started: the
+    item fails with the file's name and the fix. Not an OSError on purpose: a read failure here must never be
+    mistaken for an unreachable server."""
+
+
 class ServerUnreachable(OSError):
     """The server did not answer (refused, reset, timed out): maybe transient, maybe dead."""
 

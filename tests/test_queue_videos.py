@@ -1,27 +1,46 @@
 """flashvideo_queue over a folder of videos (``--videos DIR``), without a host: which files count, how prompts pair
-with videos, and the name each video is uploaded under."""
+with videos, the name each video is uploaded under, and the multipart upload (checked by the fake ComfyUI's own
+parser, support/fake_comfy_server.py)."""
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import hashlib
 from pathlib import Path
 
 import pytest
 
 from flashvideo_queue import InputError
+from flashvideo_queue.client import UPLOAD_CHUNK, ComfyClient, FileChunks, multipart_form
+from flashvideo_queue.errors import HttpError, InputFileError
 from flashvideo_queue.prompts import Prompt
 from flashvideo_queue.videos import (UPLOAD_SUBFOLDER, VIDEO_EXTENSIONS, Video, list_videos, pair_prompts,
                                      videos_sha256)
+from support.fake_comfy_server import FakeComfy
 
 PROMPTS = ["A red fox in fresh snow, cinematic.", "A whale beside a sailboat, spray in the sun.",
            "Rain on a neon street at night."]
+
+
+@pytest.fixture
+def fakes():
+    started = []
+
+    def make(**kwargs) -> FakeComfy:
+        fake = FakeComfy(**kwargs).start()
+        started.append(fake)
+        return fake
+
+    yield make
+    for fake in started:
+        fake.stop()
 
 
 def clip_bytes(name: str, size: int = 64) -> bytes:
     """Distinct fake mp4 content per name (the fake server never decodes it)."""
     seed = hashlib.sha256(name.encode()).digest()
     return (b"\x00\x00\x00\x18ftypisom" + seed * (size // len(seed) + 1))[:size]
-
 
 
 def make_clips(folder: Path, names=("b_take.mp4", "a take.MOV", "c.webm"), extra=()) -> Path:
@@ -31,10 +50,8 @@ def make_clips(folder: Path, names=("b_take.mp4", "a take.MOV", "c.webm"), extra
     return folder
 
 
-
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
 
 
 # -- the folder ---------------------------------------------------------------------------------------------------
@@ -104,3 +121,67 @@ def test_prompts_pair_with_videos_one_for_all_or_one_each(tmp_path):
         pair_prompts(prompts[:2], videos, "p.txt", tmp_path)
     assert str(err.value) == (f"p.txt has 2 prompts and --videos {tmp_path} has 3 videos: give one prompt (used for "
                               "every video) or exactly 3 (paired with the videos in name order)")
+
+
+# -- the upload ---------------------------------------------------------------------------------------------------
+def test_multipart_body_parses_back_to_the_fields_and_the_exact_bytes():
+    content = bytes(range(256)) * 40 + b"\r\n--flashvideo-b\r\n\r\n"  # even a line that looks like the boundary
+    head, tail = multipart_form({"type": "input", "subfolder": "flashvideo_batch", "overwrite": "true"}, "image",
+                                "clip_0123.mp4", "video/mp4", "flashvideo-b0c1")
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: multipart/form-data; boundary=flashvideo-b0c1\r\n\r\n" + head + content + tail)
+    parts = list(message.iter_parts())
+    assert [(p.get_param("name", header="content-disposition"), p.get_filename()) for p in parts] == [
+        ("type", None), ("subfolder", None), ("overwrite", None), ("image", "clip_0123.mp4")]
+    assert [p.get_payload(decode=True) for p in parts[:3]] == [b"input", b"flashvideo_batch", b"true"]
+    assert parts[3].get_content_type() == "video/mp4" and parts[3].get_payload(decode=True) == content
+    for bad in ('a"b.mp4', "a\r\nb.mp4", "a\\b.mp4"):
+        with pytest.raises(ValueError, match="needs quoting"):
+            multipart_form({}, "image", bad, "video/mp4", "b")
+
+
+def test_upload_streams_the_file_once_in_chunks_and_returns_the_servers_reference(tmp_path, fakes):
+    fake = fakes(upload_rename="renamed-")
+    data = clip_bytes("big", 2 * UPLOAD_CHUNK + 12345)
+    path = tmp_path / "big.mp4"
+    path.write_bytes(data)
+    with open(path, "rb") as f:
+        chunks = [len(c) for c in FileChunks(f, path, len(data))]
+    assert chunks == [UPLOAD_CHUNK, UPLOAD_CHUNK, 12345]  # never the whole file in memory
+
+    reference = ComfyClient(fake.url).upload_input(path, "big_0123.mp4", UPLOAD_SUBFOLDER, len(data), sha(data))
+    assert reference == f"{UPLOAD_SUBFOLDER}/renamed-big_0123.mp4"  # the name the server answered
+    (upload,) = fake.uploads
+    assert upload["fields"] == {"type": "input", "subfolder": UPLOAD_SUBFOLDER, "overwrite": "true"}
+    assert (upload["field"], upload["filename"], upload["content_type"]) == ("image", "big_0123.mp4", "video/mp4")
+    assert upload["size"] == len(data) and upload["sha256"] == sha(data)
+    assert "Transfer-Encoding" not in upload["headers"]  # a plain Content-Length body, as aiohttp's limit expects
+    assert fake.input_sha256(reference) == sha(data)
+
+
+def test_upload_refusals_name_the_file_or_the_status(tmp_path, fakes, monkeypatch):
+    import builtins
+
+    fake = fakes()
+    client = ComfyClient(fake.url)
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(b"0123456789")
+    with pytest.raises(InputFileError, match=f"{path} changed since the run started"):
+        client.upload_input(path, "clip.mp4", "s", 10, sha(b"something else"))
+    with pytest.raises(InputFileError, match=f"{path} got shorter since the run started"):
+        client.upload_input(path, "clip.mp4", "s", 20, sha(b"x"))
+    real_open = builtins.open
+
+    def refuse(file, *args, **kwargs):
+        if str(file) == str(path):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", refuse)
+    with pytest.raises(InputFileError, match=f"cannot read {path}: Permission denied"):
+        client.upload_input(path, "clip.mp4", "s", 10, sha(b"0123456789"))
+    monkeypatch.undo()
+    fake.upload_status = 413
+    with pytest.raises(HttpError) as err:
+        client.upload_input(path, "clip.mp4", "s", 10, sha(b"0123456789"))
+    assert err.value.status == 413
