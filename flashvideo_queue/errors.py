@@ -29,6 +29,7 @@ class ItemFailed(Exception):
     """This attempt at an item failed (execution error, timeout, missing output): retry it."""
 
     permanent = False
+    final_note = ""  # for a permanent failure: why it is not retried, and what to do
 
 
 class ItemRejected(ItemFailed):
@@ -36,6 +37,15 @@ class ItemRejected(ItemFailed):
     retried; the message says what to fix."""
 
     permanent = True
+    final_note = "validation errors are not retried: fix the workflow, its inputs or --set, then rerun"
+
+
+class UploadRefused(ItemFailed):
+    """The item's input file could not be sent (unreadable, changed since the start, larger than the server
+    accepts): another attempt would fail the same way, so it is not retried; the message says what to fix."""
+
+    permanent = True
+    final_note = "not retried: the same file would fail again"
 
 
 class ServerGone(Exception):

@@ -1,24 +1,37 @@
 """flashvideo_queue over a folder of videos (``--videos DIR``), without a host: which files count, how prompts pair
-with videos, the name each video is uploaded under, and the multipart upload (checked by the fake ComfyUI's own
-parser, support/fake_comfy_server.py)."""
+with videos, the multipart upload (checked by the fake's own parser), where the video goes in the graph, output
+names, and resuming or restarting when a video changed. The fake ComfyUI (support/fake_comfy_server.py) stores
+uploads in its input folder, rejects a LoadVideo naming a file it does not have, and writes into each "video"
+the sha256 of the file its LoadVideo read. tests/test_queue_real_host.py runs a folder on real hosts."""
 
 from __future__ import annotations
 
 import email.parser
 import email.policy
 import hashlib
+import io
+import json
+import threading
 from pathlib import Path
 
 import pytest
 
-from flashvideo_queue import InputError
+from flashvideo_queue import InputError, Options, run
+from flashvideo_queue.cli import main
 from flashvideo_queue.client import UPLOAD_CHUNK, ComfyClient, FileChunks, multipart_form
 from flashvideo_queue.errors import HttpError, InputFileError
 from flashvideo_queue.prompts import Prompt
 from flashvideo_queue.videos import (UPLOAD_SUBFOLDER, VIDEO_EXTENSIONS, Video, list_videos, pair_prompts,
                                      videos_sha256)
-from support.fake_comfy_server import FakeComfy
+from flashvideo_queue.workflow import parse_video_targets
+from support.fake_comfy_server import FLAKY, FakeComfy
 
+REPO = Path(__file__).resolve().parent.parent
+ENHANCE = json.loads((REPO / "example_workflows" / "api" / "flashvideo_enhance_video.json").read_text())
+#: core nodes only: what a batch over videos needs when the workflow takes no prompt
+COPY = {"1": {"class_type": "LoadVideo", "inputs": {"file": "placeholder.mp4"}, "_meta": {"title": "Clip"}},
+        "2": {"class_type": "SaveVideo", "inputs": {"video": ["1", 0], "filename_prefix": "x", "format": "mp4",
+                                                    "codec": "h264"}}}
 PROMPTS = ["A red fox in fresh snow, cinematic.", "A whale beside a sailboat, spray in the sun.",
            "Rain on a neon street at night."]
 
@@ -48,6 +61,32 @@ def make_clips(folder: Path, names=("b_take.mp4", "a take.MOV", "c.webm"), extra
     for name in (*names, *extra):
         (folder / name).write_bytes(clip_bytes(name))
     return folder
+
+
+def write_inputs(tmp_path: Path, prompts=PROMPTS[:1], workflow=ENHANCE) -> tuple[Path, Path]:
+    prompts_file, workflow_file = tmp_path / "prompts.txt", tmp_path / "workflow.json"
+    prompts_file.write_text("\n".join(prompts) + "\n", "utf-8")
+    workflow_file.write_text(json.dumps(workflow), "utf-8")
+    return prompts_file, workflow_file
+
+
+def options(tmp_path: Path, fake, **kwargs) -> Options:
+    values = dict(prompts=tmp_path / "prompts.txt", workflow=tmp_path / "workflow.json", servers=[fake.url],
+                  output_dir=tmp_path / "out", videos=tmp_path / "clips", poll_interval=0.05, server_grace=0.4,
+                  connect_timeout=2.0, http_timeout=5.0)
+    values.update(kwargs)
+    return Options(**values)
+
+
+def run_quiet(opts: Options, **kwargs):
+    log = io.StringIO()
+    summary = run(opts, stream=log, tty=False, **kwargs)
+    summary.log = log.getvalue()
+    return summary
+
+
+def manifest(tmp_path: Path) -> dict:
+    return json.loads((tmp_path / "out" / "manifest.json").read_text("utf-8"))
 
 
 def sha(data: bytes) -> str:
@@ -123,6 +162,56 @@ def test_prompts_pair_with_videos_one_for_all_or_one_each(tmp_path):
                               "every video) or exactly 3 (paired with the videos in name order)")
 
 
+@pytest.mark.parametrize("case, message", [
+    ("2 prompts, 3 videos", "prompts.txt has 2 prompts and --videos {d} has 3 videos: give one prompt"),
+    ("file and --prompt", "a prompts file ({t}/prompts.txt) and --prompt: give one or the other"),
+    ("no prompt, workflow takes one", "the workflow takes a prompt (node 2) and none was given: pass a prompts file"),
+    ("no prompt, no videos", "no prompts: give a prompts file (one prompt per line) or --prompt TEXT"),
+    ("video target without videos", "--video-target only goes with --videos DIR"),
+    ("no LoadVideo", "--videos: the workflow has no LoadVideo node to put the videos in; add a Load Video node, or "
+                     "name the input that takes the file with --video-target NODE.INPUT"),
+    ("bad video target", "--video-target '20.path': node 20 (LoadVideo) has no input 'path' (inputs: file)"),
+    ("empty --prompt", "--prompt is empty"),
+])
+def test_bad_video_batches_exit_2_with_one_clear_line(tmp_path, capsys, case, message):
+    prompts_file, workflow_file = write_inputs(tmp_path, prompts=PROMPTS[:2])
+    folder = make_clips(tmp_path / "clips")
+    args = [str(prompts_file), "--videos", str(folder)]
+    if case == "file and --prompt":
+        args += ["--prompt", "a fox"]
+    elif case == "no prompt, workflow takes one":
+        args = ["--videos", str(folder)]
+    elif case == "no prompt, no videos":
+        args = []
+    elif case == "video target without videos":
+        args = ["--prompt", "a fox", "--video-target", "20.file"]
+    elif case == "no LoadVideo":
+        workflow_file.write_text(json.dumps({k: v for k, v in ENHANCE.items() if k not in ("20", "21")}))
+        args = ["--prompt", "a fox", "--videos", str(folder)]
+    elif case == "bad video target":
+        args = ["--prompt", "a fox", "--videos", str(folder), "--video-target", "20.path"]
+    elif case == "empty --prompt":
+        args = ["--prompt", "  ", "--videos", str(folder)]
+    code = main([*args, "--workflow", str(workflow_file), "--server", "http://127.0.0.1:1",
+                 "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and message.format(d=folder, t=tmp_path) in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_video_targets_default_to_every_load_video_and_resolve_like_set(tmp_path):
+    graph = json.loads(json.dumps(ENHANCE))
+    assert parse_video_targets(graph, []) == [("20", "file")]
+    assert parse_video_targets(graph, ["Video to enhance.file"]) == parse_video_targets(graph, ["LoadVideo.file"]) == [
+        ("20", "file")]
+    graph["22"] = {"class_type": "LoadVideo", "inputs": {"file": "b.mp4"}, "_meta": {"title": "Second"}}
+    assert parse_video_targets(graph, []) == [("20", "file"), ("22", "file")]
+    assert parse_video_targets(graph, ["22.file"]) == [("22", "file")]
+    with pytest.raises(InputError, match="--video-target 'LoadVideo.file' is ambiguous"):
+        parse_video_targets(graph, ["LoadVideo.file"])
+
+
 # -- the upload ---------------------------------------------------------------------------------------------------
 def test_multipart_body_parses_back_to_the_fields_and_the_exact_bytes():
     content = bytes(range(256)) * 40 + b"\r\n--flashvideo-b\r\n\r\n"  # even a line that looks like the boundary
@@ -185,3 +274,150 @@ def test_upload_refusals_name_the_file_or_the_status(tmp_path, fakes, monkeypatc
     with pytest.raises(HttpError) as err:
         client.upload_input(path, "clip.mp4", "s", 10, sha(b"0123456789"))
     assert err.value.status == 413
+
+
+# -- whole batches --------------------------------------------------------------------------------------------------
+def test_folder_batch_uploads_each_video_and_renders_it_with_the_prompt_and_a_seed(tmp_path, fakes):
+    fake = fakes()
+    write_inputs(tmp_path)
+    make_clips(tmp_path / "clips", extra=("notes.txt",))
+    summary = run_quiet(options(tmp_path, fake, seed_base=100))
+    assert summary.exit_code == 0 and len(summary.done) == 3, summary.report()
+    names = ["a take.MOV", "b_take.mp4", "c.webm"]
+    assert [u["filename"] for u in fake.uploads] == [Video(Path(n), 64, sha(clip_bytes(n))).upload_name for n in names]
+    data = manifest(tmp_path)
+    assert data["videos"]["count"] == 3 and data["videos"]["path"] == str(tmp_path / "clips")
+    for i, (name, received, item) in enumerate(zip(names, fake.received, data["items"])):
+        graph = received["graph"]
+        assert graph["20"]["inputs"]["file"] == f"{UPLOAD_SUBFOLDER}/{fake.uploads[i]['filename']}"
+        assert graph["2"]["inputs"]["prompt"] == PROMPTS[0]
+        assert graph["10"]["inputs"]["seed"] == graph["11"]["inputs"]["seed"] == 100 + i
+        assert item["video"] == {"name": name, "size": 64, "sha256": sha(clip_bytes(name))}
+        assert item["line"] == 1 and item["seed"] == 100 + i
+        (output,) = item["outputs"]
+        assert output.startswith(f"{i:04d}_{['a-take', 'b_take', 'c'][i].replace('_', '-')}_15_")
+        assert f"|video={sha(clip_bytes(name))}".encode() in (tmp_path / "out" / output).read_bytes()
+    assert "done    #0000 a take.MOV: 0000_a-take_15_" in summary.report()
+
+    again = run_quiet(options(tmp_path, fake, seed_base=100))  # resumed: nothing uploaded or rendered twice
+    assert again.exit_code == 0 and again.skipped == 3 and len(fake.uploads) == 3 and len(fake.received) == 3
+
+
+def test_one_prompt_per_video_pairs_them_in_name_order(tmp_path, fakes):
+    fake = fakes()
+    write_inputs(tmp_path, prompts=PROMPTS)
+    make_clips(tmp_path / "clips")
+    summary = run_quiet(options(tmp_path, fake))
+    assert summary.exit_code == 0, summary.report()
+    assert fake.texts() == PROMPTS and [i["line"] for i in manifest(tmp_path)["items"]] == [1, 2, 3]
+
+
+def test_prompt_on_the_command_line_and_a_workflow_without_a_prompt(tmp_path, fakes):
+    fake = fakes()
+    _, workflow_file = write_inputs(tmp_path)
+    make_clips(tmp_path / "clips", names=("a.mp4",))
+    summary = run_quiet(options(tmp_path, fake, prompts=None, prompt="  a calm lake  "))
+    assert summary.exit_code == 0 and fake.texts() == ["a calm lake"], summary.report()
+    assert manifest(tmp_path)["prompts"]["text"] == "a calm lake"
+
+    workflow_file.write_text(json.dumps(COPY))  # LoadVideo -> SaveVideo: no prompt needed, none given
+    other = Options(**{**options(tmp_path, fake).__dict__, "prompts": None, "output_dir": tmp_path / "copy"})
+    summary = run_quiet(other)
+    assert summary.exit_code == 0, summary.report()
+    graph = fake.received[-1]["graph"]
+    assert graph["1"]["inputs"]["file"].startswith(f"{UPLOAD_SUBFOLDER}/a_") and "prompt" not in json.dumps(graph)
+    assert summary.done[0]["outputs"][0].startswith("0000_a_2_")
+
+
+def test_video_target_puts_the_file_where_asked(tmp_path, fakes):
+    fake = fakes()
+    workflow = json.loads(json.dumps(COPY))
+    workflow["3"] = {"class_type": "LoadVideo", "inputs": {"file": "kept.mp4"}, "_meta": {"title": "Other"}}
+    fake.in_dir.mkdir(parents=True)
+    (fake.in_dir / "kept.mp4").write_bytes(b"already there")
+    write_inputs(tmp_path, workflow=workflow)
+    make_clips(tmp_path / "clips", names=("a.mp4",))
+    summary = run_quiet(options(tmp_path, fake, prompts=None, video_targets=["Clip.file"]))
+    assert summary.exit_code == 0, summary.report()
+    graph = fake.received[0]["graph"]
+    assert graph["1"]["inputs"]["file"].startswith(f"{UPLOAD_SUBFOLDER}/a_")
+    assert graph["3"]["inputs"]["file"] == "kept.mp4"
+
+
+def test_each_video_is_uploaded_once_per_server_and_run(tmp_path, fakes):
+    fake = fakes(exec_error=FLAKY)  # every prompt's first attempt fails: the retry reuses the upload
+    write_inputs(tmp_path, prompts=PROMPTS)
+    make_clips(tmp_path / "clips", names=("a.mp4", "b.mp4"))
+    (tmp_path / "clips" / "c.mp4").write_bytes(clip_bytes("a.mp4"))  # the same content under another name
+    summary = run_quiet(options(tmp_path, fake, retries=1))
+    assert summary.exit_code == 0 and len(fake.received) == 6, summary.report()
+    assert sorted(u["filename"] for u in fake.uploads) == sorted({u["filename"] for u in fake.uploads})
+    assert len(fake.uploads) == 2
+
+
+def test_changed_video_is_refused_on_resume_and_restart_renders_only_it(tmp_path, fakes):
+    fake = fakes()
+    write_inputs(tmp_path)
+    folder = make_clips(tmp_path / "clips")
+    assert run_quiet(options(tmp_path, fake)).exit_code == 0
+    before = manifest(tmp_path)
+    (folder / "b_take.mp4").write_bytes(clip_bytes("an edited take"))
+    with pytest.raises(InputError, match="belongs to another batch \\(videos changed.*--restart"):
+        run_quiet(options(tmp_path, fake))
+    summary = run_quiet(options(tmp_path, fake, restart=True))
+    assert summary.exit_code == 0, summary.report()
+    assert len(fake.received) == 4 and fake.uploads[-1]["sha256"] == sha(clip_bytes("an edited take"))
+    after = manifest(tmp_path)
+    assert after["items"][1]["video"]["sha256"] == sha(clip_bytes("an edited take"))
+    assert after["items"][1]["prompt_id"] != before["items"][1]["prompt_id"]
+    assert [after["items"][i]["prompt_id"] for i in (0, 2)] == [before["items"][i]["prompt_id"] for i in (0, 2)]
+    output = tmp_path / "out" / after["items"][1]["outputs"][0]
+    assert f"|video={sha(clip_bytes('an edited take'))}".encode() in output.read_bytes()
+
+
+def test_manifest_item_with_another_video_is_rendered_again(tmp_path, fakes):
+    fake = fakes()
+    write_inputs(tmp_path)
+    make_clips(tmp_path / "clips")
+    assert run_quiet(options(tmp_path, fake)).exit_code == 0
+    data = manifest(tmp_path)
+    data["items"][2]["video"]["sha256"] = "0" * 64  # an edit: the record no longer describes c.webm
+    (tmp_path / "out" / "manifest.json").write_text(json.dumps(data))
+    summary = run_quiet(options(tmp_path, fake))
+    assert summary.exit_code == 0 and summary.skipped == 2
+    assert "manifest item 2 (c.webm): its video differs; rendering it" in summary.log
+    assert len(fake.received) == 4
+
+
+def test_upload_refused_as_too_large_fails_the_item_once_with_the_fix(tmp_path, fakes):
+    fake = fakes(upload_status=413)
+    write_inputs(tmp_path)
+    make_clips(tmp_path / "clips", names=("a.mp4",))
+    summary = run_quiet(options(tmp_path, fake, retries=2))
+    assert summary.exit_code == 1 and len(fake.uploads) == 1 and not fake.received
+    error = summary.failed[0]["error"]
+    assert "refused the upload of a.mp4 (0.0 MB) as too large (HTTP 413)" in error
+    assert "--max-upload-size" in error and "not retried" in error
+    assert "FAILED  #0000 a.mp4 (1 attempt)" in summary.report()
+
+
+def test_video_deleted_during_the_run_fails_its_item_with_the_file_named(tmp_path, fakes):
+    hold = threading.Event()
+    fake = fakes(hold=hold)
+    write_inputs(tmp_path)
+    folder = make_clips(tmp_path / "clips", names=("a.mp4", "b.mp4"))
+    log, result = io.StringIO(), {}
+    thread = threading.Thread(target=lambda: result.update(summary=run(options(tmp_path, fake), stream=log, tty=False)))
+    thread.start()
+    try:
+        while not fake.received:
+            thread.join(0.01)
+        (folder / "b.mp4").unlink()
+    finally:
+        hold.set()
+        thread.join(20)
+    summary = result["summary"]
+    assert summary.exit_code == 1 and [i["index"] for i in summary.done] == [0], log.getvalue()
+    error = summary.failed[0]["error"]
+    assert f"cannot read {folder / 'b.mp4'}: No such file or directory" in error and "rerun" in error
+    assert len(fake.uploads) == 1
