@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .manifest import Manifest
+from .manifest import Manifest, item_label
 from .progress import Progress
 from .prompts import Prompt
+from .videos import Video
 from .workflow import Plan
 
 DEFAULT_SERVER = "http://127.0.0.1:8188"
@@ -21,7 +22,7 @@ DEFAULT_SERVER = "http://127.0.0.1:8188"
 class Options:
     """What ``runner.run`` needs; one field per command-line flag (plus a few timeouts tests shorten)."""
 
-    prompts: Path
+    prompts: Optional[Path]  # the prompts file; None with ``prompt`` or (for a video batch) no prompt at all
     workflow: Path
     servers: list[str] = field(default_factory=lambda: [DEFAULT_SERVER])
     output_dir: Path = Path("queue_out")
@@ -38,6 +39,9 @@ class Options:
     server_grace: float = 30.0  # how long a server may stay unreachable before its worker gives up
     connect_timeout: float = 10.0  # for the start-up reachability check and the websocket
     http_timeout: float = 30.0
+    prompt: Optional[str] = None  # --prompt TEXT: one prompt instead of a prompts file
+    videos: Optional[Path] = None  # --videos DIR: one item per video file in it
+    video_targets: list[str] = field(default_factory=list)  # NODE.INPUT (default: every LoadVideo's file)
 
 
 class Dispatcher:
@@ -91,8 +95,11 @@ class Dispatcher:
 class Batch:
     """Everything the workers share: inputs, manifest, queue, display, and the retry policy."""
 
-    def __init__(self, opts: Options, plan: Plan, prompts: list[Prompt], manifest: Manifest, progress: Progress):
+    def __init__(self, opts: Options, plan: Plan, prompts: list[Prompt], manifest: Manifest, progress: Progress,
+                 videos: Optional[list[Video]] = None):
         self.opts, self.plan, self.prompts, self.manifest, self.progress = opts, plan, prompts, manifest, progress
+        self.videos: list[Video] = videos or []  # item i's video (a --videos batch), else empty
+        self._uploads: dict[tuple[str, str], str] = {}  # (server, sha256) -> the LoadVideo reference it answered
         self.run_id: str = manifest.data["run_id"]
         self.stopping = threading.Event()
         self.dispatch = Dispatcher([], {})
@@ -114,9 +121,20 @@ class Batch:
         self.stopping.set()
         self.dispatch.stop()
 
-    def graph_for(self, index: int) -> dict:
+    def graph_for(self, index: int, video: Optional[str] = None) -> dict:
+        """Item ``index``'s graph; ``video``: its uploaded file's reference on the server it goes to."""
         item = self.manifest.items[index]
-        return self.plan.build(item["prompt"], item["seed"], f"flashvideo_queue/{self.run_id}/{index:04d}")
+        return self.plan.build(item["prompt"], item["seed"], f"flashvideo_queue/{self.run_id}/{index:04d}", video)
+
+    def uploaded(self, server: str, video: Video) -> Optional[str]:
+        """The reference ``server`` gave this video earlier in the run: a retry or a second item with the same
+        content does not upload it again."""
+        with self._lock:
+            return self._uploads.get((server, video.sha256))
+
+    def remember_upload(self, server: str, video: Video, reference: str) -> None:
+        with self._lock:
+            self._uploads[(server, video.sha256)] = reference
 
     def extra_data_for(self, graph: dict) -> Optional[dict]:
         return self.plan.extra_data(graph)
@@ -134,21 +152,23 @@ class Batch:
         with self._lock:
             self._attempts[index] = self._attempts.get(index, 0) + 1
 
-    def attempt_failed(self, index: int, error: str, where: str, permanent: bool = False) -> bool:
+    def attempt_failed(self, index: int, error: str, where: str, final_note: str = "") -> bool:
         """Record a failed attempt; True if the item goes back to the queue for another one. A permanent
-        failure (the server's validation refused the graph) is never retried."""
+        failure (``final_note`` says why: the server's validation refused the graph, the input file cannot be
+        sent) is never retried."""
         with self._lock:
             made = self._attempts.get(index, 0)
         item = self.manifest.items[index]
-        if permanent:
-            error = f"{error} (validation errors are not retried: fix the workflow, its inputs or --set, then rerun)"
+        label = item_label(item)
+        if final_note:
+            error = f"{error} ({final_note})"
         elif made <= self.opts.retries:
             self.update(index, status="pending", error=error)
-            self.log(f"item {index} (line {item['line']}) failed on {where}, attempt {made} of "
+            self.log(f"item {index} ({label}) failed on {where}, attempt {made} of "
                      f"{self.opts.retries + 1}: {error}; back in the queue")
             return True
         self.update(index, status="failed", error=error)
-        self.log(f"item {index} (line {item['line']}) FAILED on {where} after {plural(made, 'attempt')}: {error}")
+        self.log(f"item {index} ({label}) FAILED on {where} after {plural(made, 'attempt')}: {error}")
         return False
 
 

@@ -11,6 +11,7 @@ from typing import Optional
 
 from .errors import InputError
 from .runner import DEFAULT_SERVER, Options, run
+from .videos import VIDEO_EXTENSIONS
 
 EPILOG = """\
 Examples (from the pack folder; prompts.txt has one prompt per line):
@@ -20,9 +21,15 @@ Examples (from the pack folder; prompts.txt has one prompt per line):
       --set "Stage II upscale (bridge).resolution=2K (1440x2560)"
   python -m flashvideo_queue prompts.txt --workflow example_workflows/api/flashvideo_1080p.json \\
       --set "Stage I model.attention=sdpa" --set FlashVideoStage2Refiner.steps=5
+  python -m flashvideo_queue prompt.txt --videos clips/ --workflow example_workflows/flashvideo_enhance_video.json
+Folders of videos (--videos DIR): one item per video file directly in DIR (.mp4 .mov .mkv .webm .avi .m4v .gif,
+in name order), each uploaded to the server that renders it (input/flashvideo_batch/, named after its content)
+and put in every LoadVideo node (--video-target to choose). The prompts file holds one prompt for every video or
+one per video (paired in name order); --prompt TEXT gives one on the command line. Outputs are named after the
+video: 0003_<video stem>_<node>_<file>; an edited or replaced video counts as a changed input (--restart).
 Workflows: a UI workflow (what ComfyUI saves; converted with the server's /object_info, and sent along so each
-video opens in ComfyUI with its own prompt and seed) or an API one (Save (API)). Nodes in --set and
---prompt-target: an id, a title or a class_type; a name that fits several nodes is refused with the candidates.
+video opens in ComfyUI with its own prompt and seed) or an API one (Save (API)). Nodes in --set, --prompt-target
+and --video-target: an id, a title or a class_type; a name that fits several nodes is refused with the candidates.
 Resuming: the manifest in --output-dir records every item; rerunning the same command skips done items,
 collects prompts that were still running, and retries the rest. Ctrl-C saves the manifest and exits 130
 without sending /interrupt (the servers finish what they are running; the rerun collects it); pass
@@ -41,9 +48,17 @@ class _Parser(argparse.ArgumentParser):
 def parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="python -m flashvideo_queue", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Queue one FlashVideo render per prompt line on one or more ComfyUI servers, download the "
-        "outputs with predictable names, and keep a resumable manifest.")
-    p.add_argument("prompts", type=Path, help="text file, one prompt per line; blank lines and # comments skipped")
+        description="Queue one FlashVideo render per prompt line (or per video of a folder) on one or more "
+        "ComfyUI servers, download the outputs with predictable names, and keep a resumable manifest.")
+    p.add_argument("prompts", type=Path, nargs="?",
+                   help="text file, one prompt per line; blank lines and # comments skipped (with --videos: one "
+                   "prompt for every video, or one per video; optional if the workflow takes no prompt)")
+    p.add_argument("--prompt", metavar="TEXT", help="one prompt given here instead of a prompts file")
+    p.add_argument("--videos", type=Path, metavar="DIR",
+                   help="one item per video file directly in DIR (" + " ".join(VIDEO_EXTENSIONS) + ", any case; "
+                   "name order), uploaded to the server that renders it")
+    p.add_argument("--video-target", action="append", dest="video_targets", default=[], metavar="NODE.INPUT",
+                   help="with --videos: where the uploaded video goes (repeatable); default: every LoadVideo's file")
     p.add_argument("--workflow", type=Path, required=True,
                    help="workflow JSON: a UI workflow (example_workflows/*.json, Save in ComfyUI) or an API one "
                    "(example_workflows/api/*.json, Save (API))")
@@ -51,7 +66,8 @@ def parser() -> argparse.ArgumentParser:
                    help=f"ComfyUI server (repeat for several; one item in flight each; default {DEFAULT_SERVER})")
     p.add_argument("--output-dir", type=Path, default=Path("queue_out"), help="downloads and manifest.json")
     p.add_argument("--retries", type=int, default=2, help="extra attempts per failed item (default 2)")
-    p.add_argument("--seed-base", type=int, default=0, help="prompt i gets seed SEED_BASE + i (default 0)")
+    p.add_argument("--seed-base", type=int, default=0,
+                   help="item i (prompt line or video i, 0-based) gets seed SEED_BASE + i (default 0)")
     p.add_argument("--keep-seeds", action="store_true", help="leave the workflow's seed inputs as they are")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per attempt before it is cancelled")
     p.add_argument("--set", action="append", dest="sets", default=[], metavar="NODE.INPUT=VALUE",
@@ -78,7 +94,8 @@ def options(argv: Optional[list[str]] = None) -> Options:
                    keep_seeds=args.keep_seeds, timeout=args.timeout, sets=args.sets,
                    prompt_targets=args.prompt_targets, restart=args.restart, rerender=args.rerender,
                    interrupt_on_exit=args.interrupt_on_exit, poll_interval=args.poll_interval,
-                   server_grace=args.server_grace)
+                   server_grace=args.server_grace, prompt=args.prompt, videos=args.videos,
+                   video_targets=args.video_targets)
 
 
 def _terminate(signum, frame):  # a scheduler's SIGTERM gets the same clean stop as Ctrl-C

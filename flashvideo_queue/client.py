@@ -9,20 +9,24 @@ LocalWriteError (never blamed on the server); the caller decides what each means
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
+import mimetypes
 import os
 import re
 import uuid
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import IO, Any, Iterable, Iterator, Optional, Union
 from urllib.parse import quote, urlencode, urlsplit
 
 import websocket
 
-from .errors import HttpError, InputError, LocalWriteError, ServerUnreachable
+from .errors import HttpError, InputError, InputFileError, LocalWriteError, ServerUnreachable
 
 HOST_NAME = re.compile(r"^[A-Za-z0-9._-]+$|^[0-9A-Fa-f:.]+$")
+UPLOAD_CHUNK = 1 << 20
+FORM_UNSAFE = re.compile(r'["\\\r\n]')
 
 
 def normalize_server(url: str) -> str:
@@ -65,14 +69,25 @@ class ComfyClient:
         return cls(self.host, self.port, timeout=timeout or self.timeout)
 
     def request(self, method: str, path: str, payload: Any = None, timeout: Optional[float] = None,
-                sink: Optional[Path] = None) -> tuple[int, bytes]:
-        """(status, body); with ``sink`` a 200 body is streamed to that file (atomically) instead."""
-        body = None if payload is None else json.dumps(payload).encode("utf-8")
+                sink: Optional[Path] = None, stream: Optional[tuple[Iterable[bytes], dict[str, str]]] = None
+                ) -> tuple[int, bytes]:
+        """(status, body); with ``sink`` a 200 body is streamed to that file (atomically) instead. ``stream``:
+        (chunks, headers) sent as the body instead of ``payload`` (an upload, never held in memory)."""
+        body: Any = None if payload is None else json.dumps(payload).encode("utf-8")
         headers = {"Content-Type": "application/json"} if body is not None else {}
+        if stream is not None:
+            body, headers = stream
         conn = self._connection(timeout)
         try:
-            conn.request(method, self.prefix + path, body=body, headers=headers)
-            response = conn.getresponse()
+            try:
+                conn.request(method, self.prefix + path, body=body, headers=headers)
+            except (OSError, http.client.HTTPException) as sent_error:
+                if stream is None:
+                    raise
+                # a server refusing an upload (413: too large) may answer and close before reading it all
+                response = _early_response(conn, sent_error)
+            else:
+                response = conn.getresponse()
             if sink is None or response.status != 200:
                 return response.status, response.read()
             _stream_to(response, sink)
@@ -146,11 +161,99 @@ class ComfyClient:
         if status != 200:
             raise HttpError("GET", f"/view?{query}", status, body.decode("utf-8", "replace"))
 
+    def upload_input(self, path: Path, name: str, subfolder: str, size: int, sha256: str) -> str:
+        """Upload a local file into the server's input folder as ``subfolder/name`` (POST /upload/image, which
+        takes any file; ``overwrite`` so the server keeps the name we chose) and return the reference a
+        LoadVideo ``file`` input takes: ``subfolder/name`` as the server answers it. The file is streamed once,
+        hashed on the way: content that no longer matches ``size``/``sha256`` (edited since the run started) is
+        an InputFileError, as is a file that cannot be read."""
+        boundary = f"flashvideo-{uuid.uuid4().hex}"
+        content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        head, tail = multipart_form({"type": "input", "subfolder": subfolder, "overwrite": "true"}, "image", name,
+                                    content_type, boundary)
+        try:
+            f = open(path, "rb")
+        except OSError as e:
+            raise InputFileError(f"cannot read {path}: {e.strerror or e}") from None
+        with f:
+            chunks = FileChunks(f, path, size)
+            headers = {"Content-Type": f"multipart/form-data; boundary={boundary}",
+                       "Content-Length": str(len(head) + size + len(tail))}
+            status, data = self.request("POST", "/upload/image", timeout=max(self.timeout, 120),
+                                        stream=(_chain(head, chunks, tail), headers))
+        if chunks.sent == size and chunks.digest.hexdigest() != sha256:
+            raise InputFileError(f"{path} changed since the run started (its content no longer matches the sha256 "
+                                 "recorded then)")
+        text = data.decode("utf-8", "replace")
+        if status != 200:
+            raise HttpError("POST", "/upload/image", status, text)
+        try:
+            answer = json.loads(text)
+        except ValueError:
+            answer = None
+        if not (isinstance(answer, dict) and isinstance(answer.get("name"), str) and answer["name"]
+                and isinstance(answer.get("subfolder", ""), str) and answer.get("type", "input") == "input"):
+            raise HttpError("POST", "/upload/image", status, f"unexpected answer {text[:200]!r}")
+        folder = answer.get("subfolder", "").strip("/")
+        return f"{folder}/{answer['name']}" if folder else answer["name"]
+
     def ws_url(self) -> str:
         return f"{'wss' if self.secure else 'ws'}://{self.label}{self.prefix}/ws?clientId={self.client_id}"
 
     def open_ws(self, timeout: Optional[float] = None) -> "EventStream":
         return EventStream.connect(self.ws_url(), timeout or self.timeout)
+
+
+def multipart_form(fields: dict[str, str], file_field: str, filename: str, content_type: str,
+                   boundary: str) -> tuple[bytes, bytes]:
+    """The bytes before and after a file's content in a ``multipart/form-data`` body (RFC 7578): the text fields,
+    then the file part's headers; the content is streamed between the two, so a video is never held in memory.
+    Values are written as they are, so they must be plain (no quote, backslash or line break: our names are)."""
+    for value in (*fields, *fields.values(), file_field, filename, content_type, boundary):
+        if FORM_UNSAFE.search(value):
+            raise ValueError(f"multipart value {value!r} needs quoting; use a plain name")
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+             for name, value in fields.items()]
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{file_field}"; filename="{filename}"\r\n'
+                 f"Content-Type: {content_type}\r\n\r\n")
+    return "".join(parts).encode("utf-8"), f"\r\n--{boundary}--\r\n".encode("utf-8")
+
+
+class FileChunks:
+    """Exactly ``size`` bytes of an open file, in chunks, hashed as they go: the upload's body. A read error or
+    a file that got shorter is an InputFileError (a short body would leave the server waiting for the rest)."""
+
+    def __init__(self, f: IO[bytes], path: Path, size: int):
+        self.f, self.path, self.size = f, path, size
+        self.digest = hashlib.sha256()
+        self.sent = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        while self.sent < self.size:
+            try:
+                chunk = self.f.read(min(UPLOAD_CHUNK, self.size - self.sent))
+            except OSError as e:
+                raise InputFileError(f"cannot read {self.path}: {e.strerror or e}") from None
+            if not chunk:
+                raise InputFileError(f"{self.path} got shorter since the run started ({self.sent} of "
+                                     f"{self.size} bytes left)")
+            self.digest.update(chunk)
+            self.sent += len(chunk)
+            yield chunk
+
+
+def _chain(head: bytes, chunks: Iterable[bytes], tail: bytes) -> Iterator[bytes]:
+    yield head
+    yield from chunks
+    yield tail
+
+
+def _early_response(conn: http.client.HTTPConnection, sent_error: Exception) -> http.client.HTTPResponse:
+    """The answer a server sent before it stopped reading our body, or the send error again if there is none."""
+    try:
+        return conn.getresponse()
+    except (OSError, http.client.HTTPException):
+        raise sent_error from None
 
 
 def _stream_to(response: http.client.HTTPResponse, sink: Path) -> None:

@@ -7,6 +7,12 @@ class InputError(Exception):
     """Bad command line, prompts file, workflow or manifest, or no server to talk to: exit code 2, nothing queued."""
 
 
+class InputFileError(Exception):
+    """A local input file (a video being uploaded) could not be read, or changed since the run started: the
+    item fails with the file's name and the fix. Not an OSError on purpose: a read failure here must never be
+    mistaken for an unreachable server."""
+
+
 class ServerUnreachable(OSError):
     """The server did not answer (refused, reset, timed out): maybe transient, maybe dead."""
 
@@ -23,6 +29,7 @@ class ItemFailed(Exception):
     """This attempt at an item failed (execution error, timeout, missing output): retry it."""
 
     permanent = False
+    final_note = ""  # for a permanent failure: why it is not retried, and what to do
 
 
 class ItemRejected(ItemFailed):
@@ -30,6 +37,15 @@ class ItemRejected(ItemFailed):
     retried; the message says what to fix."""
 
     permanent = True
+    final_note = "validation errors are not retried: fix the workflow, its inputs or --set, then rerun"
+
+
+class UploadRefused(ItemFailed):
+    """The item's input file could not be sent (unreadable, changed since the start, larger than the server
+    accepts): another attempt would fail the same way, so it is not retried; the message says what to fix."""
+
+    permanent = True
+    final_note = "not retried: the same file would fail again"
 
 
 class ServerGone(Exception):

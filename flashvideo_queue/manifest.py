@@ -48,11 +48,24 @@ def lock_folder(folder: Path) -> Optional[IO[str]]:
     return handle
 
 
-def new_item(prompt: Prompt, seed: Optional[int], key: str) -> dict[str, Any]:
-    """``key``: hash of the graph this item submits (output prefix aside): what "the same item" means."""
-    return {"index": prompt.index, "line": prompt.line, "prompt": prompt.text, "seed": seed, "key": key,
+def new_item(prompt: Prompt, seed: Optional[int], key: str, video: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """``key``: hash of the graph this item submits (output prefix aside): what "the same item" means. ``video``:
+    the --videos file's record (name, size, sha256), for an item made from a video."""
+    item = {"index": prompt.index, "line": prompt.line, "prompt": prompt.text, "seed": seed, "key": key,
             "status": "pending", "server": None, "prompt_id": None, "attempts": 0, "outputs": [], "remote": [],
             "error": None}
+    if video is not None:
+        item["video"] = dict(video)
+    return item
+
+
+def item_label(item: dict[str, Any]) -> str:
+    """How logs and the summary point at an item's input: its video's file name, its line in the prompts file,
+    or --prompt."""
+    video = item.get("video")
+    if isinstance(video, dict) and isinstance(video.get("name"), str):
+        return video["name"]
+    return f"line {item['line']}" if item.get("line") is not None else "--prompt"
 
 
 CARRIED = ("status", "server", "prompt_id", "attempts", "outputs", "remote", "error")
@@ -63,7 +76,7 @@ def item_problem(old: Any, fresh: dict[str, Any]) -> Optional[str]:
     graph, or fields an edit made unsafe (a file name with a path in it, an unknown status, a bad server URL)."""
     if not isinstance(old, dict):
         return "missing"
-    for key in ("index", "prompt", "seed", "key"):
+    for key in ("index", "prompt", "seed", "key", *(("video",) if "video" in fresh else ())):
         if old.get(key, fresh[key]) != fresh[key] or (key != "key" and key not in old):
             return f"its {key} differs"
     if old.get("status") not in STATUSES:
@@ -132,7 +145,8 @@ class Manifest:
             value = self.data.get(key)
             return value if isinstance(value, dict) else {}
 
-        changed = [key for key in ("workflow", "prompts") if section(key).get("sha256") != header[key]["sha256"]]
+        inputs = ["workflow", "prompts"] + (["videos"] if "videos" in header or "videos" in self.data else [])
+        changed = [key for key in inputs if section(key).get("sha256") != (header.get(key) or {}).get("sha256")]
         changed += [f"{key} {section('settings').get(key)!r} -> {value!r}"
                     for key, value in header["settings"].items() if section("settings").get(key) != value]
         if changed:
@@ -159,7 +173,7 @@ class Manifest:
             if problem is None and (carry is None or old["status"] in carry):
                 item.update({k: old[k] for k in CARRIED if k in old})
             elif carry is None:
-                warnings.append(f"manifest item {item['index']} (line {item['line']}): {problem}; rendering it")
+                warnings.append(f"manifest item {item['index']} ({item_label(item)}): {problem}; rendering it")
             items.append(item)
         self.data["items"] = items
         return warnings

@@ -1,5 +1,7 @@
 """Finds a finished prompt's files in its ``/history`` entry and names their local copies predictably, so a
-pipeline can find item 7's video without reading the manifest: ``0007_<prompt slug>_<node>_<server name>``."""
+pipeline can find item 7's video without reading the manifest: ``0007_<prompt slug>_<node>_<server name>``, or
+for a ``--videos`` item ``0007_<video stem slug>_<node>_<server name>`` (the index keeps clips with the same
+stem, such as ``take.mp4`` and ``take.mov``, apart)."""
 
 from __future__ import annotations
 
@@ -44,6 +46,15 @@ def collect_outputs(entry: dict[str, Any]) -> list[dict[str, str]]:
                         seen.add(key)
                         refs.append(ref)
     return refs
+
+
+def name_source(item: dict[str, Any]) -> str:
+    """The text an item's files are named after: its video's stem (a --videos item: the clip is what a user
+    looks for), else its prompt."""
+    video = item.get("video")
+    if isinstance(video, dict) and isinstance(video.get("name"), str):
+        return video["name"].rsplit(".", 1)[0]
+    return item.get("prompt") or ""
 
 
 def local_names(index: int, prompt: str, refs: list[dict[str, str]]) -> list[str]:

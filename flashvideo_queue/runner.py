@@ -28,12 +28,13 @@ from typing import Any, Optional, TextIO
 from .batch import DEFAULT_SERVER, Batch, Dispatcher, Options, plural
 from .client import ComfyClient, normalize_server
 from .errors import HttpError, InputError, LocalWriteError, ServerGone, ServerUnreachable, Stopped
-from .manifest import MANIFEST_NAME, VERSION, Manifest, lock_folder, new_item
+from .manifest import MANIFEST_NAME, VERSION, Manifest, item_label, lock_folder, new_item
 from .outputs import summarize_files
 from .progress import Progress
-from .prompts import read_prompts
+from .prompts import Prompt, read_prompts
+from .videos import Video, list_videos, pair_prompts, videos_sha256
 from .worker import Worker
-from .workflow import Plan, load_workflow, parse_sets, parse_targets, unknown_set_inputs
+from .workflow import Graph, Plan, load_workflow, parse_sets, parse_targets, parse_video_targets, unknown_set_inputs
 
 __all__ = ["DEFAULT_SERVER", "Options", "Summary", "run"]
 
@@ -59,10 +60,10 @@ class Summary:
         lines = [f"flashvideo_queue run {self.run_id}: {len(self.done)}/{self.total} done "
                  f"({self.skipped} from earlier runs), {len(self.failed)} failed, {len(self.left)} left; "
                  f"manifest {self.manifest_path}"]
-        lines += [f"  done    #{i['index']:04d} line {i['line']}: {summarize_files(i['outputs'])}" for i in self.done]
-        lines += [f"  FAILED  #{i['index']:04d} line {i['line']} ({plural(i['attempts'], 'attempt')}): {i['error']}"
+        lines += [f"  done    #{i['index']:04d} {item_label(i)}: {summarize_files(i['outputs'])}" for i in self.done]
+        lines += [f"  FAILED  #{i['index']:04d} {item_label(i)} ({plural(i['attempts'], 'attempt')}): {i['error']}"
                   for i in self.failed]
-        lines += [f"  left    #{i['index']:04d} line {i['line']} ({i['status']})" for i in self.left]
+        lines += [f"  left    #{i['index']:04d} {item_label(i)} ({i['status']})" for i in self.left]
         return "\n".join(lines + self.messages)
 
 
@@ -105,6 +106,57 @@ def _check_options(opts: Options) -> None:
                              f"{'>= 0' if flag in ('--retries', '--server-grace') else '> 0'}")
     if opts.rerender and not opts.restart:
         raise InputError("--rerender only goes with --restart")
+    if opts.prompts is not None and opts.prompt is not None:
+        raise InputError(f"a prompts file ({opts.prompts}) and --prompt: give one or the other")
+    if opts.video_targets and opts.videos is None:
+        raise InputError("--video-target only goes with --videos DIR")
+
+
+def _read_prompt_source(opts: Options) -> tuple[list[Prompt], dict[str, Any]]:
+    """The prompts (from the file or --prompt) and the manifest's record of where they came from. A --videos
+    batch may have none (a workflow without a text prompt); any other batch needs at least one."""
+    if opts.prompt is not None:
+        text = opts.prompt.strip()
+        if not text:
+            raise InputError("--prompt is empty; give the prompt text")
+        return [Prompt(0, None, text)], {"path": None, "text": text,
+                                         "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
+    if opts.prompts is not None:
+        prompts, sha = read_prompts(Path(opts.prompts))
+        return prompts, {"path": str(opts.prompts), "sha256": sha}
+    if opts.videos is None:
+        raise InputError("no prompts: give a prompts file (one prompt per line) or --prompt TEXT")
+    return [], {"path": None, "sha256": None}
+
+
+def _prompt_targets(graph: Graph, opts: Options, prompts: list[Prompt]) -> list[tuple[str, str]]:
+    """Where prompts go; a video batch without prompts is refused if the workflow takes one (it would run with
+    whatever prompt the workflow was saved with)."""
+    if prompts:
+        return parse_targets(graph, opts.prompt_targets)
+    if opts.prompt_targets:
+        raise InputError("--prompt-target without a prompt: give a prompts file or --prompt TEXT")
+    takes = parse_targets(graph, [], required=False)
+    if takes:
+        raise InputError(f"the workflow takes a prompt (node {', '.join(n for n, _ in takes)}) and none was given: "
+                         "pass a prompts file (one prompt for every video, or one per video) or --prompt TEXT")
+    return []
+
+
+def _fresh_items(plan: Plan, opts: Options, prompts: list[Prompt], videos: Optional[list[Video]],
+                 source: str) -> list[dict[str, Any]]:
+    """One manifest item per prompt, or per video (with its paired prompt, if any): seeds SEED_BASE + index."""
+    def seed(index: int) -> Optional[int]:
+        return None if opts.keep_seeds else opts.seed_base + index
+
+    if videos is None:
+        return [new_item(p, seed(p.index), _item_key(plan, p.text, seed(p.index))) for p in prompts]
+    items = []
+    for index, (video, prompt) in enumerate(zip(videos, pair_prompts(prompts, videos, source, Path(opts.videos)))):
+        text, line = (prompt.text, prompt.line) if prompt is not None else (None, None)
+        items.append(new_item(Prompt(index, line, text), seed(index),
+                              _item_key(plan, text, seed(index), video.expected_reference), video.record()))
+    return items
 
 
 def run(opts: Options, stop: Optional[threading.Event] = None, stream: Optional[TextIO] = None,
@@ -113,11 +165,13 @@ def run(opts: Options, stop: Optional[threading.Event] = None, stream: Optional[
     stream = stream or sys.stderr
     _check_options(opts)
     servers = _servers(opts.servers)
-    prompts, prompts_sha = read_prompts(Path(opts.prompts))
+    prompts, prompts_section = _read_prompt_source(opts)
     workflow = load_workflow(Path(opts.workflow), lambda: _object_info(servers, opts))
     graph = workflow.graph
-    plan = Plan(graph, parse_targets(graph, opts.prompt_targets), parse_sets(graph, opts.sets), opts.keep_seeds,
-                workflow.ui)
+    plan = Plan(graph, _prompt_targets(graph, opts, prompts), parse_sets(graph, opts.sets), opts.keep_seeds,
+                workflow.ui, parse_video_targets(graph, opts.video_targets) if opts.videos is not None else [])
+    videos = list_videos(Path(opts.videos)) if opts.videos is not None else None  # reads every video once
+    fresh = _fresh_items(plan, opts, prompts, videos, str(opts.prompts) if opts.prompts is not None else "--prompt")
     folder = Path(opts.output_dir)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -125,23 +179,23 @@ def run(opts: Options, stop: Optional[threading.Event] = None, stream: Optional[
         raise InputError(f"cannot create --output-dir {folder}: {e.strerror or e}") from None
     settings = {"seed_base": opts.seed_base, "keep_seeds": opts.keep_seeds, "sets": list(opts.sets),
                 "prompt_targets": list(opts.prompt_targets)}
+    if videos is not None:
+        settings["video_targets"] = list(opts.video_targets)
     # the run id names the server-side output folder: every input that changes the outputs is part of it
-    identity = json.dumps([workflow.sha256, prompts_sha, settings], sort_keys=True)
-    header = {
-        "run_id": hashlib.sha256(identity.encode()).hexdigest()[:12],
-        "workflow": {"path": str(opts.workflow), "sha256": workflow.sha256},
-        "prompts": {"path": str(opts.prompts), "sha256": prompts_sha},
-        "settings": settings,
-    }
-    progress = Progress(stream, len(prompts), tty)
+    identity = [workflow.sha256, prompts_section["sha256"], settings]
+    inputs: dict[str, Any] = {"workflow": {"path": str(opts.workflow), "sha256": workflow.sha256},
+                              "prompts": prompts_section, "settings": settings}
+    if videos is not None:
+        inputs["videos"] = {"path": str(opts.videos), "count": len(videos), "sha256": videos_sha256(videos)}
+        identity.append(inputs["videos"]["sha256"])
+    header = {"run_id": hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12], **inputs}
+    progress = Progress(stream, len(fresh), tty)
     for ref in unknown_set_inputs(graph, plan.sets):
         progress.log(f"warning: --set {ref}: the node has no such input yet; adding it")
     lock = lock_folder(folder)
     try:
-        fresh = [new_item(p, s, _item_key(plan, p.text, s)) for p, s in
-                 zip(prompts, [None if opts.keep_seeds else opts.seed_base + p.index for p in prompts])]
         manifest = _open_manifest(folder, header, fresh, opts, progress)
-        batch = Batch(opts, plan, prompts, manifest, progress)
+        batch = Batch(opts, plan, prompts, manifest, progress, videos)
         return _run_batch(batch, servers, stop)
     finally:
         progress.close()
@@ -149,8 +203,8 @@ def run(opts: Options, stop: Optional[threading.Event] = None, stream: Optional[
             lock.close()
 
 
-def _item_key(plan: Plan, prompt: str, seed: Optional[int]) -> str:
-    graph = plan.build(prompt, seed, "")
+def _item_key(plan: Plan, prompt: Optional[str], seed: Optional[int], video: Optional[str] = None) -> str:
+    graph = plan.build(prompt, seed, "", video)
     return hashlib.sha256(json.dumps(graph, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -166,8 +220,8 @@ def _open_manifest(folder: Path, header: dict, fresh: list[dict], opts: Options,
     try:
         if old is not None and not opts.restart:
             old.check_same_batch(header)
-            old.data.update({k: header[k] for k in ("workflow", "prompts", "run_id")})  # maybe new paths; run_id: an
-            # edit must not steer the server-side output folder
+            # maybe new paths; run_id: an edit must not steer the server-side output folder
+            old.data.update({k: header[k] for k in ("workflow", "prompts", "videos", "run_id") if k in header})
             for warning in old.reconcile(fresh):
                 progress.log(f"warning: {warning}")
             old.save()

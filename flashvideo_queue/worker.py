@@ -14,8 +14,11 @@ from typing import Any, Callable, Optional, TypeVar
 
 from .batch import Batch
 from .client import ComfyClient, EventStream, describe_execution_error, describe_rejection, history_error
-from .errors import HttpError, ItemFailed, ItemRejected, LocalWriteError, ServerGone, ServerUnreachable, Stopped
-from .outputs import collect_outputs, local_names, summarize_files
+from .errors import (HttpError, InputFileError, ItemFailed, ItemRejected, LocalWriteError, ServerGone,
+                     ServerUnreachable, Stopped, UploadRefused)
+from .manifest import item_label
+from .outputs import collect_outputs, local_names, name_source, summarize_files
+from .videos import UPLOAD_SUBFOLDER
 
 T = TypeVar("T")
 
@@ -122,13 +125,39 @@ class Worker(threading.Thread):
         prompt_id = str(uuid.uuid4())  # recorded before the POST: a crash right after it cannot lose the prompt
         batch.update(index, status="running", server=self.client.base, prompt_id=prompt_id,
                      attempts=item["attempts"] + 1, error=None, outputs=[], remote=[])
-        self.show(index, f"queued (line {item['line']})", event=True)
         try:
-            prompt_id = self.submit(batch.graph_for(index), prompt_id, index)
+            video = self.upload(index) if batch.videos else None
+            self.show(index, f"queued ({item_label(item)})", event=True)
+            prompt_id = self.submit(batch.graph_for(index, video), prompt_id, index)
             self.finish(index, self.wait(prompt_id, index))
             return False
         except ItemFailed as e:
-            return batch.attempt_failed(index, str(e), self.client.label, permanent=e.permanent)
+            return batch.attempt_failed(index, str(e), self.client.label, e.final_note if e.permanent else "")
+
+    def upload(self, index: int) -> str:
+        """Item ``index``'s video in this server's input folder, as the reference its LoadVideo takes. Uploaded
+        once per server and run (a retry, or another item with the same content, reuses it); a file that cannot
+        be sent is refused for good, a server error is a failed attempt."""
+        video = self.batch.videos[index]
+        known = self.batch.uploaded(self.client.base, video)
+        if known is not None:
+            return known
+        size = f"{video.size / 1e6:.1f} MB"
+        self.show(index, f"uploading {video.name} ({size})", event=True)
+        try:
+            reference = self.until_back(lambda: self.client.upload_input(
+                video.path, video.upload_name, UPLOAD_SUBFOLDER, video.size, video.sha256))
+        except InputFileError as e:
+            raise UploadRefused(f"{e}; fix the file and rerun (with --restart if you replaced or edited it)") from None
+        except HttpError as e:
+            if e.status == 413:
+                raise UploadRefused(f"{self.client.label} refused the upload of {video.name} ({size}) as too large "
+                                    "(HTTP 413); start ComfyUI there with --max-upload-size N, N in MB above the "
+                                    "file's size (default 100)") from None
+            raise ItemFailed(f"upload of {video.name} to {self.client.label} failed: HTTP {e.status}: "
+                             f"{str(e.body)[:300]}") from None
+        self.batch.remember_upload(self.client.base, video, reference)
+        return reference
 
     def submit(self, graph: dict, prompt_id: str, index: int) -> str:
         if self.ws is None:
@@ -240,7 +269,7 @@ class Worker(threading.Thread):
             raise ItemFailed(self.ws_error or history_error(entry))
         item = self.batch.manifest.items[index]
         refs = collect_outputs(entry)
-        names = local_names(index, item["prompt"], refs)
+        names = local_names(index, name_source(item), refs)
         self.show(index, f"downloading {len(refs)} file(s)")
         for ref, name in zip(refs, names):
             self.download(ref, name)

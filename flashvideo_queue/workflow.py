@@ -1,7 +1,8 @@
 """Loads a workflow (API prompt, or UI workflow converted with the server's /object_info) and makes one copy per
 prompt: the prompt text, a per-item seed, a predictable ``filename_prefix`` and the user's ``--set`` overrides.
 Everything is checked up front so a typo fails in a second with exit code 2 rather than on the server, once
-per prompt. Nodes are named by id, title or class_type in ``--set``/``--prompt-target``."""
+per prompt (or per video of a ``--videos`` folder). Nodes are named by id, title or class_type in ``--set``,
+``--prompt-target`` and ``--video-target``."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from .errors import InputError
 from .uigraph import UiWorkflow, convert, is_ui_workflow
 
 TEXT_ENCODE = "FlashVideoTextEncode"
+LOAD_VIDEO = "LoadVideo"
 SAVE_VIDEO = "SaveVideo"
 REF_HELP = "NODE.INPUT where NODE is a node id, its title or its class_type, e.g. 12.steps or 'Stage I model.attention'"
 
@@ -105,22 +107,39 @@ def _split_ref(graph: Graph, ref: str, option: str) -> tuple[str, str]:
         f"node {_describe(graph, n)} input {name!r}" for n, name in matches) + "; use the node id instead")
 
 
-def parse_targets(graph: Graph, refs: list[str]) -> list[tuple[str, str]]:
-    """Where each prompt goes: ``--prompt-target`` refs if given, else every FlashVideoTextEncode's prompt."""
+def _named_targets(graph: Graph, refs: list[str], option: str) -> list[tuple[str, str]]:
+    """``NODE.INPUT`` refs that must name an input the node has (where a per-item value goes)."""
+    targets = []
+    for ref in refs:
+        node_id, name = _split_ref(graph, ref, option)
+        inputs = graph[node_id]["inputs"]
+        if name not in inputs:
+            raise InputError(f"{option} {ref!r}: node {node_id} ({graph[node_id]['class_type']}) has no "
+                             f"input {name!r} (inputs: {', '.join(inputs) or 'none'})")
+        targets.append((node_id, name))
+    return targets
+
+
+def parse_targets(graph: Graph, refs: list[str], required: bool = True) -> list[tuple[str, str]]:
+    """Where each prompt goes: ``--prompt-target`` refs if given, else every FlashVideoTextEncode's prompt.
+    ``required=False`` (a video batch without prompts) allows none."""
     if refs:
-        targets = []
-        for ref in refs:
-            node_id, name = _split_ref(graph, ref, "--prompt-target")
-            inputs = graph[node_id]["inputs"]
-            if name not in inputs:
-                raise InputError(f"--prompt-target {ref!r}: node {node_id} ({graph[node_id]['class_type']}) has no "
-                                 f"input {name!r} (inputs: {', '.join(inputs) or 'none'})")
-            targets.append((node_id, name))
-        return targets
+        return _named_targets(graph, refs, "--prompt-target")
     targets = [(node_id, "prompt") for node_id, node in graph.items() if node["class_type"] == TEXT_ENCODE]
-    if not targets:
+    if not targets and required:
         raise InputError(f"the workflow has no {TEXT_ENCODE} node to put the prompt in; name the input with "
                          "--prompt-target NODE.INPUT")
+    return targets
+
+
+def parse_video_targets(graph: Graph, refs: list[str]) -> list[tuple[str, str]]:
+    """Where each uploaded video goes: ``--video-target`` refs if given, else every LoadVideo's ``file``."""
+    if refs:
+        return _named_targets(graph, refs, "--video-target")
+    targets = [(node_id, "file") for node_id, node in graph.items() if node["class_type"] == LOAD_VIDEO]
+    if not targets:
+        raise InputError(f"--videos: the workflow has no {LOAD_VIDEO} node to put the videos in; add a Load Video "
+                         "node, or name the input that takes the file with --video-target NODE.INPUT")
     return targets
 
 
@@ -154,6 +173,7 @@ class Plan:
     sets: list[tuple[str, str, Any]] = field(default_factory=list)
     keep_seeds: bool = False
     ui: Optional[UiWorkflow] = None  # the UI workflow it came from, if any
+    video_targets: list[tuple[str, str]] = field(default_factory=list)  # where a --videos item's file goes
 
     def extra_data(self, graph: Graph) -> Optional[dict]:
         """``extra_data`` for POST /prompt: the UI workflow showing this item's values, which the server embeds in
@@ -166,14 +186,19 @@ class Plan:
         return [(n, "seed") for n, node in self.graph.items()
                 if "seed" in node["inputs"] and not isinstance(node["inputs"]["seed"], list)]
 
-    def build(self, prompt: str, seed: Optional[int], prefix: str) -> Graph:
-        """A copy of the graph for one item. Order: prompt, seeds, filename_prefix, then --set (the user wins)."""
+    def build(self, prompt: Optional[str], seed: Optional[int], prefix: str, video: Optional[str] = None) -> Graph:
+        """A copy of the graph for one item. Order: prompt, seeds, video, filename_prefix, then --set (the user
+        wins). ``prompt``/``video`` None: left as the workflow has them."""
         graph = copy.deepcopy(self.graph)
-        for node_id, name in self.targets:
-            graph[node_id]["inputs"][name] = prompt
+        if prompt is not None:
+            for node_id, name in self.targets:
+                graph[node_id]["inputs"][name] = prompt
         if seed is not None and not self.keep_seeds:
             for node_id, name in self.seed_inputs():
                 graph[node_id]["inputs"][name] = seed
+        if video is not None:
+            for node_id, name in self.video_targets:
+                graph[node_id]["inputs"][name] = video
         for node in graph.values():
             if node["class_type"] == SAVE_VIDEO or isinstance(node["inputs"].get("filename_prefix"), str):
                 node["inputs"]["filename_prefix"] = prefix

@@ -604,7 +604,8 @@ def test_nodes_are_addressed_by_id_title_or_class_type_and_ambiguity_is_refused(
 
 
 def test_help_examples_run_on_the_shipped_workflows(tmp_path, fakes, capsys):
-    """Every example command in --help, pointed at a fake server, runs its batch to the end."""
+    """Every example command in --help, pointed at a fake server, runs its batch to the end (``clips/``: a folder
+    of two clips)."""
     import shlex
 
     from flashvideo_queue.cli import EPILOG
@@ -612,15 +613,24 @@ def test_help_examples_run_on_the_shipped_workflows(tmp_path, fakes, capsys):
     fake = fakes()
     text = EPILOG.split("Examples")[1].split("Workflows:")[0].replace("\\\n", " ")
     commands = [shlex.split(line)[3:] for line in text.splitlines() if "python -m flashvideo_queue" in line]
-    assert len(commands) >= 3
+    assert len(commands) >= 4 and any("--videos" in args for args in commands)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text(PROMPTS[0] + "\n")
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for name in ("a.mp4", "b.mov"):
+        (clips / name).write_bytes(b"\x00\x00\x00\x18ftypisom" + name.encode())
+
+    def local(arg: str) -> str:
+        return str(REPO / arg) if arg.startswith("example_workflows") else str(clips) if arg == "clips/" else arg
+
     for n, args in enumerate(commands):
         args = [a for i, a in enumerate(args) if a != "--server" and (i == 0 or args[i - 1] != "--server")]
-        code = main([str(prompts), *[str(REPO / a) if a.startswith("example_workflows") else a for a in args[1:]],
+        code = main([str(prompts), *[local(a) for a in args[1:]],
                      "--server", fake.url, "--output-dir", str(tmp_path / f"out{n}"), "--poll-interval", "0.05"])
         assert code == 0, (args, capsys.readouterr().err)
-    assert len(fake.received) == len(commands)
+    assert len(fake.received) == len(commands) + 1  # the folder of two clips is two items
+    assert [u["filename"].split("_")[0] for u in fake.uploads] == ["a", "b"]
 
 
 # -- damaged or hostile manifests, local failures ------------------------------------------------------------------------

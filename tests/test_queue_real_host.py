@@ -1,6 +1,7 @@
 """The batch client's UI-workflow support against real ComfyUI hosts: each shipped UI template converted with the
 host's own /object_info gives its API twin, and a batch queued from a UI template renders on the host with the
-submitted UI workflow (its seeds "fixed") embedded in the saved mp4.
+submitted UI workflow (its seeds "fixed") embedded in the saved mp4. A batch over a folder of videos uploads each
+clip through the host's /upload/image and gets each one's copy back (core nodes only: LoadVideo -> SaveVideo).
 
 Runs once per tested host (support/hosts.py); skipped with one reason when no host is available.
 """
@@ -86,3 +87,62 @@ def test_batch_from_a_ui_template_renders_and_embeds_the_submitted_workflow(serv
         assert nodes[3]["widgets_values"][2] == "sdpa"
         prompt = json.loads(metadata["prompt"])
         assert prompt["4"]["inputs"]["seed"] == 40 + i and prompt["2"]["inputs"]["prompt"] == texts[i]
+
+
+def write_clip(path: Path, frames: int, audio: bool = False) -> None:
+    """A tiny real mp4 (h264, 64x48, 8 fps), each frame a different grey; with ``audio``, a second of AAC silence
+    beside it (LoadVideo and SaveVideo must carry a clip that has sound)."""
+    import av
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=8)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        sound = container.add_stream("aac", rate=16000) if audio else None
+        for n in range(frames):
+            image = np.full((48, 64, 3), 20 + 30 * n, dtype=np.uint8)
+            container.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(video.encode())
+        if sound is not None:
+            samples = av.AudioFrame.from_ndarray(np.zeros((1, 16000), dtype=np.float32), format="fltp", layout="mono")
+            samples.sample_rate = 16000
+            container.mux(sound.encode(samples))
+            container.mux(sound.encode())
+
+
+def test_batch_over_a_folder_of_videos_uploads_each_clip_and_downloads_its_copy(server, tmp_path):
+    """Two clips through LoadVideo -> SaveVideo (no prompt: the workflow takes none): each is uploaded under its
+    content name, read by its own item, and comes back named after the clip with all its frames; the rerun
+    skips both."""
+    import av
+
+    from flashvideo_queue.videos import UPLOAD_SUBFOLDER, list_videos
+
+    clips = tmp_path / "clips"
+    write_clip(clips / "b second.mp4", frames=7, audio=True)
+    write_clip(clips / "a_first.MP4", frames=5)
+    (clips / "notes.txt").write_text("not a video")
+    workflow = tmp_path / "copy.json"
+    workflow.write_text(json.dumps({
+        "1": {"class_type": "LoadVideo", "inputs": {"file": "placeholder.mp4"}},
+        "2": {"class_type": "SaveVideo", "inputs": {"video": ["1", 0], "filename_prefix": "x", "format": "mp4",
+                                                    "codec": "h264"}}}))
+    opts = Options(prompts=None, videos=clips, workflow=workflow, servers=[server.url], output_dir=tmp_path / "out",
+                   seed_base=3, poll_interval=0.5, timeout=120)
+    summary = run(opts, stream=io.StringIO(), tty=False)
+    assert summary.exit_code == 0 and len(summary.done) == 2, summary.report()
+    videos = list_videos(clips)
+    for item, video, stem, frames in zip(summary.done, videos, ("a-first", "b-second"), (5, 7)):
+        uploaded = server.base / "input" / UPLOAD_SUBFOLDER / video.upload_name
+        assert uploaded.read_bytes() == video.path.read_bytes()
+        (name,) = item["outputs"]
+        assert name.startswith(f"{item['index']:04d}_{stem}_2_") and name.endswith(".mp4")
+        with av.open(str(tmp_path / "out" / name)) as container:
+            prompt = json.loads(container.metadata["prompt"])
+            stream = container.streams.video[0]
+            assert (stream.codec_context.width, stream.codec_context.height) == (64, 48)
+            assert len(list(container.decode(stream))) == frames
+        assert prompt["1"]["inputs"]["file"] == f"{UPLOAD_SUBFOLDER}/{video.upload_name}"
+    again = run(opts, stream=io.StringIO(), tty=False)
+    assert again.exit_code == 0 and again.skipped == 2, again.report()

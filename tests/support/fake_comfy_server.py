@@ -1,7 +1,8 @@
 """An in-process stand-in for ComfyUI's HTTP and websocket API (docs/HOST.md#http-api), for testing flashvideo_queue
 without a GPU or a ComfyUI checkout.
 
-It serves /prompt, /ws, /history/{id}, /queue, /interrupt, /view, /system_stats and /object_info (built from
+It serves /prompt, /ws, /history/{id}, /queue, /interrupt, /view, /upload/image (multipart, parsed with the
+standard library's email package: not the client's encoder), /system_stats and /object_info (built from
 support/node_schemas.py, whose orders tests/test_comfyui_real.py checks against real hosts) on 127.0.0.1:<free port>,
 runs queued prompts one at a time in a background thread (execution_start, executing per node, progress with
 binary previews, executed, then executing with node None, history written first as ComfyUI does), records
@@ -15,11 +16,17 @@ Misbehaviour on request; predicates take (prompt_text, times_this_text_was_submi
   die_after=N       after N finished prompts, die while running the next: listener and sockets closed
   drop_ws=True      close every websocket when a prompt starts (the client must fall back to polling)
   hold=Event        each prompt waits for the event before it starts
+  upload_status=N   /upload/image answers HTTP N (e.g. 413) instead of storing the file
+  upload_rename=s   /upload/image stores the file as "<s><name>" and answers that name (the client must use it)
+A graph whose LoadVideo ``file`` names no uploaded file is rejected as ComfyUI's validation does; a saved
+"video" holds the prompt text and the sha256 of the LoadVideo file it read, so a test can tell which input made it.
 """
 
 from __future__ import annotations
 
 import base64
+import email.parser
+import email.policy
 import hashlib
 import json
 import os
@@ -133,7 +140,10 @@ class _WsConn:
 class FakeComfy:
     def __init__(self, *, steps: int = 3, step_delay: float = 0.002, reject: Predicate = None,
                  node_errors: Predicate = None, exec_error: Predicate = None, die_after: Optional[int] = None,
-                 drop_ws: bool = False, hold: Optional[threading.Event] = None, ping: bool = True):
+                 drop_ws: bool = False, hold: Optional[threading.Event] = None, ping: bool = True,
+                 upload_status: Optional[int] = None, upload_rename: str = ""):
+        self.upload_status, self.upload_rename = upload_status, upload_rename
+        self.uploads: list[dict[str, Any]] = []  # every POST /upload/image: fields, filename, size, sha256, headers
         self.steps, self.step_delay = steps, step_delay
         self.reject, self.node_errors_for, self.exec_error = reject, node_errors, exec_error
         self.die_after, self.drop_ws, self.hold, self.ping = die_after, drop_ws, hold, ping
@@ -149,6 +159,7 @@ class FakeComfy:
         self.client_closes = 0
         self.dead = False
         self.out_dir = Path(tempfile.mkdtemp(prefix="fake_comfy_"))
+        self.in_dir = self.out_dir / "_input"
         self.object_info = fake_object_info()
         self._seen: Counter = Counter()
         self._number = 0
@@ -216,6 +227,14 @@ class FakeComfy:
         node_errors = {"3": {"errors": [{"type": "value_not_in_list", "message": "Value not in list",
                                          "details": "model_name: 'stage1.pt' not in ['other.pt']", "extra_info": {}}],
                              "dependent_outputs": ["8"], "class_type": "FlashVideoModelLoader"}}
+        missing = {n: node["inputs"].get("file") for n, node in graph.items() if node.get("class_type") == "LoadVideo"
+                   and self.input_sha256(str(node["inputs"].get("file"))) is None}
+        if missing:  # as ComfyUI's LoadVideo.validate_inputs
+            return 400, {"error": {"type": "prompt_outputs_failed_validation", "message":
+                                   "Prompt outputs failed validation", "details": "", "extra_info": {}},
+                         "node_errors": {n: {"errors": [{"type": "custom_validation_failed", "message":
+                                                         f"Invalid video file: {f}", "details": ""}],
+                                             "class_type": "LoadVideo"} for n, f in missing.items()}}
         if self._matches(self.reject, text, seen):
             return 400, {"error": {"type": "prompt_outputs_failed_validation", "message":
                                    "Prompt outputs failed validation", "details": "", "extra_info": {}},
@@ -227,6 +246,37 @@ class FakeComfy:
             self.queue.append((self._number, prompt_id, graph, client_id, text, seen))
             self._cond.notify_all()
         return 200, {"prompt_id": prompt_id, "number": self._number, "node_errors": {}}
+
+    def post_upload(self, content_type: str, body: bytes, headers: dict) -> tuple[int, Union[dict, bytes]]:
+        """ComfyUI's /upload/image as the tests need it: store the ``image`` part under input/<subfolder>/<name>
+        and answer {name, subfolder, type}."""
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+        fields, upload = {}, None
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            if part.get_filename() is not None:
+                upload = (name, part.get_filename(), part.get_content_type(), part.get_payload(decode=True))
+            else:
+                fields[name] = part.get_payload(decode=True).decode()
+        record = {"fields": fields, "headers": headers, "field": upload and upload[0],
+                  "filename": upload and upload[1], "content_type": upload and upload[2],
+                  "size": upload and len(upload[3]), "sha256": upload and hashlib.sha256(upload[3]).hexdigest()}
+        self.uploads.append(record)
+        if self.upload_status is not None:
+            return self.upload_status, b"refused (fake)"
+        if upload is None or upload[0] != "image" or fields.get("type", "input") != "input":
+            return 400, b""
+        name = self.upload_rename + upload[1]
+        folder = self.in_dir / fields.get("subfolder", "")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(upload[3])
+        return 200, {"name": name, "subfolder": fields.get("subfolder", ""), "type": "input"}
+
+    def input_sha256(self, reference: str) -> Optional[str]:
+        """The sha256 of an uploaded file by its LoadVideo reference (``subfolder/name``), None if absent."""
+        path = self.in_dir / reference
+        return hashlib.sha256(path.read_bytes()).hexdigest() if ".." not in reference and path.is_file() else None
 
     def queue_state(self) -> dict:
         def item(q: tuple) -> list:
@@ -308,7 +358,9 @@ class FakeComfy:
                 break
             prefix = inputs.get("filename_prefix")
             if isinstance(prefix, str):
-                ref = self._write_video(prefix, f"{text}|{prompt_id}")
+                read = [self.input_sha256(str(n["inputs"].get("file"))) for n in graph.values()
+                        if n.get("class_type") == "LoadVideo"]
+                ref = self._write_video(prefix, f"{text}|{prompt_id}" + "".join(f"|video={h}" for h in read))
                 outputs[node_id] = {"images": [ref], "animated": [True]}
                 self._send(client_id, "executed", {"node": node_id, "display_node": node_id,
                                                    "output": outputs[node_id], "prompt_id": prompt_id},
@@ -408,8 +460,12 @@ def _handler(fake: FakeComfy) -> type:
                 self.reply(404, {"error": "no such route"})
 
         def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             path = urlsplit(self.path).path
+            if path == "/upload/image":
+                self.reply(*fake.post_upload(self.headers.get("Content-Type", ""), raw, dict(self.headers)))
+                return
+            body = json.loads(raw or b"{}")
             if path == "/prompt":
                 self.reply(*fake.post_prompt(body))
             elif path == "/queue":
