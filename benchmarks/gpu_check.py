@@ -36,11 +36,15 @@ import harness
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from flashvideo_core.constants import LATENT_SCALE_STAGE2
 from flashvideo_core.dit.config import STAGE1_CONFIG, STAGE2_CONFIG, DiTConfig
 from flashvideo_core.dit.guidance import forward_pair
 from flashvideo_core.dit.memory import ForwardPlan, plan_for
 from flashvideo_core.dit.window_attention import DEFAULT_WINDOW, window_attention
 from flashvideo_core.dit.window_blocks import evaluated_fraction, flex_available
+from flashvideo_core.enhance.enhancer import enhance_video, plan_enhance
+from flashvideo_core.enhance.windows import plan_windows
+from flashvideo_core.stage2.refiner import refine_stage2
 from memory_probe import LiveTensorBytes
 from flashvideo_core.tiny import TINY_VAE_CONFIG
 from flashvideo_core.vae.config import OFFICIAL_VAE_CONFIG
@@ -323,8 +327,34 @@ def kernel_rows(table: Table, dev: Device, sizes: dict):
                   f"{str(layout).split('.')[-1]}", build)
 
 
+def enhance_rows(table: Table, dev: Device, sizes: dict):
+    """The enhancer (flashvideo_core/enhance) from a 480x270 clip to 1920x1080 (run at 1920x1088), 5 Euler steps,
+    colour fix wavelet, random weights: a 49-frame clip (one window) and an 89-frame clip (two windows sharing
+    9 frames). Frames per second, and whether the peak grows with the clip (it should not)."""
+    config = STAGE2_CONFIG if dev.cuda else SMOKE_DIT["stage2"]
+    model = harness.random_dit(config, dev.device, dev.dtype)
+    vae = random_vae(dev)
+    context = torch.randn(1, harness.TEXT_TOKENS, config.text_hidden_size, device=dev.device)
+    source, resolution = ((270, 480), "1080p") if dev.cuda else ((24, 40), (32, 48))
+
+    def refine(latent):
+        return refine_stage2(model, context, latent * LATENT_SCALE_STAGE2, 675, STAGE2_STEPS) / LATENT_SCALE_STAGE2
+
+    def build(frames, size=source, target=resolution):
+        plan = plan_enhance(frames, size, target, 8, 675, 0, "wavelet")
+        clip = (torch.rand(frames, *size, 3) * 255).to(torch.uint8)
+        return lambda: enhance_video(vae, iter(clip), plan, refine, lambda out: None, SlicingOptions())
+
+    for frames in (49, 89):
+        windows = len(plan_windows(frames, 8))
+        table.row(f"enhance, {frames} frames 480x270 -> 1920x1080 ({windows} window{'s' * (windows > 1)}, "
+                  f"{STAGE2_STEPS} steps)", lambda frames=frames: build(frames), flops=0,
+                  warmup=lambda: build(5, (16, 16), (32, 32)),
+                  note=lambda call, frames=frames: f"{frames} frames")
+
+
 GROUPS = {"window": window_rows, "stage1": stage1_rows, "stage2": stage2_rows, "vae": vae_rows,
-          "2K": lambda table, dev, sizes: stage2_rows(table, dev, sizes, resolutions=("2K",)), "kernels": kernel_rows}
+          "2K": lambda table, dev, sizes: stage2_rows(table, dev, sizes, resolutions=("2K",)), "kernels": kernel_rows, "enhance": enhance_rows}
 
 
 def run_rows(dev: Device, repeats: int, say, deadline: float = float("inf"), on_row=None, groups=tuple(GROUPS)) -> list:

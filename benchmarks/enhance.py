@@ -1,0 +1,225 @@
+#!/usr/bin/env python
+"""CPU benchmark of the video enhancer (``flashvideo_core enhance``): speed and peak memory by clip length, how
+smooth the joins between windows are by overlap, how much neighbouring windows agree with and without shared
+noise, and how far each colour fix leaves the input's colours; plus the planner's per-window figures at 1080p.
+
+Not a test. Tiny random-weight models (``make-tiny``), so the pictures are noise: the numbers measure the
+windowing, streaming and colour machinery, not stage II's quality.
+
+- Length: the CLI (``enhance IN OUT``, file to file) on clips of 49 ... 490 frames at 48x32, each in a fresh
+  process; peak = growth of the RSS high-water mark over the RSS before the call (models included, so equal
+  lengths of work compare); frames/s of the whole command.
+- Joins: 97-frame clips with known motion (a drifting pattern, a pan, a scene cut), the largest frame-to-frame
+  change at a join over the median change inside windows (the issue's bound: 1.2). A zero-velocity refiner
+  isolates what the windows do (each window's causal VAE starts afresh); the random DiT's column adds its noise.
+- Agreement: mean |window k - window k+1| over their shared frames, random DiT at noise step 675, with the noise
+  shared across the overlap (the default) or drawn independently per window.
+- Colour: mean CIE76 Lab distance between the input's and the output's low frequencies (16x16 block means).
+
+    .venv/bin/python benchmarks/enhance.py           # -> results/enhance.md (~15 min on 2 idle cores)
+    .venv/bin/python benchmarks/enhance.py --quick   # shorter clips, no file
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import sys
+import tempfile
+
+import torch
+
+import harness  # noqa: E402  (puts the repository on the path)
+from flashvideo_core.constants import LATENT_SCALE_STAGE2  # noqa: E402
+from flashvideo_core.dit.config import STAGE2_CONFIG  # noqa: E402
+from flashvideo_core.dit.memory import candidate_plans, plan_bytes  # noqa: E402
+from flashvideo_core.enhance import enhancer, windows as windows_module  # noqa: E402
+from flashvideo_core.enhance.colour import COLOUR_FIXES, low_frequency_colour_difference  # noqa: E402
+from flashvideo_core.enhance.geometry import grid_size, output_size  # noqa: E402
+from flashvideo_core.vae.config import VAEConfig  # noqa: E402
+from flashvideo_core.vae.slicing import SlicingOptions, plan_slicing  # noqa: E402
+
+SIZE = (32, 48)
+OVERLAPS = (0, 8, 20)
+CLIPS = ("pattern", "pan", "cut")
+
+
+def moving_clip(frames: int, kind: str, height: int = SIZE[0], width: int = SIZE[1]) -> torch.Tensor:
+    """(T, H, W, 3) in [0, 1] with known motion (the same clips as tests/test_enhance.py)."""
+    t = torch.arange(frames).float()[:, None, None]
+    y = torch.arange(height).float()[None, :, None]
+    x = torch.arange(width).float()[None, None, :]
+    if kind == "pattern":
+        channels = (torch.sin((x - 1.5 * t) / 4), torch.cos((y + 0.7 * t) / 5), torch.sin((x + y) / 6 + 0.2 * t))
+    elif kind == "pan":
+        channels = (torch.sin((x + 2 * t) / 7) * torch.cos(y / 5), torch.cos((x + 2 * t) / 3),
+                    torch.sin((x + 2 * t + y) / 9))
+    else:
+        first = (t < frames // 2 + 3).float()
+        channels = (first * torch.sin((x - t) / 4) + (1 - first) * torch.cos((y + t) / 3), 0.8 * first - 0.4 + 0 * x,
+                    torch.sin((x + y + t) / 5))
+    return torch.stack([(0.5 + 0.4 * c).expand(frames, height, width) for c in channels], dim=-1).clamp(0, 1)
+
+
+def tiny_models(folder: str) -> dict:
+    from flashvideo_core.tiny_install import make_tiny
+
+    return make_tiny(folder)
+
+
+def loaded(paths: dict):
+    from flashvideo_core.dit.loader import load_dit
+    from flashvideo_core.text_embeddings import load_prompt_embedding
+    from flashvideo_core.vae.loader import load_vae
+
+    return (load_dit(paths["stage2"], device="cpu", expect_stage="stage2"), load_vae(paths["vae"], device="cpu"),
+            load_prompt_embedding(paths["embedding"])[0])
+
+
+def cli_run(frames: int, folder: str, paths: dict) -> dict:
+    """One ``enhance`` command on a ``frames``-long clip (in a fresh process: its own memory high-water mark)."""
+    from flashvideo_core.cli import main
+    from flashvideo_core.io.video import VideoWriter
+
+    logging.disable(logging.WARNING)
+    torch.set_num_threads(2)
+    source = os.path.join(folder, f"in_{frames}.mp4")
+    with VideoWriter(source, 24, 10) as writer:
+        for start in range(0, frames, 49):
+            writer.write(moving_clip(min(49, frames - start), "pan"))
+    target = os.path.join(folder, f"out_{frames}.mp4")
+    argv = ["enhance", source, target, "--stage2", paths["stage2"], "--vae", paths["vae"], "--embedding",
+            paths["embedding"], "--resolution", "input", "--overwrite"]
+    harness.set_malloc(tight=True)
+    code, stats = harness.peak_call(lambda: main(argv))
+    return dict(stats, code=code)
+
+
+def join_ratio(out: torch.Tensor, windows) -> float:
+    change = (out[1:] - out[:-1]).abs().mean(dim=(1, 2, 3))
+    joins = {f - 1 for w in windows[1:] for f in range(w.start, w.end)[: w.shared + 1]} & set(range(len(change)))
+    inside = torch.stack([c for i, c in enumerate(change) if i not in joins])
+    return float(change[sorted(joins)].max() / inside.median())
+
+
+def enhanced(vae, clip, plan, refine) -> torch.Tensor:
+    written = []
+    enhancer.enhance_video(vae, iter(clip), plan, refine, written.append)
+    return torch.cat(written)
+
+
+def refiner(model, context):
+    from flashvideo_core.stage2.refiner import refine_stage2
+
+    return lambda latent: refine_stage2(model, context, latent * LATENT_SCALE_STAGE2, 675, 5, 13.0, 2.5) / \
+        LATENT_SCALE_STAGE2
+
+
+def window_outputs(vae, clip, plan, refine) -> list:
+    source = enhancer.FrameWindows(iter(clip), plan.total_frames)
+    return [enhancer.enhance_window(vae, source.take(w), w, plan, refine, SlicingOptions(), enhancer.Progress())
+            for w in plan.windows]
+
+
+def agreement(vae, clip, plan, refine) -> float:
+    outs = window_outputs(vae, clip, plan, refine)
+    gaps = [(a[w.start - p.start:] - b[: w.shared]).abs().mean()
+            for p, w, a, b in zip(plan.windows, plan.windows[1:], outs, outs[1:])]
+    return float(torch.stack(gaps).mean())
+
+
+def independent_noise(draw, seed, windows, index, latent_shape):
+    return draw(latent_shape(windows[index]), windows_module.window_seed(seed, index))
+
+
+def planner_rows() -> list:
+    """Per-window working memory at 1080p (a 1920x1080 clip runs at 1920x1088): the same for every clip length."""
+    grid = grid_size(output_size((1080, 1920), "1080p"))
+    latent = (1, 16, 13, grid[0] // 8, grid[1] // 8)
+    rows = []
+    for plan in candidate_plans("auto")[:2] + candidate_plans("lean")[-1:]:
+        rows.append((f"stage-II step, {plan.mode}", plan_bytes(STAGE2_CONFIG, latent, torch.bfloat16, plan)))
+    vae = VAEConfig()
+    for direction, shape in (("encode", (1, 3, 49, *grid)), ("decode", latent)):
+        sliced = plan_slicing(vae, direction, shape, torch.bfloat16, SlicingOptions(stage=2), None)
+        rows.append((f"VAE {direction}, reference slicing", sliced.estimated_bytes))
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = harness.parser(__doc__, "clips up to 147 frames, no file", "results file (default results/enhance.md)")
+    args = harness.parse(ap, argv, "enhance.md")
+    log = harness.logger()
+    logging.disable(logging.WARNING)
+    torch.set_num_threads(args.threads)
+    lengths = (49, 98, 147) if args.quick else (49, 98, 245, 490)
+    ctx = multiprocessing.get_context("spawn")
+    lines = ["# Enhancer benchmark (CPU, tiny random weights)", "",
+             f"{harness.cpu_name()}, torch {torch.__version__}, {args.threads} threads. Written by "
+             "`benchmarks/enhance.py`; the pictures are noise (random weights), so these rows measure the windows, "
+             "streaming and colour machinery.", ""]
+    with tempfile.TemporaryDirectory() as folder:
+        paths = tiny_models(folder)
+        lines += ["## Speed and peak memory by clip length (CLI, file to file, 48x32, 8-frame overlap)", "",
+                  "| frames | windows | wall | frames/s | peak RSS growth | vs 49 frames |", "|---|---|---|---|---|---|"]
+        first = None
+        for frames in lengths:
+            harness.wait_until_idle(args.wait_idle, log)
+            stats = harness.run_once(ctx, cli_run, frames, folder, paths)
+            peak = stats["peak"] if stats["peak"] is not None else stats["peak_bound"]
+            first = first or peak
+            count = len(windows_module.plan_windows(frames, 8))
+            log(f"{frames} frames: {stats['wall']:.1f} s, peak {peak / harness.MIB:.0f} MiB")
+            lines.append(f"| {frames} | {count} | {stats['wall']:.1f} s | {frames / stats['wall']:.1f} | "
+                         f"{peak / harness.MIB:.0f} MiB | {peak / first:.2f} |")
+        model, vae, context = loaded(paths)
+        refine, still = refiner(model, context), (lambda latent: latent)
+        lines += ["", "## Joins: largest change at a join / median change inside windows (97 frames; bound 1.2)", "",
+                  "| overlap | " + " | ".join(f"{c}, cross-fade" for c in CLIPS) + " | " +
+                  " | ".join(f"{c}, hard cut" for c in CLIPS) + " | pan, random DiT |",
+                  "|---|" + "---|" * (2 * len(CLIPS) + 1)]
+        for overlap in OVERLAPS:
+            plan = enhancer.plan_enhance(97, SIZE, "input", overlap, 0, 0, "none")
+            row = [join_ratio(enhanced(vae, moving_clip(97, c), plan, still), plan.windows) for c in CLIPS]
+            fade = enhancer.crossfade_weights
+            enhancer.crossfade_weights = lambda n: torch.zeros(n)
+            try:
+                row += [join_ratio(enhanced(vae, moving_clip(97, c), plan, still), plan.windows) for c in CLIPS]
+            finally:
+                enhancer.crossfade_weights = fade
+            noisy = enhancer.plan_enhance(97, SIZE, "input", overlap, 675, 0, "none")
+            row.append(join_ratio(enhanced(vae, moving_clip(97, "pan"), noisy, refine), noisy.windows))
+            log(f"overlap {overlap}: {[round(r, 3) for r in row]}")
+            lines.append(f"| {overlap} | " + " | ".join(f"{r:.2f}" for r in row) + " |")
+        lines += ["", "## Agreement of neighbouring windows on their shared frames (random DiT, noise step 675)", "",
+                  "| overlap | shared noise | independent noise |", "|---|---|---|"]
+        for overlap in (4, 8, 20):
+            plan = enhancer.plan_enhance(97, SIZE, "input", overlap, 675, 0, "none")
+            shared = agreement(vae, moving_clip(97, "pan"), plan, refine)
+            draw = enhancer.window_noise
+            enhancer.window_noise = independent_noise
+            try:
+                independent = agreement(vae, moving_clip(97, "pan"), plan, refine)
+            finally:
+                enhancer.window_noise = draw
+            lines.append(f"| {overlap} | {shared:.4f} | {independent:.4f} |")
+        lines += ["", "## Colour: low-frequency Lab distance input -> output (delta E, 49 frames)", "",
+                  "| clip | " + " | ".join(COLOUR_FIXES) + " |", "|---|" + "---|" * len(COLOUR_FIXES)]
+        for kind in CLIPS:
+            clip = moving_clip(49, kind)
+            row = []
+            for fix in COLOUR_FIXES:
+                plan = enhancer.plan_enhance(49, SIZE, "input", 8, 675, 0, fix)
+                row.append(low_frequency_colour_difference(clip, enhanced(vae, clip, plan, refine)))
+            lines.append(f"| {kind} | " + " | ".join(f"{v:.2f}" for v in row) + " |")
+    lines += ["", "## The planner's per-window figures at 1080p (1920x1080, run at 1920x1088; any clip length)", "",
+              "| part | working memory |", "|---|---|"]
+    lines += [f"| {name} | {value / 2**30:.2f} GiB |" for name, value in planner_rows()]
+    harness.write_results("\n".join(lines), args.out, log)
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
