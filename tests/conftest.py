@@ -6,6 +6,22 @@ import torch
 from flashvideo_core.checkpoints.vae_keys import official_to_diffusers
 from flashvideo_core.tiny import TINY_VAE_CONFIG, random_vae_state_dict
 from flashvideo_core.vae.model import CogVideoXVAE
+from support.fake_comfy_server import FakeComfy
+
+
+@pytest.fixture
+def fakes():
+    """Factory for fake ComfyUI servers (the batch client's tests), all stopped at the end."""
+    started = []
+
+    def make(**kwargs) -> FakeComfy:
+        fake = FakeComfy(**kwargs).start()
+        started.append(fake)
+        return fake
+
+    yield make
+    for fake in started:
+        fake.stop()
 
 
 @pytest.fixture(scope="session")

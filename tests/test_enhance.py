@@ -5,6 +5,8 @@ come back at their stated size, colour fixes do what their math says, and a stop
 from __future__ import annotations
 
 import logging
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -26,6 +28,9 @@ from flashvideo_core.tiny import TINY_STAGE2_CONFIG, random_dit_state_dict
 from flashvideo_core.vae.slicing import SlicingOptions, decode_sliced, encode_sliced
 from support.progress import CallbackProgress
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # the clips the benchmark measures
+from clips import join_ratio, moving_clip  # noqa: E402
+
 
 @pytest.fixture(autouse=True)
 def quiet_logs():
@@ -45,23 +50,6 @@ def dit():
 def core_refine(model, steps=3):
     context = torch.randn(1, 8, TINY_STAGE2_CONFIG.text_hidden_size, generator=torch.Generator().manual_seed(1))
     return lambda latent: refine_stage2(model, context, latent * SCALE, 675, steps, 13.0, 2.5) / SCALE
-
-
-def moving_clip(frames: int, height: int = 32, width: int = 48, kind: str = "pattern") -> torch.Tensor:
-    """(T, H, W, 3) in [0, 1] with known motion: a drifting pattern, a pan, or a scene cut in the middle."""
-    t = torch.arange(frames).float()[:, None, None]
-    y = torch.arange(height).float()[None, :, None]
-    x = torch.arange(width).float()[None, None, :]
-    if kind == "pattern":
-        channels = (torch.sin((x - 1.5 * t) / 4), torch.cos((y + 0.7 * t) / 5), torch.sin((x + y) / 6 + 0.2 * t))
-    elif kind == "pan":
-        channels = (torch.sin((x + 2 * t) / 7) * torch.cos(y / 5), torch.cos((x + 2 * t) / 3),
-                    torch.sin((x + 2 * t + y) / 9))
-    else:
-        first = (t < frames // 2 + 3).float()
-        channels = (first * torch.sin((x - t) / 4) + (1 - first) * torch.cos((y + t) / 3), 0.8 * first - 0.4 + 0 * x,
-                    torch.sin((x + y + t) / 5))
-    return torch.stack([(0.5 + 0.4 * c).expand(frames, height, width) for c in channels], dim=-1).clamp(0, 1)
 
 
 def run(vae, frames, plan, refine, **kwargs) -> torch.Tensor:
@@ -152,14 +140,6 @@ def test_a_500_frame_clip_streams_through_in_13_windows(tiny_vae, dit):
     sizes = []
     enhance_video(tiny_vae, frames, plan, core_refine(dit, steps=1), lambda f: sizes.append(f.shape[0]))
     assert len(plan.windows) == len(sizes) == 13 and sum(sizes) == 500
-
-
-def join_ratio(out: torch.Tensor, windows) -> float:
-    """The largest frame-to-frame change where windows meet, over the median change inside windows."""
-    change = (out[1:] - out[:-1]).abs().mean(dim=(1, 2, 3))
-    joins = {f - 1 for w in windows[1:] for f in range(w.start, w.end)[: w.shared + 1]} & set(range(len(change)))
-    inside = torch.stack([c for i, c in enumerate(change) if i not in joins])
-    return float(change[sorted(joins)].max() / inside.median())
 
 
 @pytest.mark.parametrize("kind", ["pattern", "pan", "cut"])

@@ -43,21 +43,6 @@ PROMPTS = ["A red fox trots through fresh snow at dawn, camera tracking low.",
            "Close-up of rain on a neon-lit Tokyo street at night, reflections rippling."]
 
 
-@pytest.fixture
-def fakes():
-    """Factory for fake servers, all stopped at the end."""
-    started = []
-
-    def make(**kwargs) -> FakeComfy:
-        fake = FakeComfy(**kwargs).start()
-        started.append(fake)
-        return fake
-
-    yield make
-    for fake in started:
-        fake.stop()
-
-
 def write_inputs(tmp_path: Path, prompts=PROMPTS, workflow=WORKFLOW, header="# FlashVideo batch\n\n"):
     prompts_file, workflow_file = tmp_path / "prompts.txt", tmp_path / "workflow.json"
     prompts_file.write_text(header + "\n".join(prompts) + "\n", "utf-8")

@@ -24,7 +24,7 @@ from flashvideo_queue.prompts import Prompt
 from flashvideo_queue.videos import (UPLOAD_SUBFOLDER, VIDEO_EXTENSIONS, Video, list_videos, pair_prompts,
                                      videos_sha256)
 from flashvideo_queue.workflow import parse_video_targets
-from support.fake_comfy_server import FLAKY, FakeComfy
+from support.fake_comfy_server import FLAKY
 
 REPO = Path(__file__).resolve().parent.parent
 ENHANCE = json.loads((REPO / "example_workflows" / "api" / "flashvideo_enhance_video.json").read_text())
@@ -34,20 +34,6 @@ COPY = {"1": {"class_type": "LoadVideo", "inputs": {"file": "placeholder.mp4"}, 
                                                     "codec": "h264"}}}
 PROMPTS = ["A red fox in fresh snow, cinematic.", "A whale beside a sailboat, spray in the sun.",
            "Rain on a neon street at night."]
-
-
-@pytest.fixture
-def fakes():
-    started = []
-
-    def make(**kwargs) -> FakeComfy:
-        fake = FakeComfy(**kwargs).start()
-        started.append(fake)
-        return fake
-
-    yield make
-    for fake in started:
-        fake.stop()
 
 
 def clip_bytes(name: str, size: int = 64) -> bytes:
