@@ -31,6 +31,7 @@ import tempfile
 import torch
 
 import harness  # noqa: E402  (puts the repository on the path)
+from clips import join_ratio, moving_clip  # noqa: E402
 from flashvideo_core.constants import LATENT_SCALE_STAGE2  # noqa: E402
 from flashvideo_core.dit.config import STAGE2_CONFIG  # noqa: E402
 from flashvideo_core.dit.memory import candidate_plans, plan_bytes  # noqa: E402
@@ -43,23 +44,6 @@ from flashvideo_core.vae.slicing import SlicingOptions, plan_slicing  # noqa: E4
 SIZE = (32, 48)
 OVERLAPS = (0, 8, 20)
 CLIPS = ("pattern", "pan", "cut")
-
-
-def moving_clip(frames: int, kind: str, height: int = SIZE[0], width: int = SIZE[1]) -> torch.Tensor:
-    """(T, H, W, 3) in [0, 1] with known motion (the same clips as tests/test_enhance.py)."""
-    t = torch.arange(frames).float()[:, None, None]
-    y = torch.arange(height).float()[None, :, None]
-    x = torch.arange(width).float()[None, None, :]
-    if kind == "pattern":
-        channels = (torch.sin((x - 1.5 * t) / 4), torch.cos((y + 0.7 * t) / 5), torch.sin((x + y) / 6 + 0.2 * t))
-    elif kind == "pan":
-        channels = (torch.sin((x + 2 * t) / 7) * torch.cos(y / 5), torch.cos((x + 2 * t) / 3),
-                    torch.sin((x + 2 * t + y) / 9))
-    else:
-        first = (t < frames // 2 + 3).float()
-        channels = (first * torch.sin((x - t) / 4) + (1 - first) * torch.cos((y + t) / 3), 0.8 * first - 0.4 + 0 * x,
-                    torch.sin((x + y + t) / 5))
-    return torch.stack([(0.5 + 0.4 * c).expand(frames, height, width) for c in channels], dim=-1).clamp(0, 1)
 
 
 def tiny_models(folder: str) -> dict:
@@ -87,20 +71,13 @@ def cli_run(frames: int, folder: str, paths: dict) -> dict:
     source = os.path.join(folder, f"in_{frames}.mp4")
     with VideoWriter(source, 24, 10) as writer:
         for start in range(0, frames, 49):
-            writer.write(moving_clip(min(49, frames - start), "pan"))
+            writer.write(moving_clip(min(49, frames - start), *SIZE, kind="pan"))
     target = os.path.join(folder, f"out_{frames}.mp4")
     argv = ["enhance", source, target, "--stage2", paths["stage2"], "--vae", paths["vae"], "--embedding",
             paths["embedding"], "--resolution", "input", "--overwrite"]
     harness.set_malloc(tight=True)
     code, stats = harness.peak_call(lambda: main(argv))
     return dict(stats, code=code)
-
-
-def join_ratio(out: torch.Tensor, windows) -> float:
-    change = (out[1:] - out[:-1]).abs().mean(dim=(1, 2, 3))
-    joins = {f - 1 for w in windows[1:] for f in range(w.start, w.end)[: w.shared + 1]} & set(range(len(change)))
-    inside = torch.stack([c for i, c in enumerate(change) if i not in joins])
-    return float(change[sorted(joins)].max() / inside.median())
 
 
 def enhanced(vae, clip, plan, refine) -> torch.Tensor:
@@ -181,33 +158,33 @@ def main(argv=None) -> int:
                   "|---|" + "---|" * (2 * len(CLIPS) + 1)]
         for overlap in OVERLAPS:
             plan = enhancer.plan_enhance(97, SIZE, "input", overlap, 0, 0, "none")
-            row = [join_ratio(enhanced(vae, moving_clip(97, c), plan, still), plan.windows) for c in CLIPS]
+            row = [join_ratio(enhanced(vae, moving_clip(97, *SIZE, kind=c), plan, still), plan.windows) for c in CLIPS]
             fade = enhancer.crossfade_weights
             enhancer.crossfade_weights = lambda n: torch.zeros(n)
             try:
-                row += [join_ratio(enhanced(vae, moving_clip(97, c), plan, still), plan.windows) for c in CLIPS]
+                row += [join_ratio(enhanced(vae, moving_clip(97, *SIZE, kind=c), plan, still), plan.windows) for c in CLIPS]
             finally:
                 enhancer.crossfade_weights = fade
             noisy = enhancer.plan_enhance(97, SIZE, "input", overlap, 675, 0, "none")
-            row.append(join_ratio(enhanced(vae, moving_clip(97, "pan"), noisy, refine), noisy.windows))
+            row.append(join_ratio(enhanced(vae, moving_clip(97, *SIZE, kind="pan"), noisy, refine), noisy.windows))
             log(f"overlap {overlap}: {[round(r, 3) for r in row]}")
             lines.append(f"| {overlap} | " + " | ".join(f"{r:.2f}" for r in row) + " |")
         lines += ["", "## Agreement of neighbouring windows on their shared frames (random DiT, noise step 675)", "",
                   "| overlap | shared noise | independent noise |", "|---|---|---|"]
         for overlap in (4, 8, 20):
             plan = enhancer.plan_enhance(97, SIZE, "input", overlap, 675, 0, "none")
-            shared = agreement(vae, moving_clip(97, "pan"), plan, refine)
+            shared = agreement(vae, moving_clip(97, *SIZE, kind="pan"), plan, refine)
             draw = enhancer.window_noise
             enhancer.window_noise = independent_noise
             try:
-                independent = agreement(vae, moving_clip(97, "pan"), plan, refine)
+                independent = agreement(vae, moving_clip(97, *SIZE, kind="pan"), plan, refine)
             finally:
                 enhancer.window_noise = draw
             lines.append(f"| {overlap} | {shared:.4f} | {independent:.4f} |")
         lines += ["", "## Colour: low-frequency Lab distance input -> output (delta E, 49 frames)", "",
                   "| clip | " + " | ".join(COLOUR_FIXES) + " |", "|---|" + "---|" * len(COLOUR_FIXES)]
         for kind in CLIPS:
-            clip = moving_clip(49, kind)
+            clip = moving_clip(49, *SIZE, kind=kind)
             row = []
             for fix in COLOUR_FIXES:
                 plan = enhancer.plan_enhance(49, SIZE, "input", 8, 675, 0, fix)
