@@ -61,6 +61,10 @@ class VideoSource:
     audio_from: Optional[str] = None  # a file whose audio stream is copied
     audio: Optional[dict] = None  # or a ComfyUI AUDIO
 
+    @property
+    def how(self) -> str:
+        return f"frames streamed from {self.audio_from}" if self.audio_from else "frames decoded by the host"
+
 
 class FlashVideoEnhanceVideo(io.ComfyNode):
     @classmethod
@@ -124,11 +128,13 @@ class FlashVideoEnhanceVideo(io.ComfyNode):
         require_stage(model, 2, NODE)
         check_prompt(model, positive, NODE, "positive")
         source = video_source(video)
+        if target == INPUT_SIZE:  # odd sides rounded up, always (the core's round() goes to a multiple of 4: 37 -> 36)
+            target = tuple(side + side % 2 for side in source.size)
         try:
             plan = plan_enhance(source.total, source.size, target, overlap, noise_step, seed, colour_fix)
         except InputError as e:
             raise InputError(f"{NODE}, input 'resolution': {e}") from None
-        log.info("%s: %s at %s fps", NODE, plan.describe(), source.fps)
+        log.info("%s: %s at %s fps; %s", NODE, plan.describe(), source.fps, source.how)
 
         temp = folder_paths.get_temp_directory()
         os.makedirs(temp, exist_ok=True)
@@ -159,7 +165,10 @@ def enhance_frames(model, vae: VAEHolder, positive, frames: Iterable, plan: Enha
 def video_source(video) -> VideoSource:
     """Stream the frames from the file behind a core VideoFromFile (untrimmed, upright); anything else (a trimmed or
     in-memory video, one made by Create Video) through the host's own decode, ``get_components``."""
-    path = video.get_stream_source() if hasattr(video, "get_stream_source") else None
+    from comfy_api.latest import InputImpl
+
+    # only a VideoFromFile: the base class's get_stream_source() encodes any other VIDEO into memory first
+    path = video.get_stream_source() if isinstance(video, InputImpl.VideoFromFile) else None
     trim = getattr(video, "get_active_trim_window", None)  # ComfyUI 0.33; 0.3.64 cannot trim
     if isinstance(path, str) and os.path.isfile(path) and (trim is None or tuple(trim()) == (0, 0)):
         try:
