@@ -2,6 +2,7 @@
 
 from comfy_api.latest import ComfyExtension, io
 
+from .enhance_node import FlashVideoEnhanceVideo
 from .loader_nodes import FlashVideoModelLoader, FlashVideoVAELoader
 from .pipeline_nodes import FlashVideoLatentDegrade, FlashVideoStage1Sampler, FlashVideoStage2Refiner, FlashVideoStage2Upscale
 from .sampling_nodes import SAMPLING_NODES
@@ -30,6 +31,7 @@ NODES = [
     FlashVideoLatentDegrade,
     FlashVideoStage2Refiner,
     *SAMPLING_NODES,
+    FlashVideoEnhanceVideo,
 ]
 
 

@@ -237,21 +237,29 @@ class FlashVideoStage2Refiner(io.ComfyNode):
         noise_step = degraded_step(samples, REFINER)
         require_stage(model, 2, REFINER)
         check_prompt(model, positive, REFINER, "positive")
-        from .native.dit import WINDOW_OPTION
-        from .native.model_base import FlashVideoFlowSampling
+        return io.NodeOutput({"samples": refine_latent(model, positive, samples, noise_step, steps, cfg, shift, attention),
+                              STAGE_KEY: 2})
 
-        sampling = native()
-        model = model.clone()
-        flow = FlashVideoFlowSampling(model.model.model_config)
-        flow.set_parameters(shift=shift, multiplier=1000)
-        flow.timestep_dtype = sampling.compute_dtype(model.model)
-        model.add_object_patch("model_sampling", flow)
-        if attention != ATTENTION_CHOICES[0]:
-            options = dict(model.model_options.get("transformer_options", {}), **{WINDOW_OPTION: DEFAULT_WINDOW})
-            model.model_options["transformer_options"] = options
-        guider = sampling.Stage2Guider(model)
-        guider.set_flashvideo_conds(positive, noise_step)
-        guider.set_cfg(cfg)
-        z = sample_with(guider, sampling.DegradedLatentNoise(samples, samples.get(SEED_KEY, 0)),
-                        sampling.stage2_sampler(), sampling.stage2_sigmas(model, steps), samples, model)
-        return io.NodeOutput({"samples": z, STAGE_KEY: 2})
+
+def refine_latent(model, positive, samples: dict, noise_step: int, steps: int, cfg: float, shift: float,
+                  attention: str) -> torch.Tensor:
+    """Stage II's sampling, shared by the Refiner and Enhance Video so both go one way: the host's guider and
+    sampler on a clone of the model (its patches apply), shifted grid in the model's dtype. ``samples`` is a
+    degraded LATENT; every value is already checked. Returns the refined latent, unscaled."""
+    from .native.dit import WINDOW_OPTION
+    from .native.model_base import FlashVideoFlowSampling
+
+    sampling = native()
+    model = model.clone()
+    flow = FlashVideoFlowSampling(model.model.model_config)
+    flow.set_parameters(shift=shift, multiplier=1000)
+    flow.timestep_dtype = sampling.compute_dtype(model.model)
+    model.add_object_patch("model_sampling", flow)
+    if attention != ATTENTION_CHOICES[0]:
+        options = dict(model.model_options.get("transformer_options", {}), **{WINDOW_OPTION: DEFAULT_WINDOW})
+        model.model_options["transformer_options"] = options
+    guider = sampling.Stage2Guider(model)
+    guider.set_flashvideo_conds(positive, noise_step)
+    guider.set_cfg(cfg)
+    return sample_with(guider, sampling.DegradedLatentNoise(samples, samples.get(SEED_KEY, 0)),
+                       sampling.stage2_sampler(), sampling.stage2_sigmas(model, steps), samples, model)

@@ -70,7 +70,11 @@ NODE_TYPES = {
     "CreateVideo": (["fps"], [("images", "IMAGE"), ("audio", "AUDIO")], [("VIDEO", "VIDEO")]),
     "SaveVideo": (["filename_prefix", "format", "codec"], [("video", "VIDEO")], []),
     "LoadVideo": (["file"], [], [("VIDEO", "VIDEO")]),
-    "GetVideoComponents": ([], [("video", "VIDEO")], [("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT")]),
+    "FlashVideoEnhanceVideo": (["resolution", "width", "height", "noise_step", "steps", "cfg", "shift", "seed",
+                                "<control>", "overlap", "colour_fix", "attention", "slicing", "memory_budget_mb",
+                                "chunk_latents", "tile_size", "tile_overlap"],
+                               [("model", "MODEL"), ("vae", "FLASHVIDEO_VAE"), ("positive", "CONDITIONING"),
+                                ("video", "VIDEO")], [("video", "VIDEO")]),
     "Note": (["text"], [], []),
 }
 SLICING = {"slicing": "reference", "memory_budget_mb": 0, "chunk_latents": 2, "tile_size": 0, "tile_overlap": 128}
@@ -216,16 +220,24 @@ def workflows() -> dict:
     enhance = [
         *clip_and_text(0, 0),
         Node(20, "LoadVideo", {"file": INPUT_VIDEO}, title="Video to enhance", pos=(380, 0), size=(320, 320)),
-        Node(21, "GetVideoComponents", {}, {"video": (20, 0)}, pos=(380, 460), size=(260, 90)),
         Node(5, "FlashVideoVAELoader", {"vae_name": VAE_FILE, "dtype": "auto"}, pos=(740, 0)),
-        *stage2(740, 170, "1080p (1072x1920)", (21, 0), "flashvideo/enhanced"),
-        note(NOTE_ID, "Experimental: enhance an existing video with FlashVideo stage II. Put your clip in ComfyUI/input "
-             "(or use Load Video's upload button) and pick it in Load Video; describe it in the prompt. "
-             "flashvideo_input.mp4 is make-tiny's short synthetic example clip. Stage II was trained on "
-             "FlashVideo's own 270p "
-             "previews at 49 frames and 8 fps: clips near that look best; frame counts are trimmed to 4k+1. Raise "
-             "noise_step (up to ~750) for heavier clean-up, lower it to stay closer to the input.\n\n" + FILES_NOTE,
-             (0, 420), (360, 480)),
+        Node(9, "FlashVideoModelLoader", {"model_name": STAGE2_FILE, "weight_dtype": "auto", "attention": "comfy",
+                                          "memory": "auto"}, title="Stage II model", pos=(740, ROOM["loader"])),
+        Node(22, "FlashVideoEnhanceVideo", {"resolution": "1080p (short side 1080)", "width": 1920, "height": 1080,
+                                            "noise_step": 675, "steps": 5, "cfg": 13.0, "shift": 2.5, "seed": 0,
+                                            "<control>": FIXED, "overlap": 8, "colour_fix": "wavelet",
+                                            "attention": "full", **SLICING},
+             {"model": (9, 0), "vae": (5, 0), "positive": (2, 0), "video": (20, 0)}, pos=(1120, 0), size=(340, 560)),
+        Node(15, "SaveVideo", {"filename_prefix": "flashvideo/enhanced", "format": "mp4", "codec": "h264"},
+             {"video": (22, 0)}, title="Save enhanced", pos=(1500, 0), size=(300, 110)),
+        note(NOTE_ID, "Enhance an existing video with FlashVideo stage II. Put your clip in ComfyUI/input (or use "
+             "Load Video's upload button) and pick it in Load Video; describe it in the prompt. flashvideo_input.mp4 "
+             "is make-tiny's short synthetic example clip.\n\nAny length, size and frame rate: the clip runs in "
+             "windows of 49 frames whose overlap is cross-faded, at the resolution you pick (aspect kept), and keeps "
+             "its frame rate and audio; colour_fix pulls the colours back to the input's. Stage II was trained on "
+             "FlashVideo's own 270p previews at 49 frames, so results on other videos vary. Raise noise_step (up to "
+             "~750) for heavier clean-up, lower it to stay closer to the input.\n\n" + FILES_NOTE,
+             (0, 420), (360, 520)),
     ]
     advanced = [*clip_and_text(0, 0), *stage1(380, 0),
                 *stage2_custom_sampling(stage2(380, 480, "1080p (1072x1920)", (6, 0), "flashvideo/1080p_advanced",
@@ -247,8 +259,8 @@ CARDS = {
                          ["T5", "Stage I", "Stage II", "VAE"]),
     "flashvideo_2k": ("2K", "As 1080p, refined to 1440x2560 by RoPE extrapolation (about 3x the stage-II time).",
                       ["T5", "Stage I", "Stage II", "VAE"]),
-    "flashvideo_enhance_video": ("Enhance a video", "Experimental: your clip from ComfyUI/input through stage II "
-                                 "to 1072x1920.", ["Clip", "T5", "Stage II", "VAE"]),
+    "flashvideo_enhance_video": ("Enhance a video", "Your clip from ComfyUI/input through stage II to 1080p: any "
+                                 "length, audio kept.", ["Clip", "T5", "Stage II", "VAE"]),
     "flashvideo_1080p_advanced": ("1080p advanced", "1080p with stage II as core SamplerCustomAdvanced and "
                                   "FlashVideo's noise, guider, sampler and sigmas.",
                                   ["T5", "Stage I", "Sampler", "VAE"]),

@@ -1,7 +1,8 @@
 """The example workflows: each UI file (what ComfyUI shows as a template) converted to API form here,
 independently of scripts/build_example_workflows.py, must equal its API twin; file names must be the
 README's and make-tiny's (so a make-tiny install runs every template as shipped); every workflow ends in
-CreateVideo (8 fps) + SaveVideo; each has a JPEG thumbnail beside it. Runs without ComfyUI
+SaveVideo, fed by CreateVideo (8 fps) or by Enhance Video (the input's frame rate); each has a JPEG thumbnail beside
+it. Runs without ComfyUI
 (tests/test_comfyui_real.py runs every workflow in a real one)."""
 
 import json
@@ -86,7 +87,8 @@ def test_workflow_files_and_outputs_match_the_readme_and_make_tiny(name):
     assert saves
     for key in saves:
         video = api[api[key]["inputs"]["video"][0]]
-        assert video["class_type"] == "CreateVideo" and video["inputs"]["fps"] == 8.0
+        if video["class_type"] != "FlashVideoEnhanceVideo":  # which keeps the frame rate of the video it enhances
+            assert video["class_type"] == "CreateVideo" and video["inputs"]["fps"] == 8.0
         assert api[key]["inputs"]["format"] == "mp4"
     seeds = [n["inputs"]["seed"] for n in api.values() if "seed" in n["inputs"]]
     assert seeds, "a seed to set per prompt"

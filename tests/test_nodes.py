@@ -38,6 +38,9 @@ FROZEN_INPUTS = {
     "FlashVideoStage2Guider": ["model", "positive", "samples", "cfg", "negative"],
     "FlashVideoStage2SamplerSelect": [],
     "FlashVideoT5Loader": ["clip_name", "device"],
+    "FlashVideoEnhanceVideo": ["model", "vae", "positive", "video", "resolution", "width", "height", "noise_step", "steps",
+                               "cfg", "shift", "seed", "overlap", "colour_fix", "attention", "slicing",
+                               "memory_budget_mb", "chunk_latents", "tile_size", "tile_overlap"],
 }
 
 

@@ -36,6 +36,10 @@ FROZEN_WIDGETS = {
     "FlashVideoStage2Guider": ["cfg"],
     "FlashVideoStage2SamplerSelect": [],
     "FlashVideoT5Loader": ["clip_name", "device"],
+    "FlashVideoEnhanceVideo": [
+        "resolution", "width", "height", "noise_step", "steps", "cfg", "shift", "seed", CONTROL, "overlap",
+        "colour_fix", "attention", "slicing", "memory_budget_mb", "chunk_latents", "tile_size", "tile_overlap",
+    ],
 }
 FROZEN_SOCKETS = {  # link inputs (name, type), in order
     "FlashVideoVAELoader": [],
@@ -59,6 +63,8 @@ FROZEN_SOCKETS = {  # link inputs (name, type), in order
                                ("negative", "CONDITIONING")],
     "FlashVideoStage2SamplerSelect": [],
     "FlashVideoT5Loader": [],
+    "FlashVideoEnhanceVideo": [("model", "MODEL"), ("vae", "FLASHVIDEO_VAE"), ("positive", "CONDITIONING"),
+                               ("video", "VIDEO")],
 }
 FROZEN_OUTPUTS = {
     "FlashVideoVAELoader": ["FLASHVIDEO_VAE"],
@@ -81,6 +87,7 @@ FROZEN_OUTPUTS = {
     "FlashVideoStage2Guider": ["GUIDER"],
     "FlashVideoStage2SamplerSelect": ["SAMPLER"],
     "FlashVideoT5Loader": ["CLIP"],
+    "FlashVideoEnhanceVideo": ["VIDEO"],
 }
 
 #: The host the example workflows are written for: its core-node forms run on every tested host
@@ -98,7 +105,6 @@ CORE_NODES = {
         "SaveVideo": {"widgets": ["filename_prefix", "format", "codec"], "sockets": [("video", "VIDEO")]},
         # the frontend appends its upload button's value
         "LoadVideo": {"widgets": ["file"], "sockets": [], "added": ["image"]},
-        "GetVideoComponents": {"widgets": [], "sockets": [("video", "VIDEO")]},
         "SamplerCustomAdvanced": {"widgets": [], "sockets": [("noise", "NOISE"), ("guider", "GUIDER"),
                                                             ("sampler", "SAMPLER"), ("sigmas", "SIGMAS"),
                                                             ("latent_image", "LATENT")]},
@@ -113,7 +119,6 @@ CORE_NODES = {
         "SaveVideo": {"widgets": ["filename_prefix", "format"], "sockets": [("video", "VIDEO")],
                       "template_paths": ["filename_prefix", "format", "format.codec"], "added": ["auto", "auto"]},
         "LoadVideo": {"widgets": ["file"], "sockets": [], "added": ["image"]},
-        "GetVideoComponents": {"widgets": [], "sockets": [("video", "VIDEO")]},
         "SamplerCustomAdvanced": {"widgets": [], "sockets": [("noise", "NOISE"), ("guider", "GUIDER"),
                                                             ("sampler", "SAMPLER"), ("sigmas", "SIGMAS"),
                                                             ("latent_image", "LATENT")]},

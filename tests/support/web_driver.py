@@ -135,6 +135,7 @@ SMOKE_JS = """async () => {
     if (n.comfyClass === 'FlashVideoStage1Sampler') { set(n, 'width', 48); set(n, 'height', 32); set(n, 'frames', 9); set(n, 'steps', 4); }
     if (n.comfyClass === 'FlashVideoStage2Upscale') { set(n, 'resolution', 'custom'); set(n, 'width', 96); set(n, 'height', 64); }
     if (['FlashVideoStage2Refiner', 'FlashVideoStage2Sigmas'].includes(n.comfyClass)) set(n, 'steps', 3);
+    if (n.comfyClass === 'FlashVideoEnhanceVideo') { set(n, 'resolution', 'custom'); set(n, 'width', 96); set(n, 'height', 64); set(n, 'steps', 3); }
   }
 }"""
 

@@ -39,11 +39,12 @@ SMOKE_SIZES = {
     "FlashVideoStage2Upscale": {"resolution": "custom", "width": 96, "height": 64},
     "FlashVideoStage2Refiner": {"steps": 3},
     "FlashVideoStage2Sigmas": {"steps": 3},
+    "FlashVideoEnhanceVideo": {"resolution": "custom", "width": 96, "height": 64, "steps": 3},
 }
 
 
 def smoke_variant(api: dict, output_folder: str = "") -> dict:
-    """An example workflow at CPU size: stage I 9 frames at 48x32, stage II to 96x64 in 3 steps. Only those
+    """An example workflow at CPU size: stage I 9 frames at 48x32, stage II (and Enhance Video) to 96x64 in 3 steps. Only those
     widgets change: the nodes, their wiring (T5 loader and text encode included) and every other setting stay.
     ``output_folder`` prefixes the saved videos' names (a re-post that differs only there still saves)."""
     graph = copy.deepcopy(api)
