@@ -1,7 +1,7 @@
 """The CLI's resumable output: each finished window's frames become an mp4 segment in a work folder beside the
 output, with the overlap the next window cross-fades and a small state file; a killed run started again with the
 same command continues after the last finished window, and the segments are joined (packets copied, no second
-encode) with the input's audio at the end (docs/ENHANCE.md#resume)."""
+encode) with the input's audio at the end (docs/ENHANCE.md#stopping-and-resuming)."""
 
 from __future__ import annotations
 
