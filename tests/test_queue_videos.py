@@ -277,7 +277,7 @@ def test_folder_batch_uploads_each_video_and_renders_it_with_the_prompt_and_a_se
         graph = received["graph"]
         assert graph["20"]["inputs"]["file"] == f"{UPLOAD_SUBFOLDER}/{fake.uploads[i]['filename']}"
         assert graph["2"]["inputs"]["prompt"] == PROMPTS[0]
-        assert graph["10"]["inputs"]["seed"] == graph["11"]["inputs"]["seed"] == 100 + i
+        assert graph["22"]["inputs"]["seed"] == 100 + i  # the Enhance Video node's one seed
         assert item["video"] == {"name": name, "size": 64, "sha256": sha(clip_bytes(name))}
         assert item["line"] == 1 and item["seed"] == 100 + i
         (output,) = item["outputs"]
