@@ -3,11 +3,17 @@
 Every argument is checked before a model loads (minutes with the real checkpoints) and every output path
 before generation starts, so a bad value never costs a run and finished work is never thrown away by a
 late check. Errors end in one line naming the argument, the cause and the fix.
+
+Under ``torchrun --nproc-per-node N`` the DiTs run sequence-parallel (docs/PARALLEL.md): process 0 prints and
+writes, the others only compute. The pack's checks fail alike in every process, so process 0 reports them; an
+error of one process only (an exception no check caught, its GPU) is reported by that process, once; processes
+that stop because a peer failed stay silent.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -22,6 +28,8 @@ from .dit.memory import MODES as MEMORY_MODES
 from .dit.window_attention import DEFAULT_WINDOW
 from .errors import FlashVideoError
 from .enhance.colour import COLOUR_FIXES
+from .parallel.layout import ThisProcessFailed, layout_from_environment, start_parallel, stop_parallel
+from .parallel.sequence import PeerFailed
 from .settings import (
     COLOUR_FIX_DEFAULT, COLOUR_FIX_HELP, DTYPES, ENHANCE_OVERLAP, FPS, SEED, SLICING, VAE_MEMORY_MB, Setting,
     Stage1Settings, Stage2Settings, check_settings, resolve_dtype, setting,
@@ -127,6 +135,41 @@ def _device_and_dtype(device_name: str, dtype_name: str) -> tuple[torch.device, 
     if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
         raise FlashVideoError(f"--device {device_name}: no such CUDA device here; use --device cpu (or auto)")
     return device, resolve_dtype(dtype_name, device)
+
+
+#: with torchrun, this process's layout once the processes have met (empty before, and for one process)
+_joined: dict = {}
+
+
+def _join_processes(args, device: torch.device) -> tuple:
+    """(sequence-parallel group or None, this process's device). With torchrun: every flag is checked, the
+    processes meet and each takes the GPU of its LOCAL_RANK; a single process gets (None, ``device``)."""
+    layout = layout_from_environment()
+    if layout is None:
+        return None, device
+    if getattr(args, "window_attention", False):
+        raise FlashVideoError("--window-attention does not run over several processes (torchrun); leave it out: "
+                              "the processes split full attention instead")
+    if device.type == "cuda" and device.index is not None:
+        raise FlashVideoError(f"--device {device}: under torchrun each process takes the GPU of its LOCAL_RANK; "
+                              "give --device cuda (or auto)")
+    parallel = start_parallel(layout, device.type)
+    _joined["layout"] = layout
+    print(layout.describe())
+    return parallel, layout.device(device.type)
+
+
+def _progress():
+    from .progress import ConsoleProgress, Progress
+
+    layout = _joined.get("layout")
+    return ConsoleProgress() if layout is None or layout.is_main else Progress()
+
+
+def _writes() -> bool:
+    """Whether this process writes outputs (the only one, or process 0 of several)."""
+    layout = _joined.get("layout")
+    return layout is None or layout.is_main
 
 
 def _load_models(args, dtype: torch.dtype):
@@ -273,7 +316,6 @@ def _check_embedding_widths(contexts: list, names: list, models: dict) -> None:
 
 def _run_pipeline(args, contexts: list, names: list) -> int:
     from .pipeline import generate_two_stage
-    from .progress import ConsoleProgress
 
     device, dtype = _device_and_dtype(args.device, args.dtype)
     stage1_settings, stage2_settings = _settings(args)
@@ -285,18 +327,21 @@ def _run_pipeline(args, contexts: list, names: list) -> int:
     _input_file("--vae", args.vae, "3d-vae.pt (or another accepted VAE layout)")
     # the pipeline sets the stage per decode (stage-II latents get the official 1x2 tiles in reference mode)
     slicing = _slicing_options(args)
+    parallel, device = _join_processes(args, device)
     t0 = time.perf_counter()
     stage1, stage2, vae = _load_models(args, dtype)
     load_seconds = time.perf_counter() - t0
     for model in (stage1, stage2):
         if model is not None:
             model.set_attention_backend(args.attention)
+            if parallel is not None:
+                model.enable_sequence_parallel(parallel)
     _check_embedding_widths(contexts, names, {"stage1": stage1, "stage2": stage2})
     print(f"device {device}, dtype {dtype}; models loaded in {load_seconds:.2f} s")
     for (context1, context2), name in zip(contexts, names):
         result = generate_two_stage(stage1, stage2, vae, context1, context2, stage1_settings, stage2_settings,
-                                    slicing, device=device, progress=ConsoleProgress(), memory=args.memory)
-        for path in _write_outputs(result, args.output_dir, _stem(args, name), args.fps):
+                                    slicing, device=device, progress=_progress(), memory=args.memory)
+        for path in _write_outputs(result, args.output_dir, _stem(args, name), args.fps) if _writes() else ():
             print(f"wrote {path}")
         for phase, seconds in result.timings.items():
             print(f"{phase:>15}: {seconds:7.2f} s")
@@ -362,7 +407,6 @@ def _enhance(args) -> int:
     from .enhance.resume import ResumableOutput, work_folder
     from .io.video import probe_video, read_frames
     from .pipeline import resident
-    from .progress import ConsoleProgress
     from .stage2.refiner import refine_stage2
     from .text_embeddings import load_prompt_embedding
     from .vae.loader import load_vae
@@ -392,15 +436,20 @@ def _enhance(args) -> int:
         _input_file(flag, path, what)
     print(f"enhance {args.input}: {plan.describe()}, {float(info.fps):g} fps"
           f"{', audio copied' if info.has_audio else ''}")
-    output = ResumableOutput(args.output, _enhance_key(args, info), args.crf, args.restart)
     device, dtype = _device_and_dtype(args.device, args.dtype)
+    parallel, device = _join_processes(args, device)
+    output = ResumableOutput(args.output, _enhance_key(args, info), args.crf, args.restart) if _writes() else None
     context, _ = load_prompt_embedding(args.embedding)
     model = load_dit(args.stage2, device="cpu", dtype=dtype, expect_stage="stage2")
     model.set_attention_backend(args.attention)
+    if parallel is not None:
+        model.enable_sequence_parallel(parallel)
     _check_embedding_widths([(context, None)], [os.path.basename(args.embedding)], {"stage2": model})
     vae = load_vae(args.vae, device=device, dtype=dtype)  # small: stays on the device; the DiT visits per window
-    pending = output.start(info.fps)
-    progress = ConsoleProgress()
+    pending = output.start(info.fps) if output is not None else None
+    if parallel is not None:  # every process starts at process 0's resume point
+        pending = _follow_resume_point(parallel, plan, pending)
+    progress = _progress()
     window = DEFAULT_WINDOW if args.window_attention else None
 
     def refine(latent):
@@ -410,6 +459,10 @@ def _enhance(args) -> int:
         return refined / LATENT_SCALE_STAGE2
 
     start = time.perf_counter()
+    if output is None:  # another process of a torchrun: it only helps with the stage-II forwards
+        enhance_video(vae, read_frames(args.input), plan, refine, lambda frames: None, _slicing_options(args),
+                      progress, pending=pending)
+        return 0
     try:
         enhance_video(vae, read_frames(args.input), plan, refine, output.write, _slicing_options(args), progress,
                       pending=pending, on_window=output.saved)
@@ -422,6 +475,18 @@ def _enhance(args) -> int:
     print(f"wrote {args.output}: {frames} frames, {plan.size[1]}x{plan.size[0]}, {seconds:.1f} s "
           f"({frames / max(seconds, 1e-9):.2f} frames/s)")
     return 0
+
+
+def _follow_resume_point(parallel, plan, pending):
+    """Process 0's resume point on every process. The others write nothing, so their copy of the overlap frames
+    is a stand-in of the right shape (the cross-fade they compute is thrown away)."""
+    from .enhance.enhancer import Pending
+
+    next_window = parallel.from_main_object(pending.next_window if pending is not None else 0)
+    if pending is not None:
+        return pending
+    shared = plan.windows[next_window].shared if 0 < next_window < len(plan.windows) else 0
+    return Pending(next_window, torch.zeros(shared, *plan.size, 3) if shared else None)
 
 
 def _demo(args) -> int:
@@ -552,20 +617,47 @@ def _unexpected(e: BaseException) -> str:
             f"Rerun with --debug (or {DEBUG_ENV}=1) for the traceback")
 
 
+def _report(message: str, quiet: bool, own: bool) -> None:
+    """An error line from process 0 (or a single process), and from another process only when the error is its
+    own (``own``: an unexpected exception or :class:`ThisProcessFailed`); the pack's checks fail alike everywhere,
+    so process 0 speaks for all."""
+    if not quiet:
+        print(message, file=sys.stderr)
+    elif own:
+        layout = layout_from_environment()
+        print(f"{message} (process {layout.rank} of {layout.world_size})", file=sys.stderr)
+
+
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = build_parser().parse_args(argv)
-    debug = getattr(args, "debug", False) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
-        return args.func(args)
+        layout = layout_from_environment()
     except FlashVideoError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    quiet = layout is not None and not layout.is_main  # another process of a torchrun: compute, don't talk
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
+    hush = contextlib.redirect_stdout(open(os.devnull, "w")) if quiet else contextlib.nullcontext()
+    with hush, (contextlib.redirect_stderr(sys.stdout) if quiet else contextlib.nullcontext()):
+        args = build_parser().parse_args(argv)  # a usage error is the same everywhere: process 0 prints it
+    debug = getattr(args, "debug", False) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    try:
+        with hush:
+            return args.func(args)
+    except PeerFailed:
+        return 1
+    except FlashVideoError as e:
+        _report(f"error: {e}", quiet, own=isinstance(e, ThisProcessFailed))
+        return 2
     except KeyboardInterrupt:
-        print("error: interrupted; files already written are complete, nothing half-written is left", file=sys.stderr)
+        if not quiet:
+            print("error: interrupted; files already written are complete, nothing half-written is left",
+                  file=sys.stderr)
         return 130
     except Exception as e:
         if debug:
             raise
-        print(f"error: {_unexpected(e)}", file=sys.stderr)
+        _report(f"error: {_unexpected(e)}", quiet, own=True)
         return 1
+    finally:
+        if _joined.pop("layout", None) is not None:
+            stop_parallel()

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError
+from ..parallel.sequence import SHARDS_OPTION, Shards
 from .attention import attention, resolve_backend
 from .config import DiTConfig
 from .rope import apply_rope, rope_table
@@ -117,8 +119,13 @@ class Attention(nn.Module):
         return out if rope is None else apply_rope(out, *rope)
 
     def attend(self, q, k, v, text_len: int, grid: tuple, window=None, attention_options=None) -> torch.Tensor:
+        options = attention_options or {}
+        shards = options.get(SHARDS_OPTION)
+        if shards is not None:  # this process holds one shard of the sequence (flashvideo_core.parallel)
+            rest = {name: value for name, value in options.items() if name != SHARDS_OPTION}
+            return shards.parallel.attend(self.attention_fn, q, k, v, shards, rest)
         if window is None:
-            return self.attention_fn(q, k, v, **(attention_options or {}))
+            return self.attention_fn(q, k, v, **options)
         return window_attention(q, k, v, text_len, grid, window)
 
 
@@ -219,6 +226,15 @@ class FlashVideoDiT(nn.Module):
         self.norm_out = AdaLayerNormOut(config.time_embed_dim, dim, layers, **factory)
         self.proj_out = layers.Linear(dim, config.patch_size**2 * config.out_channels, **factory)
 
+    #: set by :meth:`enable_sequence_parallel`: this process then runs one shard of every forward
+    sequence_parallel = None
+
+    def enable_sequence_parallel(self, parallel) -> None:
+        """Run every forward sequence-parallel with the other processes of ``parallel``
+        (:class:`flashvideo_core.parallel.SequenceParallel`); each returns the whole output on every process."""
+        parallel.check_model(self.config)
+        self.sequence_parallel = parallel
+
     def set_attention_backend(self, name: str) -> str:
         """Use ``name`` ("sdpa", "flash", "sage") if importable, else SDPA; returns the one in use."""
         backend = resolve_backend(name)
@@ -258,7 +274,15 @@ class FlashVideoDiT(nn.Module):
         ``chunk_tokens``: run every per-token step that many video tokens at a time (same result up to float
         rounding, less working memory; see :mod:`flashvideo_core.dit.memory`); None = the whole sequence at once
         (fastest)."""
+        if self.sequence_parallel is not None:
+            x = self.sequence_parallel.from_main(x)
         tokens = self.embed(x, timesteps, context, latent_frames, ref_step, dtype)
+        if self.sequence_parallel is not None:
+            if window is not None:
+                raise InputError("window attention does not run sequence-parallel; use full attention, or one "
+                                 "process")
+            tokens = self.sequence_parallel.shard(tokens)
+            attention_options = {**(attention_options or {}), SHARDS_OPTION: tokens.shards}
         for block in self.transformer_blocks:
             tokens.hidden = block(tokens.hidden, tokens.text_len, tokens.temb, tokens.rope, tokens.grid, chunk_tokens,
                                   window, attention_options)
@@ -283,6 +307,8 @@ class FlashVideoDiT(nn.Module):
         video = tokens.hidden[:, tokens.text_len:]
         video = torch.cat([self.proj_out(self.norm_out(self.norm_final(video[:, start:stop]), tokens.temb))
                            for start, stop, _ in token_spans(0, video.shape[1], chunk_tokens or video.shape[1])], dim=1)
+        if tokens.shards is not None:  # every process's rows, in order
+            video = tokens.shards.parallel.gather(video, tokens.shards)
         out = video.reshape(batch, frames, height // p, width // p, channels, p, p)
         return out.permute(0, 1, 4, 2, 5, 3, 6).reshape(batch, frames, channels, height, width)
 
@@ -297,3 +323,4 @@ class Tokens:
     rope: tuple
     grid: tuple
     latent_shape: tuple
+    shards: Optional[Shards] = None  # set when this process holds one shard (flashvideo_core.parallel)
