@@ -5,7 +5,8 @@ bf16 bound.
 Not a test. Random real-width bf16 weights (no checkpoint needed), CUDA. Rows: a stage-I step at 270p, a stage-II
 step at 1080p with each attention kernel (sdpa, flash and sage when importable, the block-sparse 7x11x11 window),
 the lean memory mode, the same step under an 8 GB memory limit, a VAE decode of a 49-frame 1080p latent (reference
-slicing and auto), the bridge's 1080p encode, a stage-II step at 2K, and the end-to-end estimate they imply (50
+slicing and auto), the bridge's 1080p encode, a stage-II step at 2K, the enhancer, with several GPUs a
+sequence-parallel 2K step and a CFG split of stage I (skipped with a line on one GPU), and the end-to-end estimate they imply (50
 stage-I steps, 5 stage-II steps, the bridge and the decode). Per row: seconds of the timed call (after a warm-up), peak memory
 (``torch.cuda.max_memory_allocated`` above what the weights and inputs hold), the FLOPs and the ratio of the time
 to ``FLOPs / 989 TFLOP/s`` (the H100/H200 dense bf16 peak). A failing row is reported, not fatal. Fits in about
@@ -56,8 +57,8 @@ LIMIT_GB = 8
 #: (B, C, T, H, W) latents of 49 frames
 REAL_SIZES = {"stage1": (1, 16, 13, 32, 60), "1080p": (1, 16, 13, 134, 240), "2K": (1, 16, 13, 180, 320)}
 SMOKE_SIZES = {"stage1": (1, 16, 2, 8, 12), "1080p": (1, 16, 3, 16, 24), "2K": (1, 16, 3, 16, 32)}
-SMOKE_DIT = {"stage1": DiTConfig(num_layers=2, hidden_size=64, text_hidden_size=32),
-             "stage2": DiTConfig(num_layers=2, hidden_size=64, text_hidden_size=32, stage2_embeddings=True)}
+SMOKE_DIT = {"stage1": DiTConfig(num_layers=2, hidden_size=64, head_dim=32, text_hidden_size=32),
+             "stage2": DiTConfig(num_layers=2, hidden_size=64, head_dim=32, text_hidden_size=32, stage2_embeddings=True)}
 STAGE1_STEPS, STAGE2_STEPS = 50, 5
 
 
@@ -194,6 +195,16 @@ class Table:
             return dict(seconds=seconds, peak=peak, flops=flops if flops is not None else counted,
                         note=note(call) if note is not None else "")
         self._record(name, measure)
+
+    def external(self, name: str, measure):
+        """A row measured elsewhere (other processes): ``measure()`` returns seconds, peak, flops and note."""
+        self._record(name, measure)
+
+    def skip(self, name: str, why: str):
+        self.say(f"- {name}: {why}")
+        self.rows.append(dict(name=name, seconds=None, peak=None, flops=0, note=f"skipped: {why}"))
+        if self.on_row is not None:
+            self.on_row(self.rows)
 
     def check(self, name: str, compare):
         """A correctness row: ``compare()`` returns the note (``check at ...``), nothing is timed."""
@@ -353,8 +364,74 @@ def enhance_rows(table: Table, dev: Device, sizes: dict):
                   note=lambda call, frames=frames: f"{frames} frames")
 
 
+def sequence_parallel_step(processes: int, size: str, dev: Device, repeats: int) -> dict:
+    """``parallel_step.py`` under torchrun over ``processes`` GPUs (CPU processes with gloo in the smoke run)."""
+    import json
+    import subprocess
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
+               os.path.join(os.path.dirname(os.path.abspath(__file__)), "parallel_step.py"), "--size", size,
+               "--repeats", str(repeats)] + ([] if dev.cuda else ["--cpu-smoke"])
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    result = next((line[7:] for line in run.stdout.splitlines() if line.startswith("RESULT ")), None)
+    if run.returncode != 0 or result is None:
+        errors = [line for line in run.stderr.splitlines() if "Error" in line] or [""]
+        raise RuntimeError(f"torchrun exited {run.returncode}: {errors[0][:200]}")
+    return json.loads(result)
+
+
+def cfg_split_step(config: DiTConfig, latent: tuple, dev: Device, devices: list):
+    """Cond on one device and the zero uncond on another at once, each with its own copy of the model: what the
+    host's MultiGPU CFG Split does with a model that samples through its conditioning batches."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    halves = []
+    for device, zero in zip(devices, (False, True)):
+        model = harness.random_dit(config, device, dev.dtype)
+        batch, channels, frames, height, width = latent
+        x, t, ctx, conds = harness.dit_inputs(config, batch, (frames, channels, height, width), device, dev.dtype)
+        halves.append((model, x, t, torch.zeros_like(ctx) if zero else ctx, conds))
+    pool = ThreadPoolExecutor(len(devices))
+
+    @torch.no_grad()
+    def forward(half):
+        model, x, t, ctx, conds = half
+        out = model(x, t, ctx, **conds)
+        if out.is_cuda:
+            torch.cuda.synchronize(out.device)
+        return out
+
+    return lambda: [f.result() for f in [pool.submit(forward, half) for half in halves]]
+
+
+def multigpu_rows(table: Table, dev: Device, sizes: dict):
+    """Several GPUs (docs/PARALLEL.md): a stage-II step at 2K sequence-parallel over 2, 4 and 8 GPUs (as many as
+    there are), and a stage-I step with cond and uncond on two GPUs. On one GPU the rows are listed as skipped;
+    the smoke run uses 2 CPU processes (gloo) and 2 threads."""
+    count = torch.cuda.device_count() if dev.cuda else 2
+    unit = "GPUs" if dev.cuda else "CPU processes"
+    if count < 2:
+        table.skip("stage II step, 2K, sequence-parallel over N GPUs", f"needs 2 or more GPUs, {count} here")
+        table.skip("stage I step, 270p, cond and uncond on 2 GPUs (CFG split)", f"needs 2 or more GPUs, {count} here")
+        return
+    config = STAGE2_CONFIG if dev.cuda else SMOKE_DIT["stage2"]
+    for processes in [n for n in (2, 4, 8) if n <= count]:
+        def measure(processes=processes):
+            result = sequence_parallel_step(processes, "2K", dev, table.repeats)
+            return dict(seconds=result["seconds"], peak=result["peak"], flops=dit_flops(config, sizes["2K"]),
+                        note=f"largest peak of {processes} processes")
+        table.external(f"stage II step, 2K, sequence-parallel over {processes} {unit} (CFG batch 2)", measure)
+    stage1 = STAGE1_CONFIG if dev.cuda else SMOKE_DIT["stage1"]
+    devices = [torch.device("cuda", 0), torch.device("cuda", 1)] if dev.cuda else [dev.device, dev.device]
+    table.row(f"stage I step, 270p, cond and uncond on 2 {'GPUs' if dev.cuda else 'CPU threads'} (CFG split)",
+              lambda: cfg_split_step(stage1, sizes["stage1"], dev, devices), dit_flops(stage1, sizes["stage1"]),
+              note=lambda call: "peak on the first device")
+
+
 GROUPS = {"window": window_rows, "stage1": stage1_rows, "stage2": stage2_rows, "vae": vae_rows,
-          "2K": lambda table, dev, sizes: stage2_rows(table, dev, sizes, resolutions=("2K",)), "kernels": kernel_rows, "enhance": enhance_rows}
+          "2K": lambda table, dev, sizes: stage2_rows(table, dev, sizes, resolutions=("2K",)), "kernels": kernel_rows, "enhance": enhance_rows,
+          "multigpu": multigpu_rows}
 
 
 def run_rows(dev: Device, repeats: int, say, deadline: float = float("inf"), on_row=None, groups=tuple(GROUPS)) -> list:
@@ -432,7 +509,7 @@ def main(argv=None) -> int:
     rows = run_rows(dev, max(1, args.repeats), print, deadline, on_row=write, groups=groups)
     write(rows, print)
     print(render(rows + [end_to_end(rows)], dev, time.perf_counter() - start))
-    return 0 if all(r["seconds"] is not None or r["note"].startswith("check at") for r in rows) else 1
+    return 0 if all(r["seconds"] is not None or r["note"].startswith(("check at", "skipped: needs")) for r in rows) else 1
 
 
 if __name__ == "__main__":

@@ -73,6 +73,10 @@ def test_native_models_equal_the_core_models_in_process(comfyui_host, tmp_path):
     assert r["graph_breaks_chunk_None"] == r["graph_breaks_chunk_256"] == 0, r  # torch.compile sees one graph
     # finite checks once per sampling run (each a device sync on a GPU), not once per step
     assert r["isfinite_calls_3_steps"] == r["isfinite_calls_6_steps"] <= 2, r
+    # 0.33's MultiGPU CFG Split and Select Model Device take stage I, and its reload factory rebuilds it per GPU
+    if version_key(comfyui_host.version) >= (0, 33):
+        assert r["multigpu_rebuilt_is_new_model"] and r["multigpu_plain_scale"] > 0.1, r
+        assert r["multigpu_split_max_diff"] == r["multigpu_select_cpu_max_diff"] == r["multigpu_rebuilt_max_diff"] == 0.0, r
     # bf16 models (GPUs): the reference's bf16 grid and network timesteps (docs/SAMPLING.md#stage-ii-grid)
     assert r["bf16_grid"] == [0.0, 0.09375, 0.21484375, 0.375, 0.6171875, 1.0]
     assert r["bf16_timesteps"] == [1000.0, 904.0, 784.0, 624.0, 384.0]

@@ -11,6 +11,7 @@ ROWS = ["window attention: block-sparse kernel vs tile loop", "stage I step, 270
         "stage II step, 1080p, window", "stage II step, 1080p, lean", "stage II step, 2K",
         "VAE decode, 49-frame 1080p latent, reference", "VAE decode, 49-frame 1080p latent, auto",
         "VAE encode, 49-frame 1080p video", "attention 1080p", "attention 2K", "VAE decode, first reference chunk",
+        "stage II step, 2K, sequence-parallel over 2 CPU processes", "stage I step, 270p, cond and uncond on 2",
         "end to end, 1080p"]
 
 

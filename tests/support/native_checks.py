@@ -248,6 +248,31 @@ for steps in (3, 6):
                       native_sampling.stage1_sigmas(stage1_patcher, steps), seed=1)
     results[f"isfinite_calls_{steps}_steps"] = counted.count["isfinite"]
 
+# 0.33's multi-GPU nodes on FlashVideo's stage I: MultiGPU CFG Split and Select Model Device take the model, the
+# reload factory they clone it with per GPU (deepclone_multigpu) rebuilds it, and stage I sampled through each
+# gives the plain result. One device here, so the split itself has nowhere to go (docs/PARALLEL.md).
+try:
+    import comfy_extras.nodes_multigpu as multigpu_nodes  # noqa: E402
+except ImportError:
+    multigpu_nodes = None
+if multigpu_nodes is not None:
+    def sample_stage1(patcher):
+        guider = native_sampling.DynamicCFGGuider(patcher)
+        guider.set_conds([[context, {}]], native_sampling.zero_conditioning([[context, {}]]))
+        guider.set_cfg(6.0)
+        noise = native_sampling.Stage1ReferenceNoise(1).generate_noise({"samples": latent})
+        return guider.sample(noise, latent, native_sampling.stage1_sampler(),
+                             native_sampling.stage1_sigmas(patcher, 3), seed=1)
+
+    plain = sample_stage1(stage1_patcher)
+    split = multigpu_nodes.MultiGPUCFGSplitNode.execute(stage1_patcher, 2).result[0]
+    selected = multigpu_nodes.SelectModelDeviceNode.execute(stage1_patcher, "cpu").result[0]
+    rebuilt = stage1_patcher.deepclone_multigpu(new_load_device=torch.device("cpu"))
+    results["multigpu_rebuilt_is_new_model"] = rebuilt.model is not stage1_patcher.model
+    results["multigpu_plain_scale"] = float(plain.abs().max())
+    for name, patcher in (("split", split), ("select_cpu", selected), ("rebuilt", rebuilt)):
+        results[f"multigpu_{name}_max_diff"] = max_diff(sample_stage1(patcher), plain)
+
 # Core latent previews (Latent2RGB) from the model's latent format, on a 5-D video latent as the samplers pass it.
 import latent_preview  # noqa: E402
 from comfy.cli_args import LatentPreviewMethod, args  # noqa: E402
