@@ -8,29 +8,20 @@ type/sampling/latent format, a partial load (only part of the weights "on the de
 layer by the host's lowvram path) giving the fully loaded result, and the memory modes.
 """
 
-import importlib.util
 import json
 import os
 import sys
 
+from in_host import import_pack, start_cpu_host  # noqa: E402  (tests/support, the script's folder)
+
 comfy_dir, pack_dir, work_dir = sys.argv[1], sys.argv[2], sys.argv[3]
-sys.argv = [sys.argv[0], "--cpu"]
-sys.path.insert(0, comfy_dir)
-os.chdir(comfy_dir)
+start_cpu_host(comfy_dir)
 
 import torch  # noqa: E402
 
-import comfy.options  # noqa: E402
-
-comfy.options.enable_args_parsing()
-
 import comfy.model_management as mm  # noqa: E402
 
-spec = importlib.util.spec_from_file_location("flashvideo_pack", os.path.join(pack_dir, "__init__.py"),
-                                              submodule_search_locations=[pack_dir])
-pack = importlib.util.module_from_spec(spec)
-sys.modules["flashvideo_pack"] = pack
-spec.loader.exec_module(pack)
+pack = import_pack(pack_dir)
 
 from flashvideo_pack.flashvideo_core.dit.loader import load_dit  # noqa: E402
 from flashvideo_pack.flashvideo_core.tiny import write_tiny_dit  # noqa: E402

@@ -12,22 +12,17 @@ usage: python t5_loader_check.py COMFYUI_DIR PACK_DIR  -> prints "OK ..." lines 
 """
 
 import atexit
-import importlib.util
 import os
 import shutil
 import sys
 import tempfile
 
+from in_host import import_pack, start_cpu_host  # noqa: E402  (tests/support, the script's folder)
+
 comfy_dir, pack_dir = sys.argv[1], sys.argv[2]
-sys.argv = [sys.argv[0], "--cpu"]
-sys.path.insert(0, comfy_dir)
-os.chdir(comfy_dir)
+start_cpu_host(comfy_dir)
 
 import torch  # noqa: E402
-
-import comfy.options  # noqa: E402
-
-comfy.options.enable_args_parsing()  # as main.py does, so --cpu (above) is read
 
 import comfy.ops  # noqa: E402
 import comfy.sd  # noqa: E402
@@ -35,11 +30,7 @@ import comfy.text_encoders.t5  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 from transformers import T5TokenizerFast  # noqa: E402
 
-spec = importlib.util.spec_from_file_location("flashvideo_pack", os.path.join(pack_dir, "__init__.py"),
-                                              submodule_search_locations=[pack_dir])
-pack = importlib.util.module_from_spec(spec)
-sys.modules["flashvideo_pack"] = pack
-spec.loader.exec_module(pack)
+pack = import_pack(pack_dir)
 from flashvideo_pack.flashvideo_core.errors import CheckpointError  # noqa: E402
 from flashvideo_pack.flashvideo_core.tiny import write_tiny_t5  # noqa: E402
 from flashvideo_pack.nodes.t5_loader import (  # noqa: E402

@@ -6,22 +6,17 @@ tokenizer call: HF T5TokenizerFast(text, max_length=226, padding="max_length", t
 usage: python t5_tokenizer_check.py COMFYUI_DIR PACK_DIR  -> prints "OK ..." or raises
 """
 
-import importlib.util
 import json
 import os
 import sys
 import tempfile
 
+from in_host import import_pack, start_cpu_host  # noqa: E402  (tests/support, the script's folder)
+
 comfy_dir, pack_dir = sys.argv[1], sys.argv[2]
-sys.argv = [sys.argv[0], "--cpu"]
-sys.path.insert(0, comfy_dir)
-os.chdir(comfy_dir)
+start_cpu_host(comfy_dir)
 
 import torch  # noqa: E402
-
-import comfy.options  # noqa: E402
-
-comfy.options.enable_args_parsing()  # as main.py does, so --cpu (above) is read: no CUDA here
 
 import comfy.sd  # noqa: E402
 import comfy.sd1_clip  # noqa: E402
@@ -61,11 +56,7 @@ with torch.no_grad():  # ComfyUI's ops skip initialisation: give the tiny encode
         else:
             param.copy_(torch.randn(param.shape, generator=gen) / param.shape[-1] ** 0.5)
 
-spec = importlib.util.spec_from_file_location("flashvideo_pack", os.path.join(pack_dir, "__init__.py"),
-                                              submodule_search_locations=[pack_dir])
-pack = importlib.util.module_from_spec(spec)
-sys.modules["flashvideo_pack"] = pack
-spec.loader.exec_module(pack)
+pack = import_pack(pack_dir)
 from flashvideo_pack.nodes.text_nodes import FlashVideoTextEncode  # noqa: E402
 
 seen = []
