@@ -13,7 +13,6 @@ import json
 import sys
 
 import harness  # noqa: F401  (puts the repository on the path)
-import torch
 import torch.distributed as dist
 
 import gpu_check

@@ -22,6 +22,7 @@ from flashvideo_queue.cli import main
 from flashvideo_queue.outputs import collect_outputs, local_names, slug
 from flashvideo_queue.workflow import Plan, load_workflow, parse_sets, parse_targets
 from support.fake_comfy_server import FLAKY, FakeComfy
+from support.queue_runs import manifest, run_quiet
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -60,17 +61,6 @@ def options(tmp_path: Path, servers, **kwargs) -> Options:
                   http_timeout=5.0)
     values.update(kwargs)
     return Options(**values)
-
-
-def run_quiet(opts: Options, **kwargs):
-    log = io.StringIO()
-    summary = run(opts, stream=log, tty=False, **kwargs)
-    summary.log = log.getvalue()
-    return summary
-
-
-def manifest(tmp_path: Path) -> dict:
-    return json.loads((tmp_path / "out" / "manifest.json").read_text("utf-8"))
 
 
 def closed_port() -> int:

@@ -25,6 +25,7 @@ from flashvideo_queue.videos import (UPLOAD_SUBFOLDER, VIDEO_EXTENSIONS, Video, 
                                      videos_sha256)
 from flashvideo_queue.workflow import parse_video_targets
 from support.fake_comfy_server import FLAKY
+from support.queue_runs import manifest, run_quiet
 
 REPO = Path(__file__).resolve().parent.parent
 ENHANCE = json.loads((REPO / "example_workflows" / "api" / "flashvideo_enhance_video.json").read_text())
@@ -62,17 +63,6 @@ def options(tmp_path: Path, fake, **kwargs) -> Options:
                   connect_timeout=2.0, http_timeout=5.0)
     values.update(kwargs)
     return Options(**values)
-
-
-def run_quiet(opts: Options, **kwargs):
-    log = io.StringIO()
-    summary = run(opts, stream=log, tty=False, **kwargs)
-    summary.log = log.getvalue()
-    return summary
-
-
-def manifest(tmp_path: Path) -> dict:
-    return json.loads((tmp_path / "out" / "manifest.json").read_text("utf-8"))
 
 
 def sha(data: bytes) -> str:
