@@ -28,6 +28,7 @@ import gc
 import importlib.util
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -376,8 +377,8 @@ def sequence_parallel_step(processes: int, size: str, dev: Device, repeats: int)
     run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     result = next((line[7:] for line in run.stdout.splitlines() if line.startswith("RESULT ")), None)
     if run.returncode != 0 or result is None:
-        errors = [line for line in run.stderr.splitlines() if "Error" in line] or [""]
-        raise RuntimeError(f"torchrun exited {run.returncode}: {errors[0][:200]}")
+        causes = [line for line in run.stderr.splitlines() if re.match(r"\[rank\d+\]: \w[\w.]*(Error|Exception)", line)]
+        raise RuntimeError(f"torchrun exited {run.returncode}: {(causes or run.stderr.splitlines() or [''])[-1][:300]}")
     return json.loads(result)
 
 

@@ -43,8 +43,9 @@ def test_entry_point_import_is_light():
 
 #: modules the host (ComfyUI and its Python environment) provides: never declared by the pack
 HOST_PROVIDED = HOST_MODULES | {"torch", "PIL", "comfy_execution", "node_helpers", "utils"}
-#: optional attention kernels, used only when the user installed them (probed, never required)
-OPTIONAL = {"flash_attn", "sageattention"}
+#: optional attention kernels, used only when the user installed them (probed, never required), and the
+#: sequence-parallel engine, imported only when torchrun starts several processes (docs/PARALLEL.md)
+OPTIONAL = {"flash_attn", "sageattention", "yunchang"}
 PACK_CODE = ("__init__.py", "nodes", "flashvideo_core", "flashvideo_queue")
 #: distribution name -> the module it provides, where the two differ
 IMPORT_NAME = {"websocket-client": "websocket"}
