@@ -86,11 +86,10 @@ def step_peak(config, latent: tuple, plan, size: int = 1, rank: int = 0, dtype=t
             model = build(config, dtype, size, rank)
             batch, channels, frames, height, width = latent
             x, t, ctx, conds = harness.dit_inputs(config, batch, (frames, channels, height, width), dtype=dtype)
-            contexts = (ctx, torch.zeros_like(ctx))
             p = config.patch_size
             tables = rope.rope_table(frames, height // p, width // p, config.head_dim, x.device)
-            with LiveTensorBytes() as probe:
-                out = forward_pair(model, x, t, contexts, plan, **conds)
+            with LiveTensorBytes() as probe:  # the empty prompt inside, as benchmarks/dit_memory.py counts it
+                out = forward_pair(model, x, t, (ctx, torch.zeros_like(ctx)), plan, **conds)
             assert out[0].shape == x.shape
             return {"peak": probe.peak, "rope": sum(table.nbytes for table in tables)}
     finally:
@@ -106,3 +105,10 @@ def ranks_to_measure(config, latent: tuple, size: int) -> list:
     shard = -(-video // size)
     padded = [rank for rank in range(size) if (rank + 1) * shard > video]
     return sorted({0, *padded[:1], *padded[-1:]})
+
+
+def rank_bytes(config, latent: tuple, plan, size: int, dtype=torch.bfloat16) -> tuple:
+    """(bytes, rank): the most any rank of ``size`` holds in one guided step, its step peak plus the RoPE tables
+    it keeps (what the planner's per-process figure must cover)."""
+    return max((sum(step_peak(config, latent, plan, size, rank, dtype).values()), rank)
+               for rank in ranks_to_measure(config, latent, size))
