@@ -21,7 +21,7 @@ shard (text + ceil(V / N) tokens), but never below two things lean mode cannot c
 attention (this shard's q, k, v and residual, plus the all-to-all'd query, keys, values, attention output and
 yunchang's copies in and out, ~4 + 7.5 x padded heads / heads widths per shard token) and the embedding of the
 whole sequence, which every process does before keeping its shard (2 widths per token). Each process also holds
-the whole RoPE tables and the gathered outputs. Measured at true size under fake tensors per rank
+the whole RoPE tables, the step's latents and prompt embeddings. Measured at true size under fake tensors per rank
 (``benchmarks/parallel_memory.py``, ``benchmarks/results/parallel_memory.md``).
 """
 
@@ -91,8 +91,11 @@ def forward_bytes(config: DiTConfig, latent_shape: tuple, dtype: torch.dtype, cf
     padded_heads = math.ceil(config.num_heads / processes) * processes
     all_to_all = shard * (WIDTHS_ALL_TO_ALL + WIDTHS_ALL_TO_ALL_HEADS * padded_heads / config.num_heads)
     widths = max(_block_widths(shard, chunk_tokens), all_to_all, WIDTHS_EMBED * (tokens + TEXT_TOKENS))
-    outputs = 2 * batch * tokens * config.patch_size**2 * config.out_channels  # both CFG halves, gathered whole
-    return int((cfg_batch * batch * widths * config.hidden_size + outputs) * element + rope)
+    # the step's own inputs and outputs, whole on every process: the CFG pair's latents (batched in, or gathered
+    # out) and prompt embeddings (the pair batched, and the empty prompt); a few % of the embedding's peak
+    latents = 2 * tokens * config.patch_size**2 * config.out_channels
+    prompts = 3 * TEXT_TOKENS * config.text_hidden_size
+    return int((cfg_batch * batch * widths * config.hidden_size + batch * (latents + prompts)) * element + rope)
 
 
 def _block_widths(sequence: int, chunk_tokens: Optional[int]) -> int:
