@@ -19,7 +19,7 @@ matrix (flash / memory-efficient kernels); the RoPE tables add 2 x 64 fp32 per v
 Sequence-parallel over N processes (``flashvideo_core.parallel``), per process: the rule above on this process's
 shard (text + ceil(V / N) tokens), but never below two things lean mode cannot cut: the Ulysses all-to-all around
 attention (this shard's q, k, v and residual, plus the all-to-all'd query, keys, values, attention output and
-yunchang's copies in and out, ~4 + 7.5 x padded heads / heads widths per shard token) and the embedding of the
+yunchang's copies in and out: ~11 widths per shard token, ~4 + 7 x padded heads / heads) and the embedding of the
 whole sequence, which every process does before keeping its shard (2 widths per token). Each process also holds
 the whole RoPE tables, the step's latents and prompt embeddings. Measured at true size under fake tensors per rank
 (``benchmarks/parallel_memory.py``, ``benchmarks/results/parallel_memory.md``).
