@@ -5,6 +5,10 @@ CPU PyTorch keeps no allocator statistics and process RSS is noisy (allocator ca
 the memory benchmarks and tests count tensor storages instead: every storage an operator returns (views and
 in-place results excluded) is added when it first appears and removed when it is freed. Buffers a kernel uses internally and frees before returning
 (e.g. SDPA's per-block scores) are not seen; on CUDA ``torch.cuda.max_memory_allocated`` measures everything.
+
+Storages are told apart by identity, not by address: fake tensors (``FakeTensorMode``, which measures true sizes
+without the memory) all report address 0. PyTorch keeps one Python object per live storage, so its identity is
+stable until the storage is freed (``tests/test_parallel_memory.py`` checks fake and real counts agree).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ class LiveTensorBytes(TorchDispatchMode):
         return out
 
     def _track(self, storage) -> None:
-        key = storage.data_ptr()
+        key = id(storage)
         if key in self._sizes or storage.nbytes() == 0:
             return
         self._sizes[key] = storage.nbytes()
