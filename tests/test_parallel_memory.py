@@ -20,9 +20,6 @@ from simulated_rank import SimulatedRank, rank_bytes, ranks_to_measure, step_pea
 LATENTS = {"1080p": (1, 16, 13, 134, 240), "2K": (1, 16, 13, 180, 320), "270p": (1, 16, 13, 32, 60)}
 MODES = {"batched": ForwardPlan(True), "sequential": ForwardPlan(False), "lean 16384": ForwardPlan(False, 16384),
          "lean 4096": ForwardPlan(False, 4096), "lean 2048": ForwardPlan(False, 2048)}
-#: the single-process rule, unchanged by sequence parallelism, counts 8 widths per chunk token where ~6 are measured
-#: at true size: 25-28 % above where a chunk is a large share of the sequence (benchmarks/results/parallel_memory.md)
-SINGLE_PROCESS_OVER = {("II", "1080p", 1, "lean 16384"), ("I", "270p", 1, "lean 2048")}
 
 
 def _cases() -> list:
@@ -33,10 +30,7 @@ def _cases() -> list:
         for size in LATENTS if stage == "I" else ("1080p", "2K"):  # 270p: stage I's preview
             for processes in (1, 2, 4, 8):
                 for mode in modes:
-                    over = (stage, size, processes, mode) in SINGLE_PROCESS_OVER
-                    marks = [pytest.mark.xfail(strict=True, reason="single-process chunk rule")] if over else []
-                    cases.append(pytest.param(stage, size, processes, mode, marks=marks,
-                                              id=f"{stage}-{size}-N{processes}-{mode}"))
+                    cases.append(pytest.param(stage, size, processes, mode, id=f"{stage}-{size}-N{processes}-{mode}"))
     return cases
 
 

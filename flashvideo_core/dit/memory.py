@@ -12,7 +12,8 @@ Three ways to run a guided step, fastest first (results equal up to float roundi
 Widths per token (values of the model width held at the peak), counted with
 ``LiveTensorBytes`` (``benchmarks/memory_probe.py``) on a 2-layer width-1920 stage-II model
 (``benchmarks/dit_memory.py``, ``benchmarks/results/dit_memory.md``): 11 x S for the whole sequence; chunked,
-the larger of 5 x S (residual, q, k, v, attention output) and 4 x S + 8 x chunk (q/k/v being filled). The
+the larger of 5 x S (residual, q, k, v, attention output) and 4 x S + 6 x chunk (q, k, v filled one projection at
+a time; ~6.1 x chunk measured at true size under fake tensors, ``benchmarks/parallel_memory.py``). The
 estimates add one width per token for buffers kernels keep to themselves. Attention never holds an S x S
 matrix (flash / memory-efficient kernels); the RoPE tables add 2 x 64 fp32 per video token.
 
@@ -41,7 +42,7 @@ from .config import DiTConfig
 WIDTHS_WHOLE = 12
 WIDTHS_CHUNKED_ATTENTION = 6
 WIDTHS_CHUNKED_PROJECTION = 5
-WIDTHS_PER_CHUNK_TOKEN = 8
+WIDTHS_PER_CHUNK_TOKEN = 7
 MODES = ("auto", "batched", "sequential", "lean")
 #: names the ComfyUI loader used before it took the core's (saved workflows keep them)
 OLD_MODE_NAMES = {"whole": "sequential"}
