@@ -133,7 +133,7 @@ def render(rows, depth, single, layers, elapsed) -> str:
         "at these sizes: 104,520 and 187,200 video tokens split evenly, so rank 0 stands for all; stage II pads 30 "
         "heads to 32 on 4 and 8). 'planner' = `plan_bytes(..., processes=N)`, GB = 1e9 bytes.", "",
         f"Planner / measured, N > 1 (the per-process rule): {span(lambda n: n > 1)}; N = 1 (the single-process "
-        f"rule, unchanged): {span(lambda n: n == 1)}. Rows outside 1 - 1.25 are marked.", "",
+        f"rule): {span(lambda n: n == 1)}. Rows outside 1 - 1.25 are marked.", "",
         "| stage | size | N | mode | measured GB / rank | planner GB | planner / measured |",
         "|---|---|---|---|---|---|---|",
     ]
