@@ -98,9 +98,7 @@ class FlashVideoVAEEncode(io.ComfyNode):
                 io.Combo.Input(
                     "frame_rule", options=FRAME_RULES, default="error",
                     tooltip="The VAE needs 4k+1 frames (e.g. 17, 33, 49). error: stop with a message; trim: drop the "
-                    "last frames; pad: repeat the last frame (the decoded video is then longer). Only 8k+1 counts "
-                    "(9, 17, ..., 49) decode back to the same count: like CogVideoX, an even number of latent "
-                    "frames decodes to 4 frames per latent.",
+                    "last frames; pad: repeat the last frame (the decoded video is then longer).",
                 ),
                 *slicing_inputs(),
             ],

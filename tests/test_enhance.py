@@ -74,6 +74,15 @@ def test_windows_cover_any_length_on_the_latent_grid(frames, overlap):
     assert len(windows) == 1 if frames <= WINDOW_FRAMES else len(windows) > 1
 
 
+@pytest.mark.parametrize("frames", range(1, 50))
+def test_every_window_length_decodes_back_to_its_padded_frames(tiny_vae, frames):
+    """A window's latents decode to exactly its padded frames, so its frames stay in place in time (an even
+    latent count, e.g. a last window of 18 frames padded to 21, once came back as 24 frames shifted by three)."""
+    (window,) = plan_windows(frames, 8)
+    latent = torch.zeros(1, 16, window.latent_frames, 2, 2)
+    assert decode_sliced(tiny_vae, latent, SlicingOptions(stage=2)).shape[2] == window.padded_frames >= frames
+
+
 @pytest.mark.parametrize("overlap", [6, -4, 24, 8.5, True])
 def test_overlap_off_the_grid_is_refused_naming_the_input(overlap):
     with pytest.raises(InputError, match="overlap"):

@@ -74,6 +74,23 @@ def test_temporal_chunks_are_exact_without_groupnorm_statistics(tiny_vae, rng):
     torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("latents", [1, 2, 3, 4, 5, 6, 13])
+def test_a_clip_of_any_latent_count_decodes_to_one_frame_then_four_per_latent(tiny_vae, rng, latents):
+    """The first latent frame is one frame and every later one four, whatever the count's parity and the chunks
+    (the reference's parity rule gave an even count T 4T frames, every frame after the first shifted by three),
+    so 4k+1 frames come back as 4k+1; chunked still equals whole (GroupNorm statistics aside)."""
+    vae = without_groupnorm_statistics(tiny_vae)
+    z = torch.randn(1, 16, latents, 2, 3, generator=rng)
+    whole = decode_sliced(vae, z, SlicingOptions("whole"))
+    assert whole.shape[2] == 1 + 4 * (latents - 1)
+    for options in (SlicingOptions(), SlicingOptions("manual", chunk_latents=2), SlicingOptions("manual", chunk_latents=4)):
+        torch.testing.assert_close(decode_sliced(vae, z, options), whole, atol=1e-5, rtol=1e-5)
+    frames = 1 + 4 * (latents - 1)
+    video = torch.rand(1, 3, frames, 16, 16, generator=rng) * 2 - 1
+    moments = encode_sliced(tiny_vae, video, SlicingOptions())
+    assert decode_sliced(tiny_vae, moments[:, :16], SlicingOptions()).shape[2] == frames
+
+
 def test_tiles_are_exact_without_groupnorm_statistics(tiny_vae, rng):
     """With enough overlap the blended tiles reproduce the whole picture exactly."""
     vae = without_groupnorm_statistics(tiny_vae)

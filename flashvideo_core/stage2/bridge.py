@@ -116,11 +116,4 @@ def stage1_to_stage2(
     preview = decode_sliced(vae, stage1_latent.float() / LATENT_SCALE_STAGE1, stage1_options, progress,
                             budget_bytes=budget_bytes)
     preview = preview.clamp(-1, 1)  # the reference clamps to [0, 255] before re-normalising
-    frames = preview.shape[2]
-    if (frames - 1) % 4:
-        # An even number of latent frames decodes to 4 frames each (only 8k+1 videos round-trip),
-        # so keep the 4k+1 frames the stage-I latent stands for.
-        keep = frames - (frames - 1) % 4
-        log.info("FlashVideo bridge: %d latent frames decode to %d frames; using the first %d", stage1_latent.shape[2], frames, keep)
-        preview = preview[:, :, :keep]
     return encode_for_stage2(vae, preview, size, seed, options, progress, budget_bytes), preview

@@ -31,6 +31,10 @@ class CausalConvCache:
     def put(self, conv: nn.Module, frames: torch.Tensor) -> None:
         self._frames[conv] = frames
 
+    def is_empty(self) -> bool:
+        """Whether no chunk has passed yet (the next one starts the clip)."""
+        return not self._frames
+
 
 class SafeConv3d(nn.Conv3d):
     """Conv3d that splits very large inputs into overlapping time windows.
@@ -164,7 +168,11 @@ class Upsample3D(nn.Module):
     """Double H and W (nearest, then 3x3 conv); optionally double frames.
 
     With an odd frame count the first frame is not repeated in time, so 1 + 2k
-    latent frames become 1 + 4k.
+    latent frames become 1 + 4k. ``starts_clip``: these frames begin the clip, so the first
+    one stands for one video frame whatever the count. The reference decides by parity
+    alone, which turns an even latent count T (5, 13, 21, ... frames) into 4T frames,
+    every frame after the first shifted by three; its clips are always 49 frames (T = 13),
+    where both rules agree.
     """
 
     def __init__(self, channels: int, compress_time: bool):
@@ -172,10 +180,10 @@ class Upsample3D(nn.Module):
         self.compress_time = compress_time
         self.conv = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, starts_clip: bool = False) -> torch.Tensor:
         frames = x.shape[2]
         if self.compress_time and frames > 1:
-            if frames % 2:
+            if frames % 2 or starts_clip:
                 first = F.interpolate(x[:, :, :1], scale_factor=(1.0, 2.0, 2.0))
                 rest = F.interpolate(x[:, :, 1:], scale_factor=(2.0, 2.0, 2.0))
                 x = torch.cat([first, rest], dim=2)

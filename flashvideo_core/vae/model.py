@@ -102,13 +102,14 @@ class Decoder3D(nn.Module):
         self.conv_out = CausalConv3d(widths[0], config.out_channels)
 
     def forward(self, z: torch.Tensor, cache: Optional[CausalConvCache] = None) -> torch.Tensor:
+        starts_clip = cache is None or cache.is_empty()  # the first latent frame is one video frame
         h = self.conv_in(z, cache)
         h = self.mid(h, cache, z)
         for level in reversed(self.up):
             for block in level.block:
                 h = block(h, cache, z)
             if level.upsample is not None:
-                h = level.upsample(h)
+                h = level.upsample(h, starts_clip)
         h = nn.functional.silu(self.norm_out(h, z), inplace=True)
         return self.conv_out(h, cache)
 

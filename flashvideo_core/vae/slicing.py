@@ -421,10 +421,8 @@ def _run_sliced(
 
 
 def decoded_frame_count(config: VAEConfig, latent_frames: int) -> int:
-    t = latent_frames
-    for _ in range(config.temporal_levels):
-        t = 2 * t - 1 if t % 2 else 2 * t
-    return t
+    """Frames of a decoded clip: its first latent frame is one frame, every other one 2**levels (1 + 4 (T - 1))."""
+    return 1 + (latent_frames - 1) * 2**config.temporal_levels
 
 
 def encoded_frame_count(config: VAEConfig, frames: int) -> int:
@@ -478,7 +476,10 @@ def _sliced_pass(vae, direction, x, options, progress, output_device, budget_byt
         fn, in_scale, out_scale, channels, count = vae.decode, 1, f, config.out_channels, decoded_frame_count
     else:
         fn, in_scale, out_scale, channels, count = vae.encode_moments, f, 1, 2 * config.latent_channels, encoded_frame_count
-    frames = sum(count(config, end - start) for start, end in plan.time_chunks)
+    if direction == "decode":  # the clip's first latent frame is one frame, whichever chunk sizes
+        frames = count(config, x.shape[2])
+    else:
+        frames = sum(count(config, end - start) for start, end in plan.time_chunks)
     progress = progress or Progress()
     with _checks_inside_chunks(vae, progress):
         return _run_sliced(
