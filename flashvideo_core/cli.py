@@ -266,6 +266,20 @@ def _check_runtime_arguments(args) -> None:
     _device_and_dtype(args.device, args.dtype)
 
 
+def _check_tiles(args, frame_sizes: list) -> None:
+    """``--tile-size`` against ``--tile-overlap`` on every frame size (height, width) the run will decode, before
+    any model loads (in manual slicing; the other modes choose their own tiles)."""
+    from .vae.slicing import manual_tiles
+
+    if args.slicing != "manual" or not args.tile_size:
+        return
+    for height, width in frame_sizes:
+        try:
+            manual_tiles(height // 8, width // 8, _slicing_options(args))
+        except FlashVideoError as e:
+            raise FlashVideoError(str(e).replace("tile_size", "--tile-size").replace("tile_overlap", "--tile-overlap"))
+
+
 def _slicing_options(args):
     from .vae.slicing import SlicingOptions
 
@@ -327,6 +341,8 @@ def _run_pipeline(args, contexts: list, names: list) -> int:
     _input_file("--vae", args.vae, "3d-vae.pt (or another accepted VAE layout)")
     # the pipeline sets the stage per decode (stage-II latents get the official 1x2 tiles in reference mode)
     slicing = _slicing_options(args)
+    _check_tiles(args, [(stage1_settings.height, stage1_settings.width)] +
+                 ([] if args.skip_stage2 else [(stage2_settings.height, stage2_settings.width)]))
     parallel, device = _join_processes(args, device)
     t0 = time.perf_counter()
     stage1, stage2, vae = _load_models(args, dtype)
@@ -423,6 +439,7 @@ def _enhance(args) -> int:
     info = probe_video(args.input)
     plan = plan_enhance(info.frames, (info.height, info.width), resolution, args.overlap, args.noise_step, args.seed,
                         args.colour_fix)
+    _check_tiles(args, [plan.grid])
     if os.path.abspath(args.input) == os.path.abspath(args.output):
         raise FlashVideoError("output: the output is the input file; choose another output name")
     _writable_folder("output folder", os.path.dirname(os.path.abspath(args.output)))

@@ -122,6 +122,23 @@ def test_generate_checks_arguments_before_loading_any_model(tiny_models, tmp_pat
     assert "--output-dir" in capsys.readouterr().err
 
 
+def test_tiles_smaller_than_their_overlap_are_refused_before_any_model_loads(tiny_models, tmp_path, capsys):
+    """Manual tiles are checked on every size the run will decode, in pixels and by flag, before loading (they were
+    refused only after stage I had run, in latents)."""
+    models = ["--stage1", tiny_models["stage1"], "--stage2", tiny_models["stage2"], "--vae", tiny_models["vae"],
+              "--embedding", tiny_models["embedding"]]
+    tiles = ["--slicing", "manual", "--tile-size", "16", "--tile-overlap", "128"]
+    assert main(["generate", *models, *tiles, "--output-dir", str(tmp_path / "out"), "--height", "32", "--width",
+                 "48", "--frames", "9", "--resolution", "96x64"]) == 2
+    captured = capsys.readouterr()
+    assert "error: --tile-size 16 px with --tile-overlap 128 px: the 48x32 frames split into tiles of 16 px" \
+        in captured.err and "models loaded" not in captured.out and "stage I: [" not in captured.err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert main(["generate", *models, "--slicing", "manual", "--tile-size", "256", "--tile-overlap", "64",
+                 "--output-dir", str(tmp_path / "ok"), "--height", "32", "--width", "48", "--frames", "9",
+                 "--steps1", "2", "--steps2", "1", "--resolution", "96x64"]) == 0
+
+
 def test_generate_refuses_an_embedding_of_the_wrong_width(tiny_models, tmp_path, capsys):
     from flashvideo_core.text_embeddings import save_prompt_embedding
 

@@ -87,6 +87,23 @@ class SlicingOptions:
             raise InputError("tile_overlap must be >= 0")
 
 
+def manual_tiles(lat_h: int, lat_w: int, options: SlicingOptions) -> tuple:
+    """(rows, columns) of ``manual`` tiles over a lat_h x lat_w latent; refused, in the user's pixels, when a tile
+    would be smaller than the overlap. Pure, so callers check their sizes before any model loads."""
+    if not options.tile_latents:
+        return 1, 1
+    nh = max(1, math.ceil(lat_h / options.tile_latents))
+    nw = max(1, math.ceil(lat_w / options.tile_latents))
+    smallest = min(lat_h // nh if nh > 1 else lat_h, lat_w // nw if nw > 1 else lat_w)
+    if (nh > 1 or nw > 1) and smallest < options.tile_overlap:
+        raise InputError(
+            f"tile_size {options.tile_latents * 8} px with tile_overlap {options.tile_overlap * 8} px: the "
+            f"{lat_w * 8}x{lat_h * 8} frames split into tiles of {smallest * 8} px, smaller than the overlap; use a "
+            f"larger tile_size or a tile_overlap of at most {smallest * 8} px"
+        )
+    return nh, nw
+
+
 @dataclass(frozen=True)
 class Tile:
     """One tile along one axis, in latent units: decode [read_start, read_end), own [start, end)."""
@@ -307,16 +324,7 @@ def plan_slicing(
         chunk = options.chunk_latents or 0
         if chunk and chunk % 2 and direction == "decode":
             raise InputError(f"chunk_latents must be even for decoding (got {chunk}): odd chunks break the frame pairing")
-        nh, nw = 1, 1
-        if options.tile_latents:
-            nh = max(1, math.ceil(lat_h / options.tile_latents))
-            nw = max(1, math.ceil(lat_w / options.tile_latents))
-            smallest = min(lat_h // nh if nh > 1 else lat_h, lat_w // nw if nw > 1 else lat_w)
-            if (nh > 1 or nw > 1) and smallest < overlap:
-                raise InputError(
-                    f"tiles of {options.tile_latents} latents are smaller than the overlap ({overlap} latents); "
-                    "use larger tiles or a smaller overlap"
-                )
+        nh, nw = manual_tiles(lat_h, lat_w, options)
         return build(_chunk_in_frames(direction, config, chunk) if chunk else 0, nh, nw)
 
     fits = lambda p: budget_bytes is None or p.estimated_bytes <= budget_bytes  # noqa: E731
