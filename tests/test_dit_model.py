@@ -122,3 +122,18 @@ def test_attention_backends_fall_back_to_sdpa_and_chunk_long_cpu_sequences(monke
     monkeypatch.setattr(attn.F, "scaled_dot_product_attention", lambda *a: calls.append(a[0].shape[2]) or real(*a))
     torch.testing.assert_close(attn.attention(q, k, v), whole)
     assert max(calls) == 64 and sum(calls) == 300
+
+
+@pytest.mark.parametrize("height, width", [(5, 7), (4, 7), (1, 1)])
+def test_odd_latent_sides_are_padded_and_cropped_back(height, width):
+    """An odd latent side (a ComfyUI size such as 56 px) is padded to the 2x2 patches by repeating the last row or
+    column, and the output is cropped back: the same values as the explicitly padded latent, cut to size (it once
+    ended in a reshape error inside the model)."""
+    torch.manual_seed(0)
+    model = FlashVideoDiT(TINY).eval()
+    x, t, context = torch.randn(1, 2, 16, height, width), torch.tensor([500.0]), torch.randn(1, 5, 32)
+    padded = torch.nn.functional.pad(x.flatten(0, 1), (0, width % 2, 0, height % 2), mode="replicate").unflatten(0, (1, 2))
+    with torch.no_grad():
+        out, reference = model(x, t, context), model(padded, t, context)
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, reference[..., :height, :width])

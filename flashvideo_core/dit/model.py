@@ -289,28 +289,37 @@ class FlashVideoDiT(nn.Module):
         return self.unembed(tokens, chunk_tokens)
 
     def embed(self, x, timesteps, context, latent_frames=None, ref_step=None, dtype=None) -> "Tokens":
-        """The blocks' input: [text | video] tokens, the time embedding, the RoPE table and the patch grid."""
-        batch, frames, channels, height, width = x.shape
+        """The blocks' input: [text | video] tokens, the time embedding, the RoPE table and the patch grid.
+
+        A latent side that is not a multiple of the patch (an odd latent from a ComfyUI size such as 56 px) is
+        padded by repeating its last row or column and cropped again in ``unembed``, as ComfyUI's own DiTs do."""
+        size = tuple(x.shape)
         p = self.config.patch_size
+        pad_h, pad_w = -x.shape[-2] % p, -x.shape[-1] % p
+        if pad_h or pad_w:
+            x = F.pad(x.flatten(0, 1), (0, pad_w, 0, pad_h), mode="replicate").unflatten(0, x.shape[:2])
+        batch, frames, channels, height, width = x.shape
         dtype = dtype or self.proj_out.weight.dtype
         temb = self.time_embed(timesteps, latent_frames, ref_step, dtype)
         text, video = self.patch_embed(context.to(dtype), x.to(dtype))
         grid = (frames, height // p, width // p)
         rope = rope_table(*grid, self.config.head_dim, x.device)
-        return Tokens(torch.cat([text, video], dim=1), text.shape[1], temb, rope, grid, tuple(x.shape))
+        return Tokens(torch.cat([text, video], dim=1), text.shape[1], temb, rope, grid, size)
 
     def unembed(self, tokens: "Tokens", chunk_tokens: Optional[int] = None) -> torch.Tensor:
         """The video tokens back to a latent (B, T, C, H, W); norm_final is per token, so normalising the video
         tokens alone equals normalising [text | video]."""
         batch, frames, channels, height, width = tokens.latent_shape
         p = self.config.patch_size
+        rows, columns = tokens.grid[1:]
         video = tokens.hidden[:, tokens.text_len:]
         video = torch.cat([self.proj_out(self.norm_out(self.norm_final(video[:, start:stop]), tokens.temb))
                            for start, stop, _ in token_spans(0, video.shape[1], chunk_tokens or video.shape[1])], dim=1)
         if tokens.shards is not None:  # every process's rows, in order
             video = tokens.shards.parallel.gather(video, tokens.shards)
-        out = video.reshape(batch, frames, height // p, width // p, channels, p, p)
-        return out.permute(0, 1, 4, 2, 5, 3, 6).reshape(batch, frames, channels, height, width)
+        out = video.reshape(batch, frames, rows, columns, channels, p, p)
+        out = out.permute(0, 1, 4, 2, 5, 3, 6).reshape(batch, frames, channels, rows * p, columns * p)
+        return out[..., :height, :width]  # the padding of an odd latent side cut off again
 
 
 @dataclass
