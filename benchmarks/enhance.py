@@ -151,7 +151,8 @@ def length_rows(ctx, size: tuple, lengths: tuple, folder: str, paths: dict, args
         row = []
         for warm in (False, True):
             harness.wait_until_idle(args.wait_idle, log)
-            clip_file(frames, size, folder), clip_file(9, size, folder)  # written before the measured process
+            for length in (frames, 9):  # the clip and the warm-up clip, written before the measured process
+                clip_file(length, size, folder)
             stats = harness.run_once(ctx, cli_run, frames, size, folder, paths, warm)
             if stats["code"] != 0:
                 raise RuntimeError(f"enhance on {frames} frames at {size} exited with {stats['code']}")

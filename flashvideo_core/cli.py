@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import io
 import logging
 import os
 import sys
@@ -274,10 +275,7 @@ def _check_tiles(args, frame_sizes: list) -> None:
     if args.slicing != "manual" or not args.tile_size:
         return
     for height, width in frame_sizes:
-        try:
-            manual_tiles(height // 8, width // 8, _slicing_options(args))
-        except FlashVideoError as e:
-            raise FlashVideoError(str(e).replace("tile_size", "--tile-size").replace("tile_overlap", "--tile-overlap"))
+        manual_tiles(height // 8, width // 8, _slicing_options(args), names=("--tile-size", "--tile-overlap"))
 
 
 def _slicing_options(args):
@@ -653,7 +651,7 @@ def main(argv=None) -> int:
         return 2
     quiet = layout is not None and not layout.is_main  # another process of a torchrun: compute, don't talk
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
-    hush = contextlib.redirect_stdout(open(os.devnull, "w")) if quiet else contextlib.nullcontext()
+    hush = contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext()  # output discarded
     with hush, (contextlib.redirect_stderr(sys.stdout) if quiet else contextlib.nullcontext()):
         args = build_parser().parse_args(argv)  # a usage error is the same everywhere: process 0 prints it
     debug = getattr(args, "debug", False) or os.environ.get(DEBUG_ENV, "") not in ("", "0")

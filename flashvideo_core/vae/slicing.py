@@ -87,9 +87,10 @@ class SlicingOptions:
             raise InputError("tile_overlap must be >= 0")
 
 
-def manual_tiles(lat_h: int, lat_w: int, options: SlicingOptions) -> tuple:
-    """(rows, columns) of ``manual`` tiles over a lat_h x lat_w latent; refused, in the user's pixels, when a tile
-    would be smaller than the overlap. Pure, so callers check their sizes before any model loads."""
+def manual_tiles(lat_h: int, lat_w: int, options: SlicingOptions, names: tuple = ("tile_size", "tile_overlap")) -> tuple:
+    """(rows, columns) of ``manual`` tiles over a lat_h x lat_w latent; refused, in the user's pixels and under the
+    caller's ``names`` for the two settings, when a tile would be smaller than the overlap. Pure, so callers check
+    their sizes before any model loads."""
     if not options.tile_latents:
         return 1, 1
     nh = max(1, math.ceil(lat_h / options.tile_latents))
@@ -97,9 +98,9 @@ def manual_tiles(lat_h: int, lat_w: int, options: SlicingOptions) -> tuple:
     smallest = min(lat_h // nh if nh > 1 else lat_h, lat_w // nw if nw > 1 else lat_w)
     if (nh > 1 or nw > 1) and smallest < options.tile_overlap:
         raise InputError(
-            f"tile_size {options.tile_latents * 8} px with tile_overlap {options.tile_overlap * 8} px: the "
+            f"{names[0]} {options.tile_latents * 8} px with {names[1]} {options.tile_overlap * 8} px: the "
             f"{lat_w * 8}x{lat_h * 8} frames split into tiles of {smallest * 8} px, smaller than the overlap; use a "
-            f"larger tile_size or a tile_overlap of at most {smallest * 8} px"
+            f"larger {names[0]} or a {names[1]} of at most {smallest * 8} px"
         )
     return nh, nw
 
