@@ -28,6 +28,7 @@ from .dit.attention import BACKENDS
 from .dit.memory import MODES as MEMORY_MODES
 from .dit.window_attention import DEFAULT_WINDOW
 from .errors import FlashVideoError
+from .io.output_files import check_output_path
 from .enhance.colour import COLOUR_FIXES
 from .parallel.layout import ThisProcessFailed, layout_from_environment, start_parallel, stop_parallel
 from .parallel.sequence import PeerFailed
@@ -38,7 +39,7 @@ from .settings import (
 from .vae.slicing import MODES as SLICING_MODES
 
 DEBUG_ENV = "FLASHVIDEO_DEBUG"
-#: the outputs of one clip; write_video writes to a ``.partial`` sibling first (its name must fit too)
+#: the outputs of one clip (each written through io.output_files)
 OUTPUT_KINDS = ("stage1", "stage2", "joint")
 #: the pipeline settings with a flag of their own (stage II's size comes from --resolution, the seeds below)
 FLAGS = {"stage1.height": "--height", "stage1.width": "--width", "stage1.frames": "--frames", "stage1.steps": "--steps1",
@@ -69,41 +70,12 @@ def _writable_folder(flag: str, folder: str) -> None:
         raise FlashVideoError(f"cannot write to {flag} {folder}: {e.strerror or e}; choose another folder") from None
 
 
-def _path_limit(folder: str, name: str, default: int) -> int:
-    try:
-        return os.pathconf(folder, name)
-    except (OSError, ValueError, AttributeError):
-        return default
-
-
-def _check_output_file(flag: str, path: str, overwrite: bool, overwrite_flag: str, fix_name: str) -> None:
-    """A file about to be written: its name must fit, a folder there is refused, a file only replaced on request."""
-    from .io.video import partial_path
-
-    folder = os.path.dirname(os.path.abspath(path))
-    longest = max(len(os.fsencode(os.path.basename(p))) for p in (path, partial_path(path)))
-    name_max = _path_limit(folder, "PC_NAME_MAX", 255)
-    if longest > name_max:
-        raise FlashVideoError(f"{flag}: the output name {os.path.basename(path)[:60]}... is {longest} bytes, over "
-                              f"the file system's limit of {name_max}; {fix_name}")
-    full = len(os.fsencode(os.path.abspath(partial_path(path))))
-    if full >= _path_limit(folder, "PC_PATH_MAX", 4096):
-        raise FlashVideoError(f"{flag}: the output path {os.path.abspath(path)[:60]}... is {full} bytes, over the "
-                              "system's path limit; choose a shorter output folder")
-    if os.path.isdir(path):
-        raise FlashVideoError(f"{flag}: {path} is a folder where an output file goes; move it away or choose "
-                              "another output")
-    if os.path.lexists(path) and not overwrite:
-        raise FlashVideoError(f"{flag}: {path} already exists; pass {overwrite_flag} to replace it, or choose "
-                              "another output")
-
-
 def _convert(args) -> int:
     from .checkpoints.convert import convert_checkpoint
 
     _input_file("input", args.input, "the checkpoint to convert")
     _writable_folder("output folder", os.path.dirname(os.path.abspath(args.output)))
-    _check_output_file("output", args.output, args.force, "--force", "choose a shorter output name")
+    check_output_path(args.output, "output", overwrite=args.force, overwrite_flag="--force")
     meta = convert_checkpoint(args.input, args.output, trust_pickle=args.trust_pickle, dtype=DTYPES.get(args.dtype),
                               quantize=args.quantize, overwrite=args.force)
     print(f"wrote {args.output}: {meta['flashvideo.model']} from layout {meta['flashvideo.source_layout']}, "
@@ -222,16 +194,17 @@ def _write_outputs(result, out_dir: str, stem: str, fps: int) -> list:
     batch = result.preview.shape[0]
     for b in range(batch):
         path = _output_path(out_dir, stem, b, batch, "stage1")
-        write_video(path, result.preview[b], fps=fps)
+        write_video(path, result.preview[b], fps=fps, folder=out_dir)
         written.append(path)
         if result.refined is None:
             continue
         path = _output_path(out_dir, stem, b, batch, "stage2")
-        write_video(path, result.refined[b], fps=fps)
+        write_video(path, result.refined[b], fps=fps, folder=out_dir)
         written.append(path)
         upsampled = resize_video(result.preview[b : b + 1], tuple(result.refined.shape[-2:]))[0]
         path = _output_path(out_dir, stem, b, batch, "joint")
-        write_video(path, torch.cat([upsampled.clamp(-1, 1), result.refined[b]], dim=-1), fps=fps, crf=15)
+        write_video(path, torch.cat([upsampled.clamp(-1, 1), result.refined[b]], dim=-1), fps=fps, crf=15,
+                    folder=out_dir)
         written.append(path)
     return written
 
@@ -301,9 +274,10 @@ def _check_outputs(args, contexts: list, names: list) -> None:
                     raise FlashVideoError(f"--embedding: {planned[path]!r} and {name!r} would write the same "
                                           f"{os.path.basename(path)}; rename one of the embedding files")
                 planned[path] = name
-                _check_output_file("--output-dir", path, args.overwrite, "--overwrite",
-                                   f"rename the embedding file {name!r} (outputs are named <embedding>_seed<seed>_"
-                                   "<stage>.mp4)")
+                check_output_path(path, "--output-dir", overwrite=args.overwrite, overwrite_flag="--overwrite",
+                                  folder=args.output_dir,
+                                  fix_name=f"rename the embedding file {name!r} (outputs are named "
+                                  "<embedding>_seed<seed>_<stage>.mp4)")
 
 
 def _check_video_writer() -> None:
@@ -441,9 +415,8 @@ def _enhance(args) -> int:
     if os.path.abspath(args.input) == os.path.abspath(args.output):
         raise FlashVideoError("output: the output is the input file; choose another output name")
     _writable_folder("output folder", os.path.dirname(os.path.abspath(args.output)))
-    _check_output_file("output", args.output, args.overwrite, "--overwrite", "choose a shorter output name")
-    _check_output_file("output", work_folder(args.output) + "/window_00000.mp4", True, "", "choose a shorter "
-                       "output name")
+    check_output_path(args.output, "output", overwrite=args.overwrite, overwrite_flag="--overwrite")
+    check_output_path(os.path.join(work_folder(args.output), "window_00000.mp4"), "output")
     for flag, path, what in (("--stage2", args.stage2, "stage2.pt (or another accepted stage-II layout)"),
                              ("--vae", args.vae, "3d-vae.pt (or another accepted VAE layout)"),
                              ("--embedding", args.embedding, "a prompt embedding saved by FlashVideo Save Prompt "

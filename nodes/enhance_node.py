@@ -139,7 +139,8 @@ class FlashVideoEnhanceVideo(io.ComfyNode):
         temp = folder_paths.get_temp_directory()
         os.makedirs(temp, exist_ok=True)
         path = os.path.join(temp, f"flashvideo_enhance_{uuid.uuid4().hex}.mp4")
-        with VideoWriter(path, source.fps, crf=CRF, audio_from=source.audio_from, audio=source.audio) as writer:
+        with VideoWriter(path, source.fps, crf=CRF, audio_from=source.audio_from, audio=source.audio,
+                         folder=temp) as writer:
             enhance_frames(model, vae, positive, source.frames, plan, steps, cfg, shift, attention, options,
                            writer.write)
         from comfy_api.latest import InputImpl

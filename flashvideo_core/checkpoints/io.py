@@ -26,6 +26,7 @@ import torch
 from ..errors import CheckpointError
 from . import metadata as md
 from . import pickle_scan
+from ..io.output_files import output_file
 from .files import check_memory, describe, open_regular_file
 from .safetensors_reader import read_safetensors
 
@@ -412,22 +413,8 @@ def write_safetensors(path: str, tensors: dict, metadata: dict) -> None:
         out[k] = v
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items() if k != CHECKSUM_KEY}
     meta[CHECKSUM_KEY] = f"{content_crc32(out, meta):08x}"
-    tmp = f"{path}.partial"
-    save_file(out, tmp, metadata=meta)
-    os.chmod(tmp, 0o666 & ~_umask())  # safetensors (0.8) creates its files 0600; give them the usual mode
-    os.replace(tmp, path)
-
-
-def _umask() -> int:
-    """The process umask, read without changing it (os.umask would, for a moment, for every thread)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    return 0o022
+    with output_file(path) as temporary:
+        save_file(out, temporary, metadata=meta)
 
 
 def content_crc32(tensors: dict, metadata: dict) -> int:

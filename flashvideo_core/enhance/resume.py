@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 
 from ..errors import InputError
+from ..io.output_files import output_file, write_bytes
 from ..io.video import VideoWriter, concatenate
 from .enhancer import Pending
 
@@ -46,6 +47,9 @@ class ResumableOutput:
         self.fps = fps
         if os.path.islink(self.folder) or (os.path.exists(self.folder) and not os.path.isdir(self.folder)):
             raise InputError(f"{self.folder} (the run's work folder) is a link or a file; move it away")
+        if os.path.isdir(self.folder) and hasattr(os, "getuid") and os.stat(self.folder).st_uid != os.getuid():
+            raise InputError(f"{self.folder} (the run's work folder) belongs to another user, so its segments cannot "
+                             "be trusted; move it away")
         if self.restart and os.path.isdir(self.folder):
             shutil.rmtree(self.folder)
         state = self._load_state()
@@ -76,7 +80,7 @@ class ResumableOutput:
         return os.path.join(self.folder, f"overlap_{index:05d}.safetensors")
 
     def write(self, frames: torch.Tensor) -> None:
-        with VideoWriter(self.segment(self.window), self.fps, self.crf, bframes=0) as writer:
+        with VideoWriter(self.segment(self.window), self.fps, self.crf, bframes=0, folder=self.folder) as writer:
             writer.write(frames)
 
     def saved(self, pending: Pending) -> None:
@@ -84,9 +88,8 @@ class ResumableOutput:
         from safetensors.torch import save_file
 
         if pending.frames is not None:
-            temporary = self.pending(pending.next_window) + ".tmp"
-            save_file({"frames": pending.frames.contiguous()}, temporary)
-            os.replace(temporary, self.pending(pending.next_window))
+            with output_file(self.pending(pending.next_window), self.folder) as temporary:
+                save_file({"frames": pending.frames.contiguous()}, temporary)
         self._save_state(pending.next_window)
         if os.path.exists(self.pending(self.window)):
             os.unlink(self.pending(self.window))
@@ -110,7 +113,5 @@ class ResumableOutput:
         return state
 
     def _save_state(self, windows_done: int) -> None:
-        temporary = self.state_path + ".tmp"
-        with open(temporary, "w", encoding="utf-8") as f:
-            json.dump({"version": STATE_VERSION, "windows_done": windows_done, "key": self.key}, f, indent=1)
-        os.replace(temporary, self.state_path)
+        state = {"version": STATE_VERSION, "windows_done": windows_done, "key": self.key}
+        write_bytes(self.state_path, json.dumps(state, indent=1).encode("utf-8"), self.folder)

@@ -4,6 +4,7 @@ as in the reference), the input's audio carried over. Memory never holds more th
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterator, Optional
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from .output_files import output_file
 
 #: audio codecs an mp4 takes as they are (others are re-encoded to AAC)
 MP4_AUDIO_CODECS = {"aac", "mp3", "alac", "ac3", "eac3"}
@@ -24,30 +26,26 @@ def to_uint8_frames(video: torch.Tensor) -> torch.Tensor:
     return x.permute(1, 2, 3, 0).contiguous()
 
 
-def write_video(path: str, video: torch.Tensor, fps: int = 8, crf: int = 14) -> None:
-    """Write (3, T, H, W) in [-1, 1] as H.264 mp4 (even sizes required by yuv420p), all at once."""
+def write_video(path: str, video: torch.Tensor, fps: int = 8, crf: int = 14, folder: Optional[str] = None) -> None:
+    """Write (3, T, H, W) in [-1, 1] as H.264 mp4 (even sizes required by yuv420p), all at once; ``folder``: the
+    output folder it must stay in."""
     if video.ndim != 4 or video.shape[0] != 3 or 0 in video.shape:
         raise InputError(f"{path}: a video to write must be (3, frames, height, width), got {tuple(video.shape)}")
-    with VideoWriter(path, fps, crf) as writer:
+    with VideoWriter(path, fps, crf, folder=folder) as writer:
         writer.write(to_uint8_frames(video) if torch.isfinite(video).all() else video.movedim(0, -1))
 
 
-def partial_path(path: str) -> str:
-    """Where a video is written before it is renamed (the container format follows the .mp4 ending)."""
-    stem, ext = os.path.splitext(path)
-    return f"{stem}.partial{ext or '.mp4'}"
-
-
 class VideoWriter:
-    """An H.264 mp4 written frame batch by frame batch to a ``.partial`` sibling and renamed when the block ends
-    without an error, so a failed or interrupted run never leaves a broken file nor destroys one that was there.
-    A link at the ``.partial`` name is removed, never followed. ``audio_from``: a media file whose first audio
-    stream is copied (or re-encoded to AAC); ``audio``: a waveform dict {"waveform": (C, S) or (1, C, S),
-    "sample_rate"} (ComfyUI's AUDIO)."""
+    """An H.264 mp4 written frame batch by frame batch through ``output_file`` (a private temporary name, renamed
+    when the block ends without an error), so a failed or interrupted run never leaves a broken file nor destroys
+    one that was there, and no link is ever written through. ``folder``: the output folder the file must stay in.
+    ``audio_from``: a media file whose first audio stream is copied (or re-encoded to AAC); ``audio``: a waveform
+    dict {"waveform": (C, S) or (1, C, S), "sample_rate"} (ComfyUI's AUDIO)."""
 
     def __init__(self, path: str, fps, crf: int = 14, audio_from: Optional[str] = None, audio: Optional[dict] = None,
-                 bframes: Optional[int] = None):
-        self.path, self.partial = path, partial_path(path)
+                 bframes: Optional[int] = None, folder: Optional[str] = None):
+        self.path, self.folder = path, folder
+        self.output = None
         self.fps = Fraction(fps).limit_denominator(1_000_000)
         self.crf, self.audio_from, self.audio, self.bframes = crf, audio_from, audio, bframes
         self.container = self.stream = self.audio_writer = None
@@ -56,9 +54,13 @@ class VideoWriter:
     def __enter__(self) -> "VideoWriter":
         import av
 
-        if os.path.islink(self.partial) or os.path.isfile(self.partial):
-            os.unlink(self.partial)  # a stale partial, or a planted link: removed, never written through
-        self.container = av.open(self.partial, mode="w", format="mp4")
+        self.output = output_file(self.path, self.folder)
+        temporary = self.output.__enter__()
+        try:
+            self.container = av.open(temporary, mode="w", format="mp4")
+        except BaseException:
+            self.output.__exit__(*sys.exc_info())
+            raise
         return self
 
     def write(self, frames: torch.Tensor) -> None:
@@ -95,19 +97,20 @@ class VideoWriter:
 
     def __exit__(self, kind, error, traceback) -> None:
         try:
-            if kind is None:
-                if self.stream is None:
-                    raise InputError(f"{self.path}: no frames to write")
-                for packet in self.stream.encode():
-                    self.container.mux(packet)
-                if self.audio_writer is not None:
-                    self.audio_writer.write()
-            self.container.close()
-            if kind is None:
-                os.replace(self.partial, self.path)
-        finally:
-            if os.path.lexists(self.partial):
-                os.unlink(self.partial)
+            try:
+                if kind is None:
+                    if self.stream is None:
+                        raise InputError(f"{self.path}: no frames to write")
+                    for packet in self.stream.encode():
+                        self.container.mux(packet)
+                    if self.audio_writer is not None:
+                        self.audio_writer.write()
+            finally:
+                self.container.close()
+        except BaseException:
+            self.output.__exit__(*sys.exc_info())  # the temporary file is removed; the error goes on
+            raise
+        self.output.__exit__(kind, error, traceback)  # renamed into place only when the block succeeded
 
 
 class _AudioCopy:
@@ -221,40 +224,33 @@ def read_frames(path: str) -> Iterator[torch.Tensor]:
 
 def concatenate(segments: list, path: str, audio_from: Optional[str] = None) -> int:
     """Join mp4 segments written by ``VideoWriter`` with the same size, rate and settings (no B-frames) into
-    ``path``, packets as they are (no second encode), then the audio of ``audio_from``; written to the ``.partial``
-    sibling and renamed as ``VideoWriter`` does. Returns the number of frames."""
+    ``path``, packets as they are (no second encode), then the audio of ``audio_from``; written through
+    ``output_file`` as ``VideoWriter`` does. Returns the number of frames."""
     import av
 
     if not segments:
         raise InputError(f"{path}: nothing to join")
-    partial = partial_path(path)
-    if os.path.lexists(partial):
-        os.unlink(partial)
     frames = 0
-    try:
-        with av.open(segments[0]) as first, av.open(partial, mode="w", format="mp4") as container:
-            template = first.streams.video[0]
-            out = container.add_stream_from_template(template)
-            audio = _AudioCopy(audio_from, container) if audio_from is not None else None
-            offset = 0
-            for segment in segments:
-                with av.open(segment) as media:
-                    stream = media.streams.video[0]
-                    ticks = round(1 / (stream.average_rate * stream.time_base))  # one frame, in the segment's unit
-                    count = 0
-                    for packet in media.demux(stream):
-                        if packet.dts is None:
-                            continue
-                        packet.pts, packet.dts = packet.pts + offset, packet.dts + offset
-                        packet.stream = out
-                        container.mux(packet)
-                        count += 1
-                    offset += count * ticks
-                    frames += count
-            if audio is not None:
-                audio.write()
-        os.replace(partial, path)
-    finally:
-        if os.path.lexists(partial):
-            os.unlink(partial)
+    with output_file(path) as temporary, av.open(segments[0]) as first, \
+            av.open(temporary, mode="w", format="mp4") as container:
+        template = first.streams.video[0]
+        out = container.add_stream_from_template(template)
+        audio = _AudioCopy(audio_from, container) if audio_from is not None else None
+        offset = 0
+        for segment in segments:
+            with av.open(segment) as media:
+                stream = media.streams.video[0]
+                ticks = round(1 / (stream.average_rate * stream.time_base))  # one frame, in the segment's unit
+                count = 0
+                for packet in media.demux(stream):
+                    if packet.dts is None:
+                        continue
+                    packet.pts, packet.dts = packet.pts + offset, packet.dts + offset
+                    packet.stream = out
+                    container.mux(packet)
+                    count += 1
+                offset += count * ticks
+                frames += count
+        if audio is not None:
+            audio.write()
     return frames

@@ -1,0 +1,145 @@
+"""Every file the pack writes goes through io.output_files: links planted at the final name or at any
+predictable temporary name are never written through, a failed write leaves nothing and keeps the old file,
+paths leaving the output folder are refused, and names are checked with their temporary name before any work."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+import torch
+
+from flashvideo_core.checkpoints.io import write_safetensors
+from flashvideo_core.enhance.enhancer import Pending
+from flashvideo_core.enhance.resume import ResumableOutput
+from flashvideo_core.errors import InputError
+from flashvideo_core.io.output_files import TEMPORARY_EXTRA_BYTES, check_output_path, output_file, write_bytes
+from flashvideo_core.io.video import VideoWriter, concatenate, probe_video, write_video
+
+VICTIM_TEXT = b"must stay as it is"
+
+
+@pytest.fixture
+def victim(tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    path = outside / "victim.txt"
+    path.write_bytes(VICTIM_TEXT)
+    return path
+
+
+def clip(frames: int = 3) -> torch.Tensor:
+    return torch.linspace(-1, 1, 3 * frames * 8 * 8).reshape(3, frames, 8, 8)
+
+
+def plant_links(folder, name: str, victim) -> list:
+    """Links at the final name and at every temporary name an older or simpler writer would use."""
+    stem, ext = os.path.splitext(name)
+    names = [name, f"{stem}.partial{ext}", f"{name}.partial", f"{name}.tmp", f".{name}.part"]
+    for planted in names:
+        os.symlink(victim, folder / planted)
+    return names
+
+
+def test_planted_links_are_never_written_through(tmp_path, victim):
+    out = tmp_path / "out"
+    out.mkdir()
+    planted = plant_links(out, "clip.mp4", victim)
+    write_video(str(out / "clip.mp4"), clip(), folder=str(out))
+    assert victim.read_bytes() == VICTIM_TEXT
+    final = out / "clip.mp4"
+    assert final.is_file() and not final.is_symlink() and probe_video(str(final)).frames == 3
+    assert all((out / name).is_symlink() for name in planted[1:])  # other people's links are left alone
+
+    plant_links(out, "weights.safetensors", victim)
+    write_safetensors(str(out / "weights.safetensors"), {"w": torch.ones(2)}, {})
+    assert victim.read_bytes() == VICTIM_TEXT and not (out / "weights.safetensors").is_symlink()
+
+
+def test_the_temporary_file_lives_in_a_fresh_private_folder(tmp_path):
+    seen = {}
+    with output_file(str(tmp_path / "a.bin")) as temporary:
+        private = os.path.dirname(temporary)
+        seen["mode"] = stat.S_IMODE(os.lstat(private).st_mode)
+        seen["entries"] = os.listdir(private)
+        with open(temporary, "wb") as f:
+            f.write(b"x")
+    assert seen == {"mode": 0o700, "entries": []}
+    assert os.listdir(tmp_path) == ["a.bin"]
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(tmp_path / "a.bin").st_mode) == 0o666 & ~umask
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_nothing(tmp_path):
+    final = tmp_path / "clip.mp4"
+    final.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="boom"):
+        with VideoWriter(str(final), 8) as writer:
+            writer.write(torch.zeros(2, 8, 8, 3, dtype=torch.uint8))
+            raise RuntimeError("boom")
+    with pytest.raises(InputError, match="no frames"):
+        with VideoWriter(str(final), 8):
+            pass
+    with pytest.raises(InputError, match="NaN"):
+        write_video(str(final), torch.full((3, 2, 8, 8), float("nan")))
+    assert final.read_bytes() == b"old" and sorted(os.listdir(tmp_path)) == ["clip.mp4"]
+
+
+def test_paths_leaving_the_output_folder_are_refused(tmp_path, victim):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sub").symlink_to(victim.parent, target_is_directory=True)
+    for path in (out / ".." / "escape.mp4", out / "sub" / "escape.mp4"):
+        with pytest.raises(InputError, match="outside the output folder"):
+            check_output_path(str(path), "--output-dir", folder=str(out))
+        with pytest.raises(InputError, match="outside the output folder"):
+            write_video(str(path), clip(), folder=str(out))
+    assert sorted(os.listdir(victim.parent)) == ["victim.txt"] and not (tmp_path / "escape.mp4").exists()
+    check_output_path(str(out / "fine.mp4"), "--output-dir", folder=str(out))  # inside: accepted
+
+
+def test_names_are_checked_with_their_temporary_name(tmp_path):
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+    fits = "a" * (limit - TEMPORARY_EXTRA_BYTES - 4) + ".mp4"
+    check_output_path(str(tmp_path / fits), "output")
+    write_video(str(tmp_path / fits), clip())  # the promise holds: what the check accepts is written
+    too_long = "a" * (limit - TEMPORARY_EXTRA_BYTES - 3) + ".mp4"
+    with pytest.raises(InputError, match=r"output: the output name .* temporary name .* limit of"):
+        check_output_path(str(tmp_path / too_long), "output")
+    (tmp_path / "taken.mp4").write_bytes(b"old")
+    with pytest.raises(InputError, match="already exists; pass --overwrite"):
+        check_output_path(str(tmp_path / "taken.mp4"), "output", overwrite=False, overwrite_flag="--overwrite")
+    (tmp_path / "folder.mp4").mkdir()
+    with pytest.raises(InputError, match="is a folder"):
+        check_output_path(str(tmp_path / "folder.mp4"), "output")
+
+
+def test_concatenate_and_small_files_go_the_same_way(tmp_path, victim):
+    segments = []
+    for k in range(2):
+        segments.append(str(tmp_path / f"s{k}.mp4"))
+        with VideoWriter(segments[-1], 8, bframes=0) as writer:
+            writer.write(torch.zeros(2, 8, 8, 3, dtype=torch.uint8))
+    plant_links(tmp_path, "joined.mp4", victim)
+    assert concatenate(segments, str(tmp_path / "joined.mp4")) == 4
+    plant_links(tmp_path, "state.json", victim)
+    write_bytes(str(tmp_path / "state.json"), b"{}", sync=True)
+    assert victim.read_bytes() == VICTIM_TEXT
+    assert not (tmp_path / "joined.mp4").is_symlink() and (tmp_path / "state.json").read_bytes() == b"{}"
+
+
+def test_the_enhance_work_folder_writes_through_no_link(tmp_path, victim):
+    output = ResumableOutput(str(tmp_path / "out.mp4"), {"input": "x"})
+    output.start(8)
+    folder = tmp_path / "out.mp4.parts"
+    for name in ("state.json.tmp", "overlap_00001.safetensors.tmp", "window_00000.partial.mp4"):
+        os.symlink(victim, folder / name)
+    os.unlink(folder / "state.json")
+    os.symlink(victim, folder / "state.json")
+    output.write(torch.zeros(2, 8, 8, 3, dtype=torch.uint8))
+    output.saved(Pending(1, torch.zeros(1, 8, 8, 3)))
+    assert victim.read_bytes() == VICTIM_TEXT
+    assert json.loads((folder / "state.json").read_text())["windows_done"] == 1
