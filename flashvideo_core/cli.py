@@ -49,6 +49,8 @@ FLAGS = {"stage1.height": "--height", "stage1.width": "--width", "stage1.frames"
 #: the stage-II settings enhance takes (its size comes from --resolution, its seed from --seed)
 ENHANCE_FLAGS = {key: flag for key, flag in FLAGS.items() if key.startswith("stage2.")}
 CRF = Setting(14, 0, 51, help="H.264 quality")
+#: device types the models run on (torch.device also parses meta, xla, ... which cannot hold a run's weights)
+RUNNABLE_DEVICES = ("cpu", "cuda", "mps")
 
 
 def _input_file(flag: str, path: str, what: str) -> None:
@@ -105,8 +107,13 @@ def _device_and_dtype(device_name: str, dtype_name: str) -> tuple[torch.device, 
         device = torch.device(device_name)
     except (RuntimeError, ValueError):
         raise FlashVideoError(f"--device {device_name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type not in RUNNABLE_DEVICES:
+        raise FlashVideoError(f"--device {device_name}: models cannot run on {device.type!r} devices; use auto, cpu, "
+                              "cuda or cuda:N")
     if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
         raise FlashVideoError(f"--device {device_name}: no such CUDA device here; use --device cpu (or auto)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise FlashVideoError(f"--device {device_name}: no Apple GPU (MPS) here; use --device cpu (or auto)")
     return device, resolve_dtype(dtype_name, device)
 
 
@@ -220,12 +227,11 @@ def _check_arguments(args) -> None:
     """Every number, size and seed, before any file is read (pure: no model, no output written)."""
 
     stage1_settings, stage2_settings = _settings(args)
-    check_settings(stage1_settings, None if args.skip_stage2 else stage2_settings, _setting_names(args))
+    # stage II's flags are checked with --skip-stage2 too: a value that could never run is a mistake either way
+    check_settings(stage1_settings, stage2_settings, _setting_names(args))
     FPS.check(args.fps, "--fps")
-    if args.skip_stage2:  # stage II is not run, but its seeds still have to be seeds
-        for flag, value in (("--seed-bridge", args.seed_bridge), ("--seed-degrade", args.seed_degrade)):
-            if value is not None:
-                SEED.check(value, flag)
+    if args.skip_stage2 and args.window_attention:
+        raise FlashVideoError("--window-attention is a stage-II option and --skip-stage2 skips stage II; drop one")
     _check_runtime_arguments(args)
 
 
@@ -237,6 +243,12 @@ def _check_runtime_arguments(args) -> None:
              ("--vae-memory-mb", VAE_MEMORY_MB, args.vae_memory_mb)]
     for flag, declared, value in checks + [entry for entry in unset if entry[2] is not None]:
         declared.check(value, flag)
+    manual_only = [flag for flag, given in (("--chunk-latents", args.chunk_latents is not None),
+                                            ("--tile-size", bool(args.tile_size))) if given]
+    if manual_only and args.slicing != "manual":
+        raise FlashVideoError(f"{' and '.join(manual_only)} only appl{'y' if len(manual_only) > 1 else 'ies'} with "
+                              f"--slicing manual (this run has --slicing "
+                              f"{args.slicing}); add --slicing manual, or drop {' and '.join(manual_only)}")
     _device_and_dtype(args.device, args.dtype)
 
 
