@@ -127,6 +127,10 @@ def load_t5(path: str, device: str = "default", disable_dynamic: bool = False):
     raw = read_checkpoint(path)  # the pack's one reader: regular file, no code, bounded, process-owned tensors
     source = describe(path)
     tensors, metadata = _layer_quant_as_tensors(raw.tensors, raw.metadata, source)
+    if not hasattr(comfy.utils, "convert_old_quants") and any(k.endswith(LAYER_QUANT) for k in tensors):
+        raise CheckpointError(f"{source}: quantised per layer (.comfy_quant), a format this ComfyUI version does not "
+                              "read (its layers would use the fp8 weights unscaled); update ComfyUI (0.33 or newer) "
+                              "or use a fp16 or scaled-fp8 T5 file (t5xxl_fp16.safetensors)")
     state_dict = checked_weights(tensors, source, t5_weight_rules(tensors))
     shaped = t5_config_from_shapes({k: tuple(v.shape) for k, v in state_dict.items()}, source)
     xxl_config = host_t5_xxl_config()

@@ -123,6 +123,9 @@ def _checked_layer_quant(tensors: dict, source: str) -> tuple[dict, set]:
             raise CheckpointError(f"{source}: layer {layer} is declared {fmt} but its weight is "
                                   f"{'missing' if weight is None else weight.dtype}; the file is damaged: download "
                                   "it again")
+        if f"{layer}.weight_scale" not in tensors:
+            raise CheckpointError(f"{source}: layer {layer} is declared {fmt} but has no .weight_scale, so its values "
+                                  "have no known scale; the file is incomplete: download it again")
         quantised.add(f"{layer}.weight")
     for key, value in tensors.items():
         suffix = next((s for s in LAYER_SCALES if key.endswith(s)), None)
