@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
 
 #: name -> (runs "core" (this venv) or "host" (a ComfyUI's python), "module:function", the file kinds it loads)
@@ -31,6 +32,10 @@ class Case:
     path: str
     #: the kind of valid file this is ("" for a file every loader must refuse)
     kind: str = ""
+    #: the kind of file it was made from: its loaders must refuse it for the cause ``expect`` ("": all loaders)
+    base: str = ""
+    #: a regular expression the refusal of those loaders must match (case-insensitive)
+    expect: str = ""
 
 
 def resolve(name: str, package: str = ""):
@@ -103,9 +108,9 @@ def build_cases(folder: str, marker: str) -> list[Case]:
     p = lambda name: os.path.join(folder, name)  # noqa: E731
     cases: list[Case] = []
 
-    def save(name: str, tensors: dict, metadata: dict, kind: str = "") -> None:
+    def save(name: str, tensors: dict, metadata: dict, kind: str = "", base: str = "", expect: str = "") -> None:
         write_safetensors(p(name), tensors, metadata)
-        cases.append(Case(name, p(name), kind))
+        cases.append(Case(name, p(name), kind, base, expect))
 
     # valid seeds, one per model file the pack reads
     write_tiny_dit(p("seed_stage1.pt"), "stage1", lora=False)
@@ -135,7 +140,7 @@ def build_cases(folder: str, marker: str) -> list[Case]:
             name = f"{how}_{stem}"
             with open(p(name), "wb") as f:
                 f.write(damaged)
-            cases.append(Case(name, p(name)))
+            cases.append(Case(name, p(name), "", case.kind, DAMAGED))
 
     # weights that are no finite real floats, in each kind of file (written with a valid checksum)
     def weight(tensors):
@@ -152,42 +157,49 @@ def build_cases(folder: str, marker: str) -> list[Case]:
                           ("fp8_unscaled", lambda t: t.to(torch.float8_e4m3fn))):
             if kind == "t5" and how == "fp8_unscaled":
                 continue  # plain fp8 T5 files are valid (t5xxl_fp8_e4m3fn.safetensors)
-            save(f"{how}_{kind}.safetensors", {**raw.tensors, key: make(raw.tensors[key])}, raw.metadata)
+            save(f"{how}_{kind}.safetensors", {**raw.tensors, key: make(raw.tensors[key])}, raw.metadata, base=kind,
+                 expect=VALUE_CAUSES[how])
 
     # scales of both fp8 formats
     dit_fp8 = read_checkpoint(p("dit_fp8.safetensors"))
     t5_layer = _t5_layer_quant(t5_scaled)
-    for label, tensors, metadata, scale in (
-            ("dit", dit_fp8.tensors, dit_fp8.metadata, "transformer_blocks.0.attn1.to_q.scale_weight"),
-            ("t5", t5_scaled, {}, "encoder.block.0.layer.0.SelfAttention.q.scale_weight"),
-            ("t5_layer", t5_layer, {}, "encoder.block.0.layer.0.SelfAttention.q.weight_scale")):
+    for label, base, tensors, metadata, scale in (
+            ("dit", "dit_fp8", dit_fp8.tensors, dit_fp8.metadata, "transformer_blocks.0.attn1.to_q.scale_weight"),
+            ("t5", "t5_fp8", t5_scaled, {}, "encoder.block.0.layer.0.SelfAttention.q.scale_weight"),
+            ("t5_layer", "t5_layer_fp8", t5_layer, {}, "encoder.block.0.layer.0.SelfAttention.q.weight_scale")):
+        def save_scaled(name, changed, how):  # noqa: E306 - one case of this format, refused for SCALE_CAUSES[how]
+            save(name, changed, metadata, base=base, expect=SCALE_CAUSES[how])
+
         weight_key = scale.rsplit(".", 1)[0] + ".weight"
         for how, value in (("zero", torch.zeros(())), ("negative", -tensors[scale]), ("nan", torch.tensor(float("nan"))),
                            ("inf", torch.tensor(float("inf"))), ("int", torch.ones((), dtype=torch.int32)),
                            ("shape", tensors[scale].expand(2, 2).contiguous()), ("bool", torch.ones((), dtype=torch.bool))):
-            save(f"scale_{how}_{label}.safetensors", {**tensors, scale: value}, metadata)
-        save(f"scale_missing_{label}.safetensors", {k: v for k, v in tensors.items() if k != scale}, metadata)
+            save_scaled(f"scale_{how}_{label}.safetensors", {**tensors, scale: value}, how)
+        save_scaled(f"scale_missing_{label}.safetensors", {k: v for k, v in tensors.items() if k != scale}, "missing")
         layer, suffix = scale.rsplit(".", 1)
-        save(f"scale_orphan_{label}.safetensors", {**tensors, f"{layer}_gone.{suffix}": tensors[scale]}, metadata)
-        save(f"weight_e5m2_{label}.safetensors", {**tensors, weight_key: tensors[weight_key].to(torch.float8_e5m2)},
-             metadata)
-        save(f"weight_nan_{label}.safetensors",
-             {**tensors, weight_key: tensors[weight_key].float().index_fill(0, torch.tensor([0]), float("nan"))
-              .to(torch.float8_e4m3fn)}, metadata)
+        save_scaled(f"scale_orphan_{label}.safetensors", {**tensors, f"{layer}_gone.{suffix}": tensors[scale]},
+                    "orphan")
+        save_scaled(f"weight_e5m2_{label}.safetensors",
+                    {**tensors, weight_key: tensors[weight_key].to(torch.float8_e5m2)}, "e5m2")
+        save_scaled(f"weight_nan_{label}.safetensors",
+                    {**tensors, weight_key: tensors[weight_key].float().index_fill(0, torch.tensor([0]), float("nan"))
+                     .to(torch.float8_e4m3fn)}, "nan_weight")
         input_key = scale.replace("scale_weight", "scale_input").replace("weight_scale", "input_scale")
-        save(f"input_scale_nan_{label}.safetensors", {**tensors, input_key: torch.tensor(float("nan"))}, metadata)
+        save_scaled(f"input_scale_nan_{label}.safetensors", {**tensors, input_key: torch.tensor(float("nan"))}, "nan")
     save("marker_int_dit.safetensors", {**dit_fp8.tensors, "scaled_fp8": torch.zeros(0, dtype=torch.int8)},
-         dit_fp8.metadata)
+         dit_fp8.metadata, base="dit_fp8", expect="marker")
+    quant_entry = "encoder.block.0.layer.0.SelfAttention.q.comfy_quant"
     save("layer_format_nvfp4_t5.safetensors",
-         {**t5_layer, "encoder.block.0.layer.0.SelfAttention.q.comfy_quant":
-          torch.tensor(list(b'{"format": "nvfp4"}'), dtype=torch.uint8)}, {})
-    save("layer_json_t5.safetensors",
-         {**t5_layer, "encoder.block.0.layer.0.SelfAttention.q.comfy_quant": torch.tensor(list(b"{["), dtype=torch.uint8)},
-         {})
+         {**t5_layer, quant_entry: torch.tensor(list(b'{"format": "nvfp4"}'), dtype=torch.uint8)}, {},
+         base="t5_layer_fp8", expect="nvfp4")
+    save("layer_json_t5.safetensors", {**t5_layer, quant_entry: torch.tensor(list(b"{["), dtype=torch.uint8)}, {},
+         base="t5_layer_fp8", expect="not a quantisation entry")
 
     # T5 sizes beyond any T5 (small files all the same)
-    save("t5_heads_300.safetensors", random_t5_state_dict({**TINY_T5_CONFIG, "num_heads": 300, "d_kv": 1}), {})
-    save("t5_vocab_100.safetensors", random_t5_state_dict({**TINY_T5_CONFIG, "vocab_size": 100}), {})
+    save("t5_heads_300.safetensors", random_t5_state_dict({**TINY_T5_CONFIG, "num_heads": 300, "d_kv": 1}), {},
+         base="t5", expect="num_heads 300, beyond the 256")
+    save("t5_vocab_100.safetensors", random_t5_state_dict({**TINY_T5_CONFIG, "vocab_size": 100}), {},
+         base="t5", expect="100 rows.*tokenizer needs")
 
     # paths that are no model file
     os.mkdir(p("folder.safetensors"))
@@ -201,11 +213,22 @@ def build_cases(folder: str, marker: str) -> list[Case]:
     torch.save({"state_dict": {"x": torch.zeros(2)}, "evil": Payload(marker)}, p("evil.pt"))
     torch.save({"module": {"x": torch.zeros(2)}, "args": argparse.Namespace(x=Payload(marker))}, p("evil_legacy.pt"),
                _use_new_zipfile_serialization=False)
-    for name in ("folder.safetensors", "fifo.safetensors", "loop_a.safetensors", "dangling.safetensors",
-                 "empty.safetensors", "html.safetensors", "evil.pt", "evil_legacy.pt"):
-        cases.append(Case(name, p(name)))
-    cases.append(Case("dev_null", "/dev/null"))
+    for name, expect in (("folder.safetensors", "is a folder"), ("fifo.safetensors", "named pipe"),
+                         ("loop_a.safetensors", "symlink loop"), ("dangling.safetensors", "does not exist"),
+                         ("empty.safetensors", "empty"), ("html.safetensors", "not a model file"),
+                         ("evil.pt", "code execution"), ("evil_legacy.pt", "refused")):
+        cases.append(Case(name, p(name), "", "", expect))
+    cases.append(Case("dev_null", "/dev/null", "", "", "character device|empty"))
     return cases
+
+
+DAMAGED = "truncated|corrupt|CRC-32|not a model file|damaged"
+VALUE_CAUSES = {"nan": "NaN/Inf", "inf": "NaN/Inf", "int": "not stored as real floating",
+                "bool": "not stored as real floating", "fp8_unscaled": "fp8 without|not stored as real floating"}
+SCALE_CAUSES = {"zero": "positive finite", "negative": "positive finite", "nan": "positive finite",
+                "inf": "positive finite", "int": "one real floating-point number", "bool": "one real floating-point number",
+                "shape": "one real floating-point number", "missing": r"without its \.scale_weight|has no \.weight_scale",
+                "orphan": "does not hold|scales no quantised layer", "e5m2": "e5m2", "nan_weight": "NaN/Inf"}
 
 
 def write_manifest(cases: list[Case], path: str) -> None:
@@ -227,6 +250,8 @@ def verdict(loader: str, case: Case, result: dict, unsupported=()) -> str:
         return "" if status == "ok" else f"a valid {case.kind} file was not loaded: {result}"
     if status != "refused":
         return f"expected a refusal, got {result}"
+    if case.expect and (not case.base or case.base in accepts) and not re.search(case.expect, result["message"], re.I):
+        return f"refused, but not for {case.expect!r}: {result['message'][:300]}"
     shown = os.path.basename(case.path)
     if shown not in result.get("message", ""):
         return f"the refusal does not name the file: {result['message'][:300]}"
