@@ -22,7 +22,7 @@ import folder_paths
 from ..flashvideo_core.checkpoints import scaled_fp8
 from ..flashvideo_core.checkpoints.files import describe
 from ..flashvideo_core.checkpoints.io import read_checkpoint
-from ..flashvideo_core.checkpoints.t5_shapes import SHAPE_KEYS, t5_config_from_shapes  # noqa: F401 - the node's API
+from ..flashvideo_core.checkpoints.t5_shapes import t5_config_from_shapes
 from ..flashvideo_core.checkpoints.weights import LAYER_QUANT, WeightRules, checked_weights
 from ..flashvideo_core.errors import CheckpointError, InputError
 from .input_checks import combo_widget, model_file
