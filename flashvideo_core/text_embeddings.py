@@ -17,7 +17,7 @@ import torch
 
 from .checkpoints.files import describe
 from .checkpoints.io import read_checkpoint, write_safetensors
-from .checkpoints.strict import FLOAT_DTYPES
+from .checkpoints.weights import checked_weights
 from .checkpoints.metadata import FORMAT_KEY, FORMAT_VERSION, MODEL_KEY, PROMPT_KEY
 from .errors import CheckpointError, InputError
 
@@ -49,10 +49,7 @@ def load_prompt_embedding(path: str) -> tuple[torch.Tensor, str]:
     shown = describe(path)
     if raw.metadata.get(MODEL_KEY) != KIND or "context" not in raw.tensors:
         raise CheckpointError(f"{shown}: not a FlashVideo prompt embedding (save one with FlashVideo Save Prompt Embedding)")
-    context = raw.tensors["context"]
-    if context.dtype not in FLOAT_DTYPES:
-        raise CheckpointError(f"{shown}: the prompt embedding is stored as {context.dtype}, not real floating point; "
-                              "the file is damaged: save the embedding again")
+    context = checked_weights({"context": raw.tensors["context"]}, shown)["context"]
     try:
         return check_context(context, shown), raw.metadata.get(PROMPT_KEY, "")
     except InputError as e:

@@ -14,13 +14,16 @@ import inspect
 import json
 import logging
 import os
-import re
 
 from comfy_api.latest import io
 
 import folder_paths
 
+from ..flashvideo_core.checkpoints import scaled_fp8
 from ..flashvideo_core.checkpoints.files import describe
+from ..flashvideo_core.checkpoints.io import read_checkpoint
+from ..flashvideo_core.checkpoints.t5_shapes import t5_config_from_shapes
+from ..flashvideo_core.checkpoints.weights import LAYER_QUANT, WeightRules, checked_weights
 from ..flashvideo_core.errors import CheckpointError, InputError
 from .input_checks import combo_widget, model_file
 
@@ -28,49 +31,13 @@ log = logging.getLogger("flashvideo")
 
 CATEGORY = "FlashVideo"
 DEVICES = ["default", "cpu"]
-#: the config entries a T5 file's shapes determine (the rest come from the host's T5-XXL config)
-SHAPE_KEYS = ("d_model", "num_heads", "d_kv", "d_ff", "num_layers", "vocab_size", "is_gated_act")
-_BLOCK = re.compile(r"^encoder\.block\.(\d+)\.")
 #: entries a T5 file may carry besides the encoder's weights: fp8 scales and markers (both hosts' formats), the
 #: decoder and LM head of a full seq2seq checkpoint, and the encoder's tied copy of the token embeddings
 _QUANT_SUFFIXES = (".scale_weight", ".scale_input", ".weight_scale", ".weight_scale_2", ".input_scale", ".comfy_quant")
 _IGNORED_PREFIXES = ("decoder.", "lm_head.")
 _IGNORED_KEYS = {"scaled_fp8", "encoder.embed_tokens.weight", "spiece_model"}
-
-
-def t5_config_from_shapes(shapes: dict, source: str = "the T5 file") -> dict:
-    """The shape-determined T5 config entries (``SHAPE_KEYS``) of a T5 encoder state dict given as
-    {key: shape}; a file that is not a gated (v1.1) T5 encoder is refused, naming what is wrong with it."""
-    def need(key: str) -> tuple:
-        if key not in shapes:
-            raise CheckpointError(
-                f"{source} is not a T5 encoder in the t5xxl_fp16.safetensors layout: it has no {key!r}. Pick a "
-                "T5-v1.1-XXL file (t5xxl_fp16.safetensors from comfyanonymous/flux_text_encoders) in "
-                "models/text_encoders")
-        shape = tuple(shapes[key])
-        if len(shape) != 2:
-            raise CheckpointError(f"{source}: {key!r} has shape {shape}, where a T5 encoder has a matrix; the file is "
-                                  "damaged or not a T5 encoder: download t5xxl_fp16.safetensors again")
-        return shape
-
-    vocab_size, d_model = need("shared.weight")
-    inner, _ = need("encoder.block.0.layer.0.SelfAttention.q.weight")
-    buckets, num_heads = need("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight")
-    if "encoder.block.0.layer.1.DenseReluDense.wi.weight" in shapes:
-        raise CheckpointError(
-            f"{source} is an original T5 (one ungated feed-forward input, 'wi'), not T5-v1.1: FlashVideo reads "
-            "T5-v1.1-XXL states. Use t5xxl_fp16.safetensors (comfyanonymous/flux_text_encoders)")
-    d_ff, _ = need("encoder.block.0.layer.1.DenseReluDense.wi_0.weight")
-    if buckets != 32 or inner % num_heads:
-        raise CheckpointError(f"{source}: relative attention has {buckets} buckets and {num_heads} heads for width "
-                              f"{inner}; ComfyUI's T5 needs 32 buckets and a width divisible by the heads: use a "
-                              "T5-v1.1 encoder (t5xxl_fp16.safetensors from comfyanonymous/flux_text_encoders)")
-    blocks = {int(m.group(1)) for key in shapes if (m := _BLOCK.match(key))}
-    if blocks != set(range(len(blocks))):
-        raise CheckpointError(f"{source}: encoder blocks {sorted(blocks)} are not numbered 0..N-1 (a truncated or "
-                              "merged file?); download it again")
-    return {"d_model": d_model, "num_heads": num_heads, "d_kv": inner // num_heads, "d_ff": d_ff,
-            "num_layers": len(blocks), "vocab_size": vocab_size, "is_gated_act": True}
+#: T5's embeddings, which the host casts up as they are: fp8 without a scale even in a quantised file
+_EMBEDDINGS = ("shared.weight", "relative_attention_bias.weight")
 
 
 def host_t5_xxl_config() -> dict:
@@ -83,6 +50,21 @@ def host_t5_xxl_config() -> dict:
 
 def _is_auxiliary(key: str) -> bool:
     return key in _IGNORED_KEYS or key.startswith(_IGNORED_PREFIXES) or key.endswith(_QUANT_SUFFIXES)
+
+
+def _not_encoder(key: str) -> bool:
+    """Entries the host's T5 encoder never reads (the quantisation entries are checked with their weights)."""
+    return key in _IGNORED_KEYS or key.startswith(_IGNORED_PREFIXES)
+
+
+def t5_weight_rules(tensors: dict) -> WeightRules:
+    """fp8 T5 files in both hosts' formats: scaled fp8 (0.3.64's), per-layer fp8 (0.33's), and plain fp8 files
+    without scales (t5xxl_fp8_e4m3fn.safetensors, cast up by the host). In a quantised file only the embeddings
+    may be fp8 without a scale (a Linear's missing scale would silently be 1)."""
+    quantised = scaled_fp8.is_scaled_fp8(tensors) or any(k.endswith(LAYER_QUANT) for k in tensors)
+    unscaled = (lambda key: key.endswith(_EMBEDDINGS)) if quantised else (lambda key: True)
+    return WeightRules(scaled_files=True, must_scale=lambda key, tensor: False, unscaled_fp8=unscaled,
+                       layer_quant=True, auxiliary=_not_encoder)
 
 
 def check_t5_keys(state_dict: dict, config: dict, source: str) -> None:
@@ -107,6 +89,24 @@ def check_t5_keys(state_dict: dict, config: dict, source: str) -> None:
             "encoder; download t5xxl_fp16.safetensors again")
 
 
+def _layer_quant_as_tensors(tensors: dict, metadata: dict, source: str) -> tuple[dict, dict]:
+    """0.33's per-layer quantisation given in the file's metadata, as the ``.comfy_quant`` entries the host makes
+    of it (so the one weight check sees which layers are quantised before the host does)."""
+    import torch
+
+    text = metadata.get("_quantization_metadata")
+    if text is None:
+        return tensors, metadata
+    try:
+        layers = json.loads(text)["layers"]
+        entries = {f"{layer}{LAYER_QUANT}": torch.tensor(list(json.dumps(conf).encode()), dtype=torch.uint8)
+                   for layer, conf in layers.items() if isinstance(layer, str)}
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+        raise CheckpointError(f"{source}: its _quantization_metadata is not a JSON object with 'layers' "
+                              f"({type(e).__name__}); the file is damaged: download it again") from None
+    return {**tensors, **entries}, {k: v for k, v in metadata.items() if k != "_quantization_metadata"}
+
+
 class _Target:
     """What ``comfy.sd.CLIP`` builds from: the text-encoder class, its tokenizer, extra parameters."""
 
@@ -124,12 +124,14 @@ def load_t5(path: str, device: str = "default", disable_dynamic: bool = False):
 
     if device not in DEVICES:
         raise InputError(f"device must be one of {DEVICES}, got {device!r}")
-    try:
-        state_dict, metadata = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
-    except Exception as err:  # truncated download, not a tensor file
-        raise CheckpointError(f"{describe(path)} cannot be read as a T5 encoder ({type(err).__name__}: {err}); "
-                              "download it again") from err
-    source = os.path.basename(path)
+    raw = read_checkpoint(path)  # the pack's one reader: regular file, no code, bounded, process-owned tensors
+    source = describe(path)
+    tensors, metadata = _layer_quant_as_tensors(raw.tensors, raw.metadata, source)
+    if not hasattr(comfy.utils, "convert_old_quants") and any(k.endswith(LAYER_QUANT) for k in tensors):
+        raise CheckpointError(f"{source}: quantised per layer (.comfy_quant), a format this ComfyUI version does not "
+                              "read (its layers would use the fp8 weights unscaled); update ComfyUI (0.33 or newer) "
+                              "or use a fp16 or scaled-fp8 T5 file (t5xxl_fp16.safetensors)")
+    state_dict = checked_weights(tensors, source, t5_weight_rules(tensors))
     shaped = t5_config_from_shapes({k: tuple(v.shape) for k, v in state_dict.items()}, source)
     xxl_config = host_t5_xxl_config()
     config = {**xxl_config, **shaped}

@@ -390,7 +390,7 @@ def test_prompt_embedding_dtype_and_values(tmp_path):
                       ("nan", torch.full((1, 226, 8), float("nan")))):
         path = str(tmp_path / f"emb_{name}.safetensors")
         write_safetensors(path, {"context": ctx}, meta)
-        with pytest.raises(CheckpointError, match=f"emb_{name}.safetensors.*(not real floating|NaN)"):
+        with pytest.raises(CheckpointError, match=f"emb_{name}.safetensors.*(not stored as real floating|NaN)"):
             load_prompt_embedding(path)
 
 

@@ -15,7 +15,7 @@ import re
 import torch
 
 from ..errors import CheckpointError
-from .strict import FLOAT_DTYPES
+from .weights import FLOAT_DTYPES
 
 log = logging.getLogger("flashvideo")
 

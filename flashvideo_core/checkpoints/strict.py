@@ -12,16 +12,19 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from .weights import PLAIN, checked_weights
 
 SHOWN = 5
 
 
-#: dtypes a weight may be stored in; fp8 only inside a scaled-fp8 file (its scales come with it)
-FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+def check_state_dict(model: nn.Module, state_dict: dict, source: str, layout: str) -> None:
+    """Keys, shapes and (through the one value check every loader uses) the weights' dtypes and values."""
+    check_keys(model, state_dict, source, layout)
+    checked_weights(state_dict, source, PLAIN)
 
 
-def check_state_dict(model: nn.Module, state_dict: dict, source: str, layout: str, allow_fp8: bool = False) -> None:
+def check_keys(model: nn.Module, state_dict: dict, source: str, layout: str) -> None:
+    """Every key of the model present with its shape, nothing else."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
@@ -41,30 +44,6 @@ def check_state_dict(model: nn.Module, state_dict: dict, source: str, layout: st
             + " | ".join(problems)
             + ". The file is probably incomplete, of another model, or a variant this pack does not know."
         )
-    check_weight_values(state_dict, source, allow_fp8)
-
-
-def check_weight_values(state_dict: dict, source: str, allow_fp8: bool = False) -> None:
-    """Every weight real floating point (no int/bool/complex storage to be cast silently) and finite."""
-    allowed = FLOAT_DTYPES + (FP8_DTYPES if allow_fp8 else ())
-    wrong = [f"{k} ({v.dtype})" for k, v in state_dict.items() if v.dtype not in allowed]
-    if wrong:
-        raise CheckpointError(
-            f"{source}: {len(wrong)} weights are not stored as real floating point numbers (e.g. {wrong[0]}); "
-            f"a model file stores weights in {', '.join(str(d).replace('torch.', '') for d in FLOAT_DTYPES)}"
-            + (" (or fp8 in a scaled-fp8 file)" if not allow_fp8 else "")
-            + ". The file is damaged or not a FlashVideo model: download the official one."
-        )
-    bad = [k for k, v in state_dict.items() if not _all_finite(v)]
-    if bad:
-        raise CheckpointError(f"{source}: {len(bad)} tensors hold NaN/Inf (e.g. {bad[0]}); the file is damaged. "
-                              "Download it again.")
-
-
-def _all_finite(tensor: torch.Tensor) -> bool:
-    if tensor.dtype in FP8_DTYPES:  # no isfinite kernel for fp8: widen (tensor by tensor, so peak stays one tensor)
-        tensor = tensor.float()
-    return bool(torch.isfinite(tensor).all())
 
 
 def materialize(model_factory, state_dict: dict, source: str, layout: str, device=None, dtype=None) -> nn.Module:

@@ -18,7 +18,9 @@ import comfy.model_patcher
 
 from ...flashvideo_core.checkpoints import scaled_fp8
 from ...flashvideo_core.checkpoints.io import read_checkpoint
-from ...flashvideo_core.checkpoints.strict import check_state_dict
+from ...flashvideo_core.checkpoints.files import describe
+from ...flashvideo_core.checkpoints.strict import check_keys
+from ...flashvideo_core.checkpoints.weights import DIT, checked_weights
 from ...flashvideo_core.dit.attention import resolve_backend
 from ...flashvideo_core.dit.loader import canonical_dit_state_dict
 from ...flashvideo_core.dit.model import FlashVideoDiT, sdpa_attention
@@ -26,7 +28,6 @@ from .model_base import model_config_for
 from .options import HOST_ATTENTION, WEIGHT_DTYPES
 
 log = logging.getLogger("flashvideo")
-
 
 
 def _host_quantization(model_config, tensors: dict, metadata: dict) -> dict:
@@ -53,10 +54,12 @@ def load_flashvideo_model(path: str, weight_dtype: str = "auto", attention: str 
     """A core MODEL (model patcher) for the DiT in ``path``; the choices are the loader node's (it checks them)."""
     raw = read_checkpoint(path)
     dit_config, tensors, layout = canonical_dit_state_dict(raw, dequantize=False)
+    # the same checks as the core loader's (scales included) before the host's layers see anything
+    tensors = checked_weights(tensors, describe(path), DIT)
     quantized = scaled_fp8.is_scaled_fp8(tensors)
     plain = {k: v for k, v in tensors.items() if not quantized or not scaled_fp8.is_quantization_key(k)}
     with torch.device("meta"):
-        check_state_dict(FlashVideoDiT(dit_config), plain, f"{path}", layout, allow_fp8=quantized)
+        check_keys(FlashVideoDiT(dit_config), plain, describe(path), layout)
     model_config = model_config_for(dit_config)
     model_config.memory_mode = memory
     params = sum(t.numel() for t in plain.values())
