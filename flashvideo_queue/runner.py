@@ -34,7 +34,8 @@ from .progress import Progress
 from .prompts import Prompt, read_prompts
 from .videos import Video, list_videos, pair_prompts, videos_sha256
 from .worker import Worker
-from .workflow import Graph, Plan, load_workflow, parse_sets, parse_targets, parse_video_targets, unknown_set_inputs
+from .nodedefs import NodeDefs
+from .workflow import Graph, Plan, check_plan, load_workflow, parse_sets, parse_targets, parse_video_targets
 
 __all__ = ["DEFAULT_SERVER", "Options", "Summary", "run"]
 
@@ -82,20 +83,20 @@ def _unreachable_message(server: str, reason: str) -> str:
             f"python main.py --listen {client.host} --port {client.port}")
 
 
-def _object_info(servers: list[str], opts: Options) -> dict:
-    """The first reachable server's node definitions, to convert a UI workflow (all servers must run the same
-    node packs anyway)."""
+def _node_defs(servers: list[str], opts: Options) -> NodeDefs:
+    """The first reachable server's node definitions, which every graph is checked against (all servers must run
+    the same node packs anyway)."""
     problems = []
     for server in servers:
         client = ComfyClient(server, timeout=opts.http_timeout)
         try:
-            return client.object_info()
+            return NodeDefs(client.object_info(), server)
         except ServerUnreachable as e:
             problems.append(_unreachable_message(server, str(e)))
         except HttpError as e:
             problems.append(f"{server}: HTTP {e.status} from /object_info")
-    raise InputError("a UI workflow is converted with a server's /object_info, and none answered: "
-                     + "; ".join(problems))
+    raise InputError("the workflow is checked against a server's node definitions (/object_info), and no server "
+                     "answered: " + "; ".join(problems))
 
 
 def _check_options(opts: Options) -> None:
@@ -166,12 +167,20 @@ def run(opts: Options, stop: Optional[threading.Event] = None, stream: Optional[
     _check_options(opts)
     servers = _servers(opts.servers)
     prompts, prompts_section = _read_prompt_source(opts)
-    workflow = load_workflow(Path(opts.workflow), lambda: _object_info(servers, opts))
+    defs: list[NodeDefs] = []  # fetched once, when first needed: a UI workflow's conversion, else the check below
+
+    def node_defs() -> NodeDefs:
+        if not defs:
+            defs.append(_node_defs(servers, opts))
+        return defs[0]
+
+    workflow = load_workflow(Path(opts.workflow), node_defs)
     graph = workflow.graph
     plan = Plan(graph, _prompt_targets(graph, opts, prompts), parse_sets(graph, opts.sets), opts.keep_seeds,
                 workflow.ui, parse_video_targets(graph, opts.video_targets) if opts.videos is not None else [])
     videos = list_videos(Path(opts.videos)) if opts.videos is not None else None  # reads every video once
     fresh = _fresh_items(plan, opts, prompts, videos, str(opts.prompts) if opts.prompts is not None else "--prompt")
+    check_plan(plan, node_defs(), str(opts.workflow))  # the local checks first, then the server's definitions
     folder = Path(opts.output_dir)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -190,8 +199,6 @@ def run(opts: Options, stop: Optional[threading.Event] = None, stream: Optional[
         identity.append(inputs["videos"]["sha256"])
     header = {"run_id": hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12], **inputs}
     progress = Progress(stream, len(fresh), tty)
-    for ref in unknown_set_inputs(graph, plan.sets):
-        progress.log(f"warning: --set {ref}: the node has no such input yet; adding it")
     lock = lock_folder(folder)
     try:
         manifest = _open_manifest(folder, header, fresh, opts, progress)
