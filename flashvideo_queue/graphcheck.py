@@ -36,8 +36,15 @@ def is_link(value: Any) -> bool:
     return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
 
 
-def check_structure(graph: Any, where: str) -> Graph:
-    """An API graph's shape, its links and the absence of loops; returns it (inputs defaulted to {})."""
+def _how(node_id: str, name: str, from_set: set) -> str:
+    """How a refusal names an input: by the --set that put it there, if one did."""
+    return f"--set {node_id}.{name}" if (node_id, name) in from_set else f"input {name!r}"
+
+
+def check_structure(graph: Any, where: str, sets: Iterable[tuple[str, str, Any]] = ()) -> Graph:
+    """An API graph's shape, its links and the absence of loops; returns it (inputs defaulted to {}).
+    ``sets``: the --set overrides in the graph, so a refusal caused by one names it."""
+    from_set = {(node_id, name) for node_id, name, _ in sets}
     if not isinstance(graph, dict) or not graph:
         raise InputError(f"{where}: expected a JSON object of nodes {{id: {{class_type, inputs}}}} (API format) or a "
                          "UI workflow with 'nodes' and 'links'")
@@ -54,22 +61,22 @@ def check_structure(graph: Any, where: str) -> Graph:
     for node_id, node in graph.items():
         for name, value in node["inputs"].items():
             if isinstance(value, list) and value and isinstance(value[0], str) and len(value) != 2:
-                raise InputError(f"{where}: {node_label(node_id, node)} input {name!r}: a link is [node id, output "
-                                 f"slot], not {str(value)[:60]}; export the workflow again with Save (API)")
+                raise InputError(f"{where}: {node_label(node_id, node)} {_how(node_id, name, from_set)}: a link is "
+                                 f"[node id, output slot], not {_show(value)}; export the workflow again with Save (API)")
             if is_link(value):
-                _check_link_shape(graph, where, node_id, name, value)
+                _check_link_shape(graph, where, node_id, _how(node_id, name, from_set), value)
     _refuse_loops(graph, where)
     return graph
 
 
-def _check_link_shape(graph: Graph, where: str, node_id: str, name: str, link: list) -> None:
+def _check_link_shape(graph: Graph, where: str, node_id: str, how: str, link: list) -> None:
     source, slot = link
     label = node_label(node_id, graph[node_id])
     if source not in graph:
-        raise InputError(f"{where}: {label} input {name!r} is linked to node {source!r}, which the workflow does not "
+        raise InputError(f"{where}: {label} {how} is linked to node {source!r}, which the workflow does not "
                          "have; connect it to an existing node or export the workflow again")
     if not isinstance(slot, int) or isinstance(slot, bool) or slot < 0:
-        raise InputError(f"{where}: {label} input {name!r} is linked to output {slot!r} of "
+        raise InputError(f"{where}: {label} {how} is linked to output {slot!r} of "
                          f"{node_label(source, graph[source])}; an output slot is a whole number from 0")
 
 
@@ -107,14 +114,15 @@ def _refuse_loops(graph: Graph, where: str) -> None:
 def check_graph(graph: Graph, defs: NodeDefs, where: str, sets: Iterable[tuple[str, str, Any]] = ()) -> None:
     """Everything ``check_structure`` checks, plus the server's definitions. ``sets``: the --set overrides in
     the graph, so a refusal caused by one names it."""
-    check_structure(graph, where)
+    sets = list(sets)
+    check_structure(graph, where, sets)
     from_set = {(node_id, name) for node_id, name, _ in sets}
     for node_id, node in graph.items():
         label = node_label(node_id, node)
         node_def = defs.get(node["class_type"], f"{where}: {label}")
         known = known_inputs(node_def, node["inputs"], f"{where}: {label}")
         for name, value in node["inputs"].items():
-            how = f"--set {node_id}.{name}" if (node_id, name) in from_set else f"input {name!r}"
+            how = _how(node_id, name, from_set)
             item = known.get(name)
             if item is None:
                 fix = "correct or drop that --set" if (node_id, name) in from_set else \

@@ -21,15 +21,17 @@ def read_input(path: Path, what: str, limit: int = MAX_BYTES) -> bytes:
         raise InputError(f"{what} not found: {path}") from None
     except OSError as e:
         raise InputError(f"cannot read {what} {path}: {e.strerror or e}") from None
-    with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(f.fileno()).st_mode
+    try:
+        mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             kind = "a folder" if stat.S_ISDIR(mode) else "a pipe" if stat.S_ISFIFO(mode) else "not a regular file"
             raise InputError(f"{what} {path} is {kind}; pass the path of a {what} file")
-        try:
+        with os.fdopen(fd, "rb", closefd=False) as f:
             data = f.read(limit + 1)
-        except OSError as e:
-            raise InputError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    except OSError as e:
+        raise InputError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
     if len(data) > limit:
         raise InputError(f"{what} {path} is larger than {limit >> 20} MiB, the most this client reads; is this the "
                          f"right file?")

@@ -174,23 +174,31 @@ class Plan:
                 if "seed" in node["inputs"] and not isinstance(node["inputs"]["seed"], list)]
 
     def build(self, prompt: Optional[str], seed: Optional[int], prefix: str, video: Optional[str] = None) -> Graph:
-        """A copy of the graph for one item. Order: prompt, seeds, video, filename_prefix, then --set (the user
-        wins). ``prompt``/``video`` None: left as the workflow has them."""
-        graph = copy.deepcopy(self.graph)
+        """The graph for one item. Order: prompt, seeds, video, filename_prefix, then --set (the user wins).
+        ``prompt``/``video`` None: left as the workflow has them. Only the nodes it changes are copied (the
+        others are shared with the plan's graph, never modified), so an item of a 100,000-node workflow costs
+        one pass, not a deep copy."""
+        graph = dict(self.graph)
+
+        def inputs(node_id: str) -> dict:
+            if graph[node_id] is self.graph[node_id]:
+                graph[node_id] = {**self.graph[node_id], "inputs": dict(self.graph[node_id]["inputs"])}
+            return graph[node_id]["inputs"]
+
         if prompt is not None:
             for node_id, name in self.targets:
-                graph[node_id]["inputs"][name] = prompt
+                inputs(node_id)[name] = prompt
         if seed is not None and not self.keep_seeds:
             for node_id, name in self.seed_inputs():
-                graph[node_id]["inputs"][name] = seed
+                inputs(node_id)[name] = seed
         if video is not None:
             for node_id, name in self.video_targets:
-                graph[node_id]["inputs"][name] = video
-        for node in graph.values():
+                inputs(node_id)[name] = video
+        for node_id, node in self.graph.items():
             if node["class_type"] == SAVE_VIDEO or isinstance(node["inputs"].get("filename_prefix"), str):
-                node["inputs"]["filename_prefix"] = prefix
+                inputs(node_id)["filename_prefix"] = prefix
         for node_id, name, value in self.sets:
-            graph[node_id]["inputs"][name] = copy.deepcopy(value)
+            inputs(node_id)[name] = copy.deepcopy(value)
         return graph
 
 
