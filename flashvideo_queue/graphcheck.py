@@ -36,15 +36,19 @@ def is_link(value: Any) -> bool:
     return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
 
 
-def _how(node_id: str, name: str, from_set: set) -> str:
-    """How a refusal names an input: by the --set that put it there, if one did."""
-    return f"--set {node_id}.{name}" if (node_id, name) in from_set else f"input {name!r}"
+Origins = dict[tuple[str, str], tuple[str, str]]  # (node id, input) -> (how to name it, how to fix it)
+SAVED_FIX = "the workflow was saved for another version of the node; open and save it on this server"
 
 
-def check_structure(graph: Any, where: str, sets: Iterable[tuple[str, str, Any]] = ()) -> Graph:
+def _how(node_id: str, name: str, origins: Origins) -> tuple[str, str]:
+    """How a refusal names an input and its fix: by what put the value there (a --set, the seed) if we know."""
+    return origins.get((node_id, name), (f"input {name!r}", SAVED_FIX))
+
+
+def check_structure(graph: Any, where: str, origins: Optional[Origins] = None) -> Graph:
     """An API graph's shape, its links and the absence of loops; returns it (inputs defaulted to {}).
-    ``sets``: the --set overrides in the graph, so a refusal caused by one names it."""
-    from_set = {(node_id, name) for node_id, name, _ in sets}
+    ``origins``: where values the batch put in came from, so a refusal caused by one names it."""
+    origins = origins or {}
     if not isinstance(graph, dict) or not graph:
         raise InputError(f"{where}: expected a JSON object of nodes {{id: {{class_type, inputs}}}} (API format) or a "
                          "UI workflow with 'nodes' and 'links'")
@@ -60,11 +64,12 @@ def check_structure(graph: Any, where: str, sets: Iterable[tuple[str, str, Any]]
                              "workflow again with Save (API)")
     for node_id, node in graph.items():
         for name, value in node["inputs"].items():
+            how = _how(node_id, name, origins)[0]
             if isinstance(value, list) and value and isinstance(value[0], str) and len(value) != 2:
-                raise InputError(f"{where}: {node_label(node_id, node)} {_how(node_id, name, from_set)}: a link is "
-                                 f"[node id, output slot], not {_show(value)}; export the workflow again with Save (API)")
+                raise InputError(f"{where}: {node_label(node_id, node)} {how}: a link is [node id, output slot], "
+                                 f"not {_show(value)}; export the workflow again with Save (API)")
             if is_link(value):
-                _check_link_shape(graph, where, node_id, _how(node_id, name, from_set), value)
+                _check_link_shape(graph, where, node_id, how, value)
     _refuse_loops(graph, where)
     return graph
 
@@ -111,22 +116,19 @@ def _refuse_loops(graph: Graph, where: str) -> None:
                      "can run; remove one of these links")
 
 
-def check_graph(graph: Graph, defs: NodeDefs, where: str, sets: Iterable[tuple[str, str, Any]] = ()) -> None:
-    """Everything ``check_structure`` checks, plus the server's definitions. ``sets``: the --set overrides in
-    the graph, so a refusal caused by one names it."""
-    sets = list(sets)
-    check_structure(graph, where, sets)
-    from_set = {(node_id, name) for node_id, name, _ in sets}
+def check_graph(graph: Graph, defs: NodeDefs, where: str, origins: Optional[Origins] = None) -> None:
+    """Everything ``check_structure`` checks, plus the server's definitions. ``origins``: where values the batch
+    put in came from (--set, the seed, the prompt), so a refusal caused by one names it and its fix."""
+    origins = origins or {}
+    check_structure(graph, where, origins)
     for node_id, node in graph.items():
         label = node_label(node_id, node)
         node_def = defs.get(node["class_type"], f"{where}: {label}")
         known = known_inputs(node_def, node["inputs"], f"{where}: {label}")
         for name, value in node["inputs"].items():
-            how = _how(node_id, name, from_set)
+            how, fix = _how(node_id, name, origins)
             item = known.get(name)
             if item is None:
-                fix = "correct or drop that --set" if (node_id, name) in from_set else \
-                    "the workflow was saved for another version of the node; open and save it on this server"
                 raise InputError(f"{where}: {label}: {how}: {node_def.class_type} on {defs.server} has no input "
                                  f"{name!r} (its inputs: {', '.join(node_def.names()) or 'none'}); {fix}")
             if is_link(value):
@@ -139,8 +141,6 @@ def check_graph(graph: Graph, defs: NodeDefs, where: str, sets: Iterable[tuple[s
                 continue
             problem = value_problem(item, value)
             if problem:
-                fix = "correct that --set" if (node_id, name) in from_set else \
-                    "the workflow was saved for another version of the node; open and save it on this server"
                 raise InputError(f"{where}: {label}: {how}: {problem}; {fix}")
 
 
@@ -168,7 +168,8 @@ def known_inputs(node_def: NodeDef, inputs: dict, label: str) -> dict[str, Input
 
 def value_problem(item: InputDef, value: Any) -> Optional[str]:
     """Why ``value`` cannot be this widget's value (None if it can): the wrong kind, a list that is not a
-    link, or a number that is not finite. Range and choices are the server's to check."""
+    link, a number that is not finite or outside the widget's min/max. A combo's choices are the server's to
+    check (a file list may change, an uploaded video is not in it yet)."""
     expect = EXPECT.get(item.kind)
     if expect is None:
         if isinstance(value, list):
@@ -178,9 +179,13 @@ def value_problem(item: InputDef, value: Any) -> Optional[str]:
     ok = {"INT": number and (isinstance(value, int) or (math.isfinite(value) and value == int(value))),
           "FLOAT": number and math.isfinite(value), "BOOLEAN": isinstance(value, bool),
           "STRING": isinstance(value, str)}.get(item.kind, isinstance(value, str) or (number and math.isfinite(value)))
-    if ok:
-        return None
-    return f"{_show(value)} does not fit input {item.name!r} ({item.kind}: {expect})"
+    if not ok:
+        return f"{_show(value)} does not fit input {item.name!r} ({item.kind}: {expect})"
+    if item.kind in ("INT", "FLOAT") and item.low is not None and value < item.low:
+        return f"{_show(value)} is below the minimum {item.low} of input {item.name!r}"
+    if item.kind in ("INT", "FLOAT") and item.high is not None and value > item.high:
+        return f"{_show(value)} is above the maximum {item.high} of input {item.name!r}"
+    return None
 
 
 def _show(value: Any) -> str:

@@ -34,6 +34,8 @@ class InputDef:
     control: bool = False  # the frontend saves a control_after_generate value after it
     upload: bool = False  # the frontend saves its upload button's value after it
     force_input: bool = False
+    low: Optional[float] = None  # the widget's min / max, where the server gives numbers
+    high: Optional[float] = None
     options: list[tuple[Any, list["InputDef"]]] = field(default_factory=list)  # dynamic combo: (key, inputs)
 
     def option(self, key: Any) -> Optional[list["InputDef"]]:
@@ -152,7 +154,14 @@ def _input(name: str, spec: Any, required: bool) -> InputDef:
     control = widget and bool(options.get("control_after_generate") or (kind == "INT" and name.rsplit(".", 1)[-1]
                                                                           in ("seed", "noise_seed")))
     upload = widget and any(options.get(key) for key in UPLOAD_OPTIONS)
-    return InputDef(name, kind, required, widget, bool(options.get("hidden")) and widget, control, upload, force)
+    return InputDef(name, kind, required, widget, bool(options.get("hidden")) and widget, control, upload, force,
+                    _bound(options.get("min")), _bound(options.get("max")))
+
+
+def _bound(value: Any) -> Optional[float]:
+    """A numeric min/max; anything else (absent, a string, NaN) is no bound."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    return value if number else None
 
 
 def _choices(name: str, spec: Any) -> list[tuple[Any, dict]]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -100,10 +101,12 @@ def _node_defs(servers: list[str], opts: Options) -> NodeDefs:
 
 
 def _check_options(opts: Options) -> None:
-    for flag, bad in (("--retries", opts.retries < 0), ("--timeout", opts.timeout <= 0),
-                      ("--poll-interval", opts.poll_interval <= 0), ("--server-grace", opts.server_grace < 0)):
-        if bad:
-            raise InputError(f"{flag} {getattr(opts, flag[2:].replace('-', '_'))!r}: must be "
+    for flag, bad in (("--retries", opts.retries < 0), ("--timeout", not 0 < opts.timeout < math.inf),
+                      ("--poll-interval", not 0 < opts.poll_interval < math.inf),
+                      ("--server-grace", not 0 <= opts.server_grace < math.inf)):
+        if bad:  # "not 0 < x < inf" also catches NaN, which every comparison lets through
+            kind = "a whole number" if flag == "--retries" else "a finite number of seconds"
+            raise InputError(f"{flag} {getattr(opts, flag[2:].replace('-', '_'))!r}: must be {kind} "
                              f"{'>= 0' if flag in ('--retries', '--server-grace') else '> 0'}")
     if opts.rerender and not opts.restart:
         raise InputError("--rerender only goes with --restart")
@@ -180,7 +183,8 @@ def run(opts: Options, stop: Optional[threading.Event] = None, stream: Optional[
                 workflow.ui, parse_video_targets(graph, opts.video_targets) if opts.videos is not None else [])
     videos = list_videos(Path(opts.videos)) if opts.videos is not None else None  # reads every video once
     fresh = _fresh_items(plan, opts, prompts, videos, str(opts.prompts) if opts.prompts is not None else "--prompt")
-    check_plan(plan, node_defs(), str(opts.workflow))  # the local checks first, then the server's definitions
+    seeds = tuple(dict.fromkeys(item["seed"] for item in (fresh[:1] + fresh[-1:]))) or (None,)
+    check_plan(plan, node_defs(), str(opts.workflow), seeds)  # the local checks first, then the server's
     folder = Path(opts.output_dir)
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
 from .errors import InputError
-from .graphcheck import MAX_NODES, check_graph, is_link, value_problem
+from .graphcheck import MAX_NODES, check_graph, is_link, node_label, value_problem
 from .nodedefs import DYNAMIC_COMBO, InputDef, NodeDef, NodeDefs
 
 CONTROL = "<control_after_generate>"
@@ -81,8 +81,8 @@ def _literal(inputs: dict, name: str) -> bool:
 
 
 def _label(node: dict) -> str:
-    title = node.get("title")
-    return f"node {node.get('id')} {title!r} ({node.get('type')})" if title else f"node {node.get('id')} ({node.get('type')})"
+    """A UI node named as graphcheck names every node (``node 4 'Main sampler' (Sampler)``)."""
+    return node_label(str(node.get("id")), {"class_type": node.get("type"), "_meta": {"title": node.get("title")}})
 
 
 def _is_id(value: Any) -> bool:
@@ -308,6 +308,9 @@ class _Converter:
             values = source.get("widgets_values") or []
             if not isinstance(values, list) or not values:
                 raise InputError(f"{self.path}: {_label(source)} feeding {_label(target)} has no value; {FIX}")
+            if isinstance(values[0], (list, dict)):  # a list would even pass for a link [node id, slot]
+                raise InputError(f"{self.path}: {_label(source)} feeding {_label(target)} holds {values[0]!r:.60}, "
+                                 f"not a single value; {FIX}")
             return None, ("value", values[0], str(source["id"]))
         return None, ("link", [origin, slot])
 

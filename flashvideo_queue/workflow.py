@@ -202,9 +202,25 @@ class Plan:
         return graph
 
 
-def check_plan(plan: Plan, defs: NodeDefs, where: str) -> None:
-    """The one graph check (graphcheck.check_graph) on what an item really submits: the workflow with a prompt,
-    a seed, an output prefix and a video reference where the batch puts them, and every --set."""
-    sample = plan.build("a prompt" if plan.targets else None, 0, "flashvideo_queue/check",
-                        "flashvideo_batch/video.mp4" if plan.video_targets else None)
-    check_graph(sample, defs, where, plan.sets)
+def check_plan(plan: Plan, defs: NodeDefs, where: str, seeds: tuple[Optional[int], ...] = (0,)) -> None:
+    """The one graph check (graphcheck.check_graph) on what the items really submit: the workflow with a
+    prompt, ``seeds`` (the first and last item's), an output prefix and a video reference where the batch puts
+    them, and every --set, each refusal naming the option that put the value there."""
+    origins: dict[tuple[str, str], tuple[str, str]] = {
+        (n, name): (f"--set {n}.{name}", "correct or drop that --set") for n, name, _ in plan.sets}
+    for n, name in plan.targets:
+        origins.setdefault((n, name), (f"input {name!r} (where the prompt goes)",
+                                       "name a text input with --prompt-target NODE.INPUT"))
+    for n, name in plan.video_targets:
+        origins.setdefault((n, name), (f"input {name!r} (where the video goes)",
+                                       "name the input that takes the file with --video-target NODE.INPUT"))
+    for seed in seeds:
+        seeded = dict(origins)
+        if seed is not None and not plan.keep_seeds:
+            for n, name in plan.seed_inputs():
+                seeded.setdefault((n, name), (f"input {name!r} (an item's seed, --seed-base + its index: {seed})",
+                                              "pick a --seed-base that keeps every item's seed in range, or pass "
+                                              "--keep-seeds"))
+        sample = plan.build("a prompt" if plan.targets else None, seed, "flashvideo_queue/check",
+                            "flashvideo_batch/video.mp4" if plan.video_targets else None)
+        check_graph(sample, defs, where, seeded)

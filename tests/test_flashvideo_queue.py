@@ -725,7 +725,11 @@ def test_usage_errors_are_one_line(capsys):
     err = capsys.readouterr().err
     assert err == "flashvideo_queue: error: the following arguments are required: --workflow (see --help)\n"
     assert main(["p.txt", "--workflow", "w.json", "--retries", "-1"]) == 2
-    assert capsys.readouterr().err == "flashvideo_queue: error: --retries -1: must be >= 0\n"
+    assert capsys.readouterr().err == "flashvideo_queue: error: --retries -1: must be a whole number >= 0\n"
+    for flag, value in (("--timeout", "nan"), ("--poll-interval", "inf"), ("--server-grace", "-inf")):
+        assert main(["p.txt", "--workflow", "w.json", f"{flag}={value}"]) == 2  # NaN passes every comparison
+        assert capsys.readouterr().err == (f"flashvideo_queue: error: {flag} {float(value)!r}: must be a finite "
+                                           f"number of seconds {'>= 0' if flag == '--server-grace' else '> 0'}\n")
 
 
 def test_restart_collects_a_prompt_still_running_instead_of_resubmitting_it(tmp_path, fakes):

@@ -144,7 +144,7 @@ def api_workflow(tmp_path):
     ("4.stpes=5", "node 4 (FlashVideoStage1Sampler): --set 4.stpes: FlashVideoStage1Sampler on {url} has no input "
                   "'stpes' (its inputs: model, positive, width, height, frames, steps, cfg, seed); correct or drop "
                   "that --set"),
-    ("4.steps=abc", "--set 4.steps: 'abc' does not fit input 'steps' (INT: a whole number); correct that --set"),
+    ("4.steps=abc", "--set 4.steps: 'abc' does not fit input 'steps' (INT: a whole number); correct or drop that --set"),
     ("4.steps=7.5", "--set 4.steps: 7.5 does not fit input 'steps' (INT: a whole number)"),
     ("4.cfg=NaN", "--set '4.cfg=NaN': the value: NaN is not a JSON number"),
     ("4.cfg=1e999", "--set '4.cfg=1e999': the value: the number 1e999 is too large to be a finite number"),
@@ -172,6 +172,44 @@ def test_set_on_a_ui_workflow_input_the_class_lacks_is_refused(tmp_path, capsys,
     err = capsys.readouterr().err
     assert code == 2 and "node 3 'Stage I model' (FlashVideoModelLoader): --set 3.atention" in err, err
     assert "(its inputs: model_name, weight_dtype, attention, memory)" in err and not fake.received
+
+
+def test_seeds_and_values_outside_the_widgets_range_are_refused_naming_their_source(tmp_path, capsys, fakes):
+    """Every item's seed (--seed-base + index) and every --set value against the server's min/max."""
+    fake = fakes()
+    for node_type in ("FlashVideoStage1Sampler", "FlashVideoLatentDegrade"):
+        fake.object_info[node_type]["input"]["required"]["seed"][1].update(min=0, max=2**32 - 1)
+    fake.object_info["FlashVideoStage1Sampler"]["input"]["required"]["steps"][1].update(min=1, max=200)
+    prompts, workflow = api_workflow(tmp_path)
+    prompts.write_text("a fox\na whale\na cat\n")
+
+    def run(*extra):
+        code = main([str(prompts), "--workflow", str(workflow), "--server", fake.url, "--output-dir",
+                     str(tmp_path / "out"), *extra])
+        return code, capsys.readouterr().err
+
+    code, err = run("--seed-base", str(2**32 - 2))  # the third item's seed is 2**32
+    assert code == 2 and f"input 'seed' (an item's seed, --seed-base + its index: {2**32}): {2**32} is above the " \
+                         f"maximum {2**32 - 1} of input 'seed'; pick a --seed-base" in err, err
+    code, err = run("--seed-base", "-1")
+    assert code == 2 and "-1 is below the minimum 0 of input 'seed'" in err, err
+    code, err = run("--set", "4.steps=0")
+    assert code == 2 and "--set 4.steps: 0 is below the minimum 1 of input 'steps'; correct or drop that" in err, err
+    code, err = run("--prompt-target", "4.width")
+    assert code == 2 and "input 'width' (where the prompt goes): 'a prompt' does not fit input 'width'" in err, err
+    assert not fake.received
+    code, err = run("--seed-base", str(2**32 - 3), "--set", "4.steps=200")  # the edges are legal: it runs
+    assert code == 0 and len(fake.received) == 3, err
+    assert [r["graph"]["4"]["inputs"]["seed"] for r in fake.received] == [2**32 - 3, 2**32 - 2, 2**32 - 1]
+
+
+def test_a_primitive_holding_a_list_is_refused_not_taken_for_a_link():
+    workflow = ui([node(1, "Empty", [64]), node(2, "PrimitiveNode", [["1", 0], "fixed"]),
+                   node(3, "Pass", [0.5], [("latent", "LATENT", 1), ("strength", "FLOAT", 2)])],
+                  [[1, 1, 0, 3, 0, "LATENT"], [2, 2, 0, 3, 1, "FLOAT"]])
+    workflow["nodes"][2]["inputs"][1]["widget"] = {"name": "strength"}
+    refused(lambda: convert(workflow, INFO, "x.json"), "node 2 (PrimitiveNode) feeding node 3 (Pass) holds "
+            "['1', 0], not a single value")
 
 
 # -- the server's definitions --------------------------------------------------------------------------------------
