@@ -71,7 +71,7 @@ class UiWorkflow:
             inputs = graph.get(node_id, {}).get("inputs", {})
             if isinstance(values, list) and values and _literal(inputs, name):
                 values[0] = copy.deepcopy(inputs[name])
-                if len(values) > 1 and values[1] in CONTROL_VALUES:
+                if len(values) > 1 and _is_control(values[1]):
                     values[1] = "fixed"
         return ui
 
@@ -83,6 +83,11 @@ def _literal(inputs: dict, name: str) -> bool:
 def _label(node: dict) -> str:
     """A UI node named as graphcheck names every node (``node 4 'Main sampler' (Sampler)``)."""
     return node_label(str(node.get("id")), {"class_type": node.get("type"), "_meta": {"title": node.get("title")}})
+
+
+def _is_control(value: Any) -> bool:
+    """A seed's saved control_after_generate value (any saved value may be a list or object)."""
+    return isinstance(value, str) and value in CONTROL_VALUES
 
 
 def _is_id(value: Any) -> bool:
@@ -229,7 +234,7 @@ class _Converter:
                 inputs[item.name] = value
                 slots.append((position, item.name))
             position += 1
-            if item.control and position < len(values) and values[position] in CONTROL_VALUES:
+            if item.control and position < len(values) and _is_control(values[position]):
                 if not hidden:
                     slots.append((position, CONTROL))
                 position += 1
