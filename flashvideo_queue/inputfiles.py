@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .errors import InputError
 
-MAX_BYTES = 256 << 20  # a 100,000-node UI workflow is about 40 MB
+MAX_BYTES = 128 << 20  # a 100,000-node UI workflow saved by ComfyUI is about 40 MB
 
 
 def read_input(path: Path, what: str, limit: int = MAX_BYTES) -> bytes:
@@ -33,6 +33,6 @@ def read_input(path: Path, what: str, limit: int = MAX_BYTES) -> bytes:
     finally:
         os.close(fd)
     if len(data) > limit:
-        raise InputError(f"{what} {path} is larger than {limit >> 20} MiB, the most this client reads; is this the "
-                         f"right file?")
+        size = f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit:,} bytes"
+        raise InputError(f"{what} {path} is larger than {size}, the most this client reads; is this the right file?")
     return data

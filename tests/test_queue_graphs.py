@@ -268,6 +268,30 @@ def test_deep_or_non_finite_json_is_refused_with_the_limit_named(tmp_path, text,
     refused(lambda: read_json(path), f"{path}: ", message)
 
 
+def test_a_link_to_a_slot_a_pack_node_lacks_is_refused_before_queueing(tmp_path, capsys, fakes):
+    from test_flashvideo_queue import WORKFLOW
+
+    fake = fakes()
+    prompts, workflow = api_workflow(tmp_path)
+    graph = json.loads(json.dumps(WORKFLOW))
+    graph["4"]["inputs"]["model"] = ["3", 1]  # the model loader has one output
+    workflow.write_text(json.dumps(graph))
+    code = main([str(prompts), "--workflow", str(workflow), "--server", fake.url, "--output-dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "node 4 (FlashVideoStage1Sampler) input 'model' is linked to output 1 of node 3 " \
+                         "(FlashVideoModelLoader), which has 1 output(s) (0 to 0)" in err, err
+    assert not fake.received
+
+
+def test_an_input_file_over_the_size_limit_is_refused_unread(tmp_path):
+    from flashvideo_queue.inputfiles import read_input
+
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"x" * 2000)
+    refused(lambda: read_input(big, "prompts file", limit=1000), f"prompts file {big} is larger than 1,000 bytes, the most")
+    assert read_input(big, "prompts file", limit=2000) == b"x" * 2000
+
+
 def test_a_pipe_or_a_folder_as_workflow_is_refused_at_once(tmp_path):
     fifo = tmp_path / "fifo.json"
     os.mkfifo(fifo)
