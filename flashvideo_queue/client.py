@@ -23,6 +23,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import websocket
 
 from .errors import HttpError, InputError, InputFileError, LocalWriteError, ServerUnreachable
+from .jsonvalues import loads, loads_or_none
 
 HOST_NAME = re.compile(r"^[A-Za-z0-9._-]+$|^[0-9A-Fa-f:.]+$")
 UPLOAD_CHUNK = 1 << 20
@@ -102,9 +103,8 @@ class ComfyClient:
     def _json(self, method: str, path: str, payload: Any = None, timeout: Optional[float] = None,
               ok: tuple[int, ...] = (200,)) -> tuple[int, Any]:
         status, data = self.request(method, path, payload, timeout)
-        try:
-            parsed = json.loads(data) if data else None
-        except ValueError:
+        parsed = loads_or_none(data) if data else None
+        if data and parsed is None:  # not JSON we accept (or nested absurdly deep): kept as text for the message
             parsed = data.decode("utf-8", "replace")
         if status not in ok:
             raise HttpError(method, path, status, parsed)
@@ -113,12 +113,9 @@ class ComfyClient:
     def system_stats(self, timeout: Optional[float] = None) -> dict:
         return self._json("GET", "/system_stats", timeout=timeout)[1]
 
-    def object_info(self) -> dict:
+    def object_info(self) -> Any:
         """Every node type's input definitions: what turns a UI workflow's widgets_values into named inputs."""
-        info = self._json("GET", "/object_info", timeout=max(self.timeout, 60))[1]
-        if not isinstance(info, dict):
-            raise HttpError("GET", "/object_info", 200, "not a JSON object")
-        return info
+        return self._json("GET", "/object_info", timeout=max(self.timeout, 60))[1]  # checked by NodeDefs
 
     def queue_prompt(self, graph: dict, prompt_id: str, extra_data: Optional[dict] = None) -> tuple[int, Any]:
         """POST /prompt with our own prompt_id (recorded before sending, so a crash cannot lose track of it);
@@ -188,7 +185,7 @@ class ComfyClient:
         if status != 200:
             raise HttpError("POST", "/upload/image", status, text)
         try:
-            answer = json.loads(text)
+            answer = loads(text)
         except ValueError:
             answer = None
         if not (isinstance(answer, dict) and isinstance(answer.get("name"), str) and answer["name"]

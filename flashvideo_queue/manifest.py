@@ -15,6 +15,7 @@ from typing import IO, Any, Optional
 
 from .client import normalize_server
 from .errors import InputError, LocalWriteError
+from .jsonvalues import loads
 from .outputs import is_safe_name
 from .prompts import Prompt
 
@@ -129,10 +130,10 @@ class Manifest:
     def load(cls, folder: Path) -> Optional["Manifest"]:
         path = folder / MANIFEST_NAME
         try:
-            data = json.loads(path.read_text("utf-8"))
+            data = loads(path.read_bytes().decode("utf-8"))
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError) as e:  # JsonProblem and UnicodeDecodeError are ValueErrors
             raise InputError(f"{path} is unreadable ({e}); pass --restart to start the batch over") from None
         if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("items"), list):
             raise InputError(f"{path} is not a flashvideo_queue manifest (version {VERSION}); use another "

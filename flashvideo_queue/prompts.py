@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError
+from .inputfiles import read_input
 
 
 @dataclass(frozen=True)
@@ -19,12 +20,7 @@ class Prompt:
 
 def read_prompts(path: Path) -> tuple[list[Prompt], str]:
     """The prompts and the file's sha256; blank lines and lines starting with '#' are skipped."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"prompts file not found: {path}") from None
-    except OSError as e:
-        raise InputError(f"cannot read prompts file {path}: {e.strerror or e}") from None
+    data = read_input(path, "prompts file")
     if b"\0" in data:
         line = data[:data.index(b"\0")].count(b"\n") + 1
         raise InputError(f"{path}:{line}: contains a NUL byte; is this a text file?")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -34,7 +35,8 @@ from .progress import Progress
 from .prompts import Prompt, read_prompts
 from .videos import Video, list_videos, pair_prompts, videos_sha256
 from .worker import Worker
-from .workflow import Graph, Plan, load_workflow, parse_sets, parse_targets, parse_video_targets, unknown_set_inputs
+from .nodedefs import NodeDefs
+from .workflow import Graph, Plan, check_plan, load_workflow, parse_sets, parse_targets, parse_video_targets
 
 __all__ = ["DEFAULT_SERVER", "Options", "Summary", "run"]
 
@@ -82,27 +84,29 @@ def _unreachable_message(server: str, reason: str) -> str:
             f"python main.py --listen {client.host} --port {client.port}")
 
 
-def _object_info(servers: list[str], opts: Options) -> dict:
-    """The first reachable server's node definitions, to convert a UI workflow (all servers must run the same
-    node packs anyway)."""
+def _node_defs(servers: list[str], opts: Options) -> NodeDefs:
+    """The first reachable server's node definitions, which every graph is checked against (all servers must run
+    the same node packs anyway)."""
     problems = []
     for server in servers:
         client = ComfyClient(server, timeout=opts.http_timeout)
         try:
-            return client.object_info()
+            return NodeDefs(client.object_info(), server)
         except ServerUnreachable as e:
             problems.append(_unreachable_message(server, str(e)))
         except HttpError as e:
             problems.append(f"{server}: HTTP {e.status} from /object_info")
-    raise InputError("a UI workflow is converted with a server's /object_info, and none answered: "
-                     + "; ".join(problems))
+    raise InputError("the workflow is checked against a server's node definitions (/object_info), and no server "
+                     "answered: " + "; ".join(problems))
 
 
 def _check_options(opts: Options) -> None:
-    for flag, bad in (("--retries", opts.retries < 0), ("--timeout", opts.timeout <= 0),
-                      ("--poll-interval", opts.poll_interval <= 0), ("--server-grace", opts.server_grace < 0)):
-        if bad:
-            raise InputError(f"{flag} {getattr(opts, flag[2:].replace('-', '_'))!r}: must be "
+    for flag, bad in (("--retries", opts.retries < 0), ("--timeout", not 0 < opts.timeout < math.inf),
+                      ("--poll-interval", not 0 < opts.poll_interval < math.inf),
+                      ("--server-grace", not 0 <= opts.server_grace < math.inf)):
+        if bad:  # "not 0 < x < inf" also catches NaN, which every comparison lets through
+            kind = "a whole number" if flag == "--retries" else "a finite number of seconds"
+            raise InputError(f"{flag} {getattr(opts, flag[2:].replace('-', '_'))!r}: must be {kind} "
                              f"{'>= 0' if flag in ('--retries', '--server-grace') else '> 0'}")
     if opts.rerender and not opts.restart:
         raise InputError("--rerender only goes with --restart")
@@ -166,12 +170,21 @@ def run(opts: Options, stop: Optional[threading.Event] = None, stream: Optional[
     _check_options(opts)
     servers = _servers(opts.servers)
     prompts, prompts_section = _read_prompt_source(opts)
-    workflow = load_workflow(Path(opts.workflow), lambda: _object_info(servers, opts))
+    defs: list[NodeDefs] = []  # fetched once, when first needed: a UI workflow's conversion, else the check below
+
+    def node_defs() -> NodeDefs:
+        if not defs:
+            defs.append(_node_defs(servers, opts))
+        return defs[0]
+
+    workflow = load_workflow(Path(opts.workflow), node_defs)
     graph = workflow.graph
     plan = Plan(graph, _prompt_targets(graph, opts, prompts), parse_sets(graph, opts.sets), opts.keep_seeds,
                 workflow.ui, parse_video_targets(graph, opts.video_targets) if opts.videos is not None else [])
     videos = list_videos(Path(opts.videos)) if opts.videos is not None else None  # reads every video once
     fresh = _fresh_items(plan, opts, prompts, videos, str(opts.prompts) if opts.prompts is not None else "--prompt")
+    seeds = tuple(dict.fromkeys(item["seed"] for item in (fresh[:1] + fresh[-1:]))) or (None,)
+    check_plan(plan, node_defs(), str(opts.workflow), seeds)  # the local checks first, then the server's
     folder = Path(opts.output_dir)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -190,8 +203,6 @@ def run(opts: Options, stop: Optional[threading.Event] = None, stream: Optional[
         identity.append(inputs["videos"]["sha256"])
     header = {"run_id": hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12], **inputs}
     progress = Progress(stream, len(fresh), tty)
-    for ref in unknown_set_inputs(graph, plan.sets):
-        progress.log(f"warning: --set {ref}: the node has no such input yet; adding it")
     lock = lock_folder(folder)
     try:
         manifest = _open_manifest(folder, header, fresh, opts, progress)

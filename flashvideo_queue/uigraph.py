@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from .errors import InputError
+from .graphcheck import MAX_NODES, check_graph, is_link, node_label, value_problem
+from .nodedefs import DYNAMIC_COMBO, InputDef, NodeDef, NodeDefs
 
 CONTROL = "<control_after_generate>"
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
-DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
 NOTES = {"Note", "MarkdownNote"}
 PRIMITIVE, REROUTE = "PrimitiveNode", "Reroute"
 MUTED, BYPASSED = 2, 4
@@ -71,74 +71,47 @@ class UiWorkflow:
             inputs = graph.get(node_id, {}).get("inputs", {})
             if isinstance(values, list) and values and _literal(inputs, name):
                 values[0] = copy.deepcopy(inputs[name])
-                if len(values) > 1 and values[1] in CONTROL_VALUES:
+                if len(values) > 1 and _is_control(values[1]):
                     values[1] = "fixed"
         return ui
 
 
 def _literal(inputs: dict, name: str) -> bool:
-    return name in inputs and not (isinstance(inputs[name], list) and len(inputs[name]) == 2
-                                   and isinstance(inputs[name][0], str))
+    return name in inputs and not is_link(inputs[name])
 
 
 def _label(node: dict) -> str:
-    title = node.get("title")
-    return f"node {node.get('id')} {title!r} ({node.get('type')})" if title else f"node {node.get('id')} ({node.get('type')})"
+    """A UI node named as graphcheck names every node (``node 4 'Main sampler' (Sampler)``)."""
+    return node_label(str(node.get("id")), {"class_type": node.get("type"), "_meta": {"title": node.get("title")}})
 
 
-def _widgets(info: dict) -> list[tuple[str, list]]:
-    """(name, spec) of a node type's widgets in the frontend's order, CONTROL after each seed-like widget;
-    dynamic-combo specs are returned whole (their nested widgets depend on the chosen value)."""
-    inputs = info.get("input") or {}
-    order = info.get("input_order") or {k: list(v) for k, v in inputs.items() if isinstance(v, dict)}
-    out = []
-    for section in ("required", "optional"):
-        specs = inputs.get(section) or {}
-        for name in order.get(section) or []:
-            spec = specs.get(name)
-            if spec is None:
-                continue
-            out += _widget_entries(name, spec)
-    return out
+def _is_control(value: Any) -> bool:
+    """A seed's saved control_after_generate value (any saved value may be a list or object)."""
+    return isinstance(value, str) and value in CONTROL_VALUES
 
 
-def _widget_entries(name: str, spec: Any) -> list[tuple[str, list]]:
-    if not isinstance(spec, (list, tuple)) or not spec:
-        return []
-    kind, options = spec[0], (spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {})
-    if options.get("hidden") or options.get("forceInput"):
-        return []
-    if not (isinstance(kind, list) or kind in WIDGET_TYPES or kind == DYNAMIC_COMBO):
-        return []
-    entries = [(name, list(spec))]
-    # older frontends also add the control to any INT named seed / noise_seed (consumed only if its value is one)
-    if options.get("control_after_generate") or (kind == "INT" and name in ("seed", "noise_seed")):
-        entries.append((CONTROL, []))
-    return entries
+def _is_id(value: Any) -> bool:
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
 
 
-def _check_value(label: str, name: str, spec: list, value: Any, path: str) -> None:
-    """Catch values that do not line up with the server's widget (a workflow saved for another node version)."""
-    kind = spec[0]
-    if isinstance(kind, list):
-        kind = "COMBO"
-    expect = {"INT": (int, float), "FLOAT": (int, float), "BOOLEAN": (bool,), "STRING": (str,),
-              "COMBO": (str, int, float), DYNAMIC_COMBO: (str, int, float)}.get(kind)
-    ok = isinstance(value, expect) if expect else True
-    if kind in ("INT", "FLOAT") and isinstance(value, bool):
-        ok = False
-    if not ok:
-        raise InputError(f"{path}: {label}: widget value {value!r} does not fit input {name!r} ({kind}) as this "
-                         f"server defines the node: the workflow was saved for another version of it; {FIX}")
+def _is_slot(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _mapping(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 class _Converter:
-    def __init__(self, ui: dict, object_info: dict, path: str):
-        self.ui, self.info, self.path = ui, object_info, path
+    def __init__(self, ui: dict, defs: NodeDefs, path: str):
+        self.ui, self.defs, self.path = ui, defs, path
         self.result = UiWorkflow(ui, {})
         self.nodes: dict[str, dict] = {}
+        if len(ui["nodes"]) > MAX_NODES:
+            raise InputError(f"{path}: {len(ui['nodes']):,} nodes, more than the {MAX_NODES:,} this client accepts; "
+                             "split the workflow")
         for node in ui["nodes"]:
-            if not isinstance(node, dict) or "id" not in node or not isinstance(node.get("type"), str):
+            if not isinstance(node, dict) or not _is_id(node.get("id")) or not isinstance(node.get("type"), str):
                 raise InputError(f"{path}: a node without an id or type ({str(node)[:80]}); {FIX}")
             node_id = str(node["id"])
             if node["type"] in NOTES:
@@ -146,18 +119,26 @@ class _Converter:
             if node_id in self.nodes:
                 raise InputError(f"{path}: two nodes have id {node_id} ({_label(self.nodes[node_id])} and "
                                  f"{_label(node)}); {FIX}")
+            if not isinstance(node.get("inputs") or [], list):
+                raise InputError(f"{path}: {_label(node)}: 'inputs' is not a list; {FIX}")
             self.nodes[node_id] = node
-        self.links: dict[Any, tuple[str, int, str, int, Any]] = {}
-        for link in ui.get("links") or []:
+        self.links: dict[Any, tuple[str, int, str, Any, Any]] = {}
+        links = ui.get("links") or []
+        if not isinstance(links, list):
+            raise InputError(f"{path}: 'links' is not a list; {FIX}")
+        for link in links:
             if isinstance(link, dict):
                 link = [link.get(k) for k in ("id", "origin_id", "origin_slot", "target_id", "target_slot", "type")]
-            if not isinstance(link, list) or len(link) < 6:
+            if not (isinstance(link, list) and len(link) >= 6 and _is_id(link[0]) and _is_id(link[1])
+                    and _is_slot(link[2])):
                 raise InputError(f"{path}: malformed link {str(link)[:80]}; {FIX}")
             self.links[link[0]] = (str(link[1]), link[2], str(link[3]), link[4], link[5])
+        self.resolved: dict[Any, Optional[tuple]] = {}  # link id -> where it really comes from (each walked once)
 
     def convert(self) -> UiWorkflow:
-        subgraphs = (self.ui.get("definitions") or {}).get("subgraphs") or []
-        subgraph_ids = {s.get("id") for s in subgraphs if isinstance(s, dict)}
+        subgraphs = _mapping(self.ui.get("definitions")).get("subgraphs")
+        subgraph_ids = {s.get("id") for s in subgraphs if isinstance(s, dict) and isinstance(s.get("id"), str)} \
+            if isinstance(subgraphs, list) else set()
         for node_id, node in self.nodes.items():
             kind, mode = node["type"], node.get("mode", 0)
             if mode in (MUTED, BYPASSED) or kind in (PRIMITIVE, REROUTE):
@@ -165,40 +146,36 @@ class _Converter:
             if kind in subgraph_ids or kind.startswith("workflow>") or kind.startswith("workflow/"):
                 raise InputError(f"{self.path}: {_label(node)} is a subgraph or group node, which this client does "
                                  f"not expand; {FIX}")
-            if kind not in self.info:
+            if not self.defs.has(kind):
                 raise InputError(f"{self.path}: {_label(node)}: the server has no node type {kind!r} (custom node "
                                  "pack not installed there, or a frontend-only node); install it, or " + FIX)
             self.result.graph[node_id] = self.node(node_id, node)
         if not self.result.graph:
             raise InputError(f"{self.path}: no node to run (all muted, bypassed or notes)")
+        check_graph(self.result.graph, self.defs, self.path)
         return self.result
 
     def node(self, node_id: str, node: dict) -> dict:
-        info = self.info[node["type"]]
         label = _label(node)
+        node_def = self.defs.get(node["type"], f"{self.path}: {label}")
         values = node.get("widgets_values")
         values = [] if values is None else values
-        if not isinstance(values, (list, dict)):
-            raise InputError(f"{self.path}: {label}: widgets_values is neither a list nor an object; {FIX}")
         inputs: dict[str, Any] = {}
         slots: list[tuple[int, str]] = []
-        widgets = _widgets(info)
         if isinstance(values, dict):
-            for name, spec in widgets:
-                if name != CONTROL and name in values:
-                    if spec[0] == DYNAMIC_COMBO:
-                        raise InputError(f"{self.path}: {label}: named widget values with a dynamic input; {FIX}")
-                    _check_value(label, name, spec, values[name], self.path)
-                    inputs[name] = values[name]
-                    slots.append((-1, name))
+            self.named(label, node_def, values, inputs, slots)
+        elif isinstance(values, list):
+            self.positional(label, node_def, values, inputs, slots)
         else:
-            self.positional(label, widgets, values, inputs, slots, 0, "")
+            raise InputError(f"{self.path}: {label}: widgets_values is neither a list nor an object; {FIX}")
         self.result.slots[node_id] = slots
         for socket in node.get("inputs") or []:
             if not isinstance(socket, dict) or socket.get("link") is None:
                 continue
-            name = (socket.get("widget") or {}).get("name") or socket.get("name")
-            source = self.resolve(socket["link"], node, name, set())
+            name = _mapping(socket.get("widget")).get("name") or socket.get("name")
+            if not isinstance(name, str) or not name or not _is_id(socket["link"]):
+                raise InputError(f"{self.path}: {label}: malformed input {str(socket)[:80]}; {FIX}")
+            source = self.resolve(socket["link"], node, name)
             if source is None:
                 inputs.pop(name, None)
             elif source[0] == "value":
@@ -206,46 +183,104 @@ class _Converter:
                 self.result.primitives[(node_id, name)] = source[2]
             else:
                 inputs[name] = source[1]
-        title = node.get("title") or info.get("display_name") or node["type"]
-        return {"inputs": inputs, "class_type": node["type"], "_meta": {"title": title}}
+        title = node.get("title") if isinstance(node.get("title"), str) and node.get("title") else None
+        return {"inputs": inputs, "class_type": node["type"], "_meta": {"title": title or node_def.display_name}}
 
-    def positional(self, label: str, widgets: list, values: list, inputs: dict, slots: list, position: int,
-                   prefix: str) -> int:
-        """Consume ``values`` from ``position`` for ``widgets``; returns the next position."""
-        for index, (name, spec) in enumerate(widgets):
-            if name == CONTROL:
-                if position < len(values) and values[position] in CONTROL_VALUES:
-                    slots.append((position, CONTROL))
-                    position += 1
+    def named(self, label: str, node_def: NodeDef, values: dict, inputs: dict, slots: list) -> None:
+        """widgets_values saved as {name: value} (some custom nodes): only top-level widgets can be named."""
+        widgets = {item.name: item for item in node_def.inputs if item.widget}
+        for name, value in values.items():
+            item = widgets.get(name)
+            if item is None:
+                if isinstance(value, dict):
+                    continue  # a frontend widget's own state (a preview's settings), never a prompt input
+                raise InputError(f"{self.path}: {label}: a saved widget value {name!r}, which {node_def.class_type} "
+                                 f"on this server does not have (its widgets: {', '.join(widgets) or 'none'}); {FIX}")
+            if item.kind == DYNAMIC_COMBO:
+                raise InputError(f"{self.path}: {label}: named widget values with a dynamic input; {FIX}")
+            self.check_value(label, item, value)
+            if not item.hidden:
+                inputs[name] = value
+                slots.append((-1, name))
+
+    def check_value(self, label: str, item: InputDef, value: Any) -> None:
+        problem = value_problem(item, value)
+        if problem:
+            raise InputError(f"{self.path}: {label}: widget value {problem} as this server defines the node: the "
+                             f"workflow was saved for another version of it; {FIX}")
+
+    def positional(self, label: str, node_def: NodeDef, values: list, inputs: dict, slots: list) -> None:
+        """Consume ``values`` in the frontend's widget order: each widget's value, its seed control and upload
+        button values where it has them, a dynamic combo's chosen inputs right after it. A stack of input
+        lists, not recursion; values left over at the end are refused (they would be dropped)."""
+        position = 0
+        stack: list[tuple[Any, bool]] = [(iter(node_def.inputs), False)]  # (inputs left, inside a hidden widget)
+        while stack:
+            item = next(stack[-1][0], None)
+            if item is None:
+                stack.pop()
                 continue
-            full = prefix + name
+            if not item.widget:
+                continue
+            hidden = stack[-1][1] or item.hidden
             if position >= len(values):
-                slots.append((position, full))  # not saved (a newer optional input): --set may still add it
+                if not hidden:
+                    slots.append((position, item.name))  # not saved (a newer optional input): --set may still add it
                 position += 1
                 continue
             value = values[position]
-            _check_value(label, full, spec, value, self.path)
-            inputs[full] = value
-            slots.append((position, full))
+            self.check_value(label, item, value)
+            if not hidden:
+                inputs[item.name] = value
+                slots.append((position, item.name))
             position += 1
-            if spec[0] == DYNAMIC_COMBO:
-                options = spec[1].get("options") or [] if len(spec) > 1 else []
-                chosen = next((o for o in options if isinstance(o, dict) and o.get("key") == value), None)
+            if item.control and position < len(values) and _is_control(values[position]):
+                if not hidden:
+                    slots.append((position, CONTROL))
+                position += 1
+            if item.upload and position < len(values) and isinstance(values[position], str):
+                position += 1  # the upload button's value ("image"): the frontend's own
+            if item.kind == DYNAMIC_COMBO:
+                chosen = item.option(value)
                 if chosen is None:
-                    raise InputError(f"{self.path}: {label}: {value!r} is not an option of {full!r} on this server "
-                                     f"(options: {', '.join(str(o.get('key')) for o in options)}); {FIX}")
-                nested = []
-                for section in ("required", "optional"):
-                    for nested_name, nested_spec in ((chosen.get("inputs") or {}).get(section) or {}).items():
-                        nested += _widget_entries(nested_name, nested_spec)
-                position = self.positional(label, nested, values, inputs, slots, position, full + ".")
-        return position
+                    raise InputError(f"{self.path}: {label}: {value!r} is not an option of {item.name!r} on this "
+                                     f"server (options: {', '.join(str(k) for k, _ in item.options)}); {FIX}")
+                stack.append((iter(chosen), hidden))
+        if position < len(values):
+            widgets = [i.name for i in node_def.inputs if i.widget]
+            sockets = [i.name for i in node_def.inputs if i.force_input]
+            became = f"; {', '.join(sockets)} take(s) only a link (forceInput) on this server: connect it" \
+                if sockets else ""
+            raise InputError(f"{self.path}: {label}: {len(values)} widget values saved but {node_def.class_type} on "
+                             f"this server has widgets for {position} ({', '.join(widgets) or 'none'}); the rest "
+                             f"(from {values[position]!r:.60}) would be dropped{became}; {FIX}")
 
-    def resolve(self, link_id: Any, target: dict, name: str, seen: set) -> Optional[tuple]:
-        """Where a link really comes from: ("link", [id, slot]), ("value", v, primitive id) or None (dropped)."""
-        if link_id in seen:
-            raise InputError(f"{self.path}: {_label(target)} input {name!r}: a loop of reroutes/bypassed nodes; {FIX}")
-        seen.add(link_id)
+    def resolve(self, link_id: Any, target: dict, name: str) -> Optional[tuple]:
+        """Where a link really comes from: ("link", [id, slot]), ("value", v, primitive id) or None (dropped).
+        Reroutes and bypassed nodes are followed in a loop; every link on the way remembers the answer, so a long
+        chain is walked once however many inputs it feeds."""
+        chain, on_chain = [], set()
+        result: Optional[tuple] = None
+        link = link_id
+        while True:
+            if link in self.resolved:
+                result = self.resolved[link]
+                break
+            if link in on_chain:
+                raise InputError(f"{self.path}: {_label(target)} input {name!r}: a loop of reroutes/bypassed nodes; "
+                                 f"{FIX}")
+            chain.append(link)
+            on_chain.add(link)
+            upstream, result = self.step(link, target, name)
+            if upstream is None:
+                break
+            link = upstream
+        for passed in chain:
+            self.resolved[passed] = result
+        return result
+
+    def step(self, link_id: Any, target: dict, name: str) -> tuple[Any, Optional[tuple]]:
+        """One link: (the next link to follow, None) through a reroute or bypassed node, else (None, result)."""
         if link_id not in self.links:
             raise InputError(f"{self.path}: {_label(target)} input {name!r} uses link {link_id}, which the "
                              f"workflow does not have; {FIX}")
@@ -256,32 +291,39 @@ class _Converter:
                              f"workflow does not have; {FIX}")
         mode = source.get("mode", 0)
         if mode == MUTED:
-            return None
+            return None, None
         if source["type"] == REROUTE or mode == BYPASSED:
             sockets = [s for s in source.get("inputs") or [] if isinstance(s, dict)]
             if source["type"] != REROUTE:
-                same = sockets[slot:slot + 1] if isinstance(slot, int) and slot < len(sockets) else []
+                same = sockets[slot:slot + 1]
                 matching = [s for s in same if s.get("type") == kind] or [
                     s for s in sockets if kind in ("*", None) or s.get("type") == kind]
                 sockets = matching
             upstream = next((s for s in sockets if s.get("link") is not None), None)
             if upstream is None:
                 if source["type"] == REROUTE:
-                    return None
+                    return None, None
                 raise InputError(f"{self.path}: {_label(source)} is bypassed but has no linked input of type {kind} "
                                  f"to pass on to {_label(target)} input {name!r}; un-bypass it, or connect that "
                                  "input elsewhere")
-            return self.resolve(upstream["link"], target, name, seen)
+            if not _is_id(upstream["link"]):
+                raise InputError(f"{self.path}: {_label(source)}: malformed input {str(upstream)[:80]}; {FIX}")
+            return upstream["link"], None
         if source["type"] == PRIMITIVE:
             values = source.get("widgets_values") or []
             if not isinstance(values, list) or not values:
                 raise InputError(f"{self.path}: {_label(source)} feeding {_label(target)} has no value; {FIX}")
-            return ("value", values[0], str(source["id"]))
-        return ("link", [origin, slot])
+            if isinstance(values[0], (list, dict)):  # a list would even pass for a link [node id, slot]
+                raise InputError(f"{self.path}: {_label(source)} feeding {_label(target)} holds {values[0]!r:.60}, "
+                                 f"not a single value; {FIX}")
+            return None, ("value", values[0], str(source["id"]))
+        return None, ("link", [origin, slot])
 
 
-def convert(ui: dict, object_info: dict, path: str) -> UiWorkflow:
-    """The API prompt for a UI workflow as the server that sent ``object_info`` defines its nodes."""
+def convert(ui: dict, object_info: Union[dict, NodeDefs], path: str) -> UiWorkflow:
+    """The API prompt for a UI workflow as the server that sent ``object_info`` defines its nodes, checked
+    (graphcheck.check_graph) before it is returned."""
     if not is_ui_workflow(ui):
         raise InputError(f"{path}: not a UI workflow (no 'nodes' and 'links')")
-    return _Converter(ui, object_info, path).convert()
+    defs = object_info if isinstance(object_info, NodeDefs) else NodeDefs(object_info, "the server")
+    return _Converter(ui, defs, path).convert()

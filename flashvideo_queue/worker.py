@@ -5,7 +5,6 @@ sorted into "this attempt failed" (ItemFailed) or "this server is gone" (ServerG
 from __future__ import annotations
 
 import errno
-import json
 import threading
 import time
 import traceback
@@ -16,6 +15,7 @@ from .batch import Batch
 from .client import ComfyClient, EventStream, describe_execution_error, describe_rejection, history_error
 from .errors import (HttpError, InputFileError, ItemFailed, ItemRejected, LocalWriteError, ServerGone,
                      ServerUnreachable, Stopped, UploadRefused)
+from .jsonvalues import loads_or_none
 from .manifest import item_label
 from .outputs import collect_outputs, local_names, name_source, summarize_files
 from .videos import UPLOAD_SUBFOLDER
@@ -241,9 +241,8 @@ class Worker(threading.Thread):
 
     def on_event(self, message: str, prompt_id: str, index: int) -> bool:
         """Handle one websocket event; True when it says our prompt is finished."""
-        try:
-            event = json.loads(message)
-        except ValueError:
+        event = loads_or_none(message)  # a server's event is untrusted: bounded nesting, and maybe not an object
+        if not isinstance(event, dict):
             return False
         kind, data = event.get("type"), event.get("data")
         if not isinstance(data, dict) or data.get("prompt_id", prompt_id) != prompt_id:

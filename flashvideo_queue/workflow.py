@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .errors import InputError
+from .graphcheck import check_graph, check_structure
+from .inputfiles import read_input
+from .jsonvalues import JsonProblem, loads
+from .nodedefs import NodeDefs
 from .uigraph import UiWorkflow, convert, is_ui_workflow
 
 TEXT_ENCODE = "FlashVideoTextEncode"
@@ -26,34 +29,21 @@ Graph = dict[str, dict[str, Any]]
 
 def read_json(path: Path) -> tuple[Any, str]:
     """The parsed file and its sha256, or an InputError that says what is wrong with it."""
+    data = read_input(path, "workflow")
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"workflow not found: {path}") from None
-    except OSError as e:
-        raise InputError(f"cannot read workflow {path}: {e.strerror or e}") from None
-    try:
-        parsed = json.loads(data.decode("utf-8-sig"))
+        parsed = loads(data.decode("utf-8-sig"))
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not UTF-8 text (byte {e.start}); is this a workflow JSON?") from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}:{e.lineno}:{e.colno}: not valid JSON: {e.msg}") from None
-    except RecursionError:
-        raise InputError(f"{path}: JSON nested too deeply; is this a workflow?") from None
+    except JsonProblem as e:
+        where = f"{path}:{e.line}:{e.column}" if e.syntax else str(path)
+        raise InputError(f"{where}: {e}; is this a workflow JSON?") from None
     return parsed, hashlib.sha256(data).hexdigest()
 
 
 def check_api_graph(graph: Any, path: Path) -> Graph:
-    if not isinstance(graph, dict) or not graph:
-        raise InputError(f"{path}: expected a JSON object of nodes {{id: {{class_type, inputs}}}} (API format) or a "
-                         "UI workflow with 'nodes' and 'links'")
-    for node_id, node in graph.items():
-        if not isinstance(node, dict) or not isinstance(node.get("class_type"), str):
-            raise InputError(f"{path}: node {node_id!r} has no class_type; expected an API-format workflow "
-                             "(Save (API) in ComfyUI) or a UI workflow with 'nodes' and 'links'")
-        if not isinstance(node.setdefault("inputs", {}), dict):
-            raise InputError(f"{path}: node {node_id!r} ({node['class_type']}): 'inputs' is not an object")
-    return graph
+    """An API-format graph's shape, links and the absence of loops (graphcheck; the server's definitions are
+    checked once the server is known)."""
+    return check_structure(graph, str(path))
 
 
 @dataclass
@@ -63,12 +53,12 @@ class Workflow:
     ui: Optional[UiWorkflow] = None  # set when the file was a UI workflow
 
 
-def load_workflow(path: Path, object_info: Callable[[], dict]) -> Workflow:
-    """The workflow as an API prompt; ``object_info()`` (the server's node definitions) is only called for a
-    UI workflow."""
+def load_workflow(path: Path, node_defs: Callable[[], NodeDefs]) -> Workflow:
+    """The workflow as an API prompt; ``node_defs()`` (the server's node definitions) is only called for a
+    UI workflow: an API one is only checked for its structure here (``check_plan`` does the rest)."""
     data, sha = read_json(path)
     if is_ui_workflow(data):
-        ui = convert(data, object_info(), str(path))
+        ui = convert(data, node_defs(), str(path))
         return Workflow(ui.graph, sha, ui)
     return Workflow(check_api_graph(data, path), sha)
 
@@ -152,16 +142,13 @@ def parse_sets(graph: Graph, items: list[str]) -> list[tuple[str, str, Any]]:
             raise InputError(f"--set {item!r}: expected NODE.INPUT=VALUE with {REF_HELP}")
         node_id, name = _split_ref(graph, ref, "--set")
         try:
-            value = json.loads(raw)
-        except ValueError:
-            value = raw
+            value = loads(raw)
+        except JsonProblem as e:
+            if not e.syntax:  # NaN, Infinity, 1e999, nested too deeply: JSON, but not a value to send
+                raise InputError(f"--set {item!r}: the value: {e}") from None
+            value = raw  # plain text (a title, a file name)
         sets.append((node_id, name, value))
     return sets
-
-
-def unknown_set_inputs(graph: Graph, sets: list[tuple[str, str, Any]]) -> list[str]:
-    """--set inputs the node does not have yet (legal: optional inputs are absent from exports; maybe a typo)."""
-    return [f"{n}.{name}" for n, name, _ in sets if name not in graph[n]["inputs"]]
 
 
 @dataclass
@@ -187,21 +174,53 @@ class Plan:
                 if "seed" in node["inputs"] and not isinstance(node["inputs"]["seed"], list)]
 
     def build(self, prompt: Optional[str], seed: Optional[int], prefix: str, video: Optional[str] = None) -> Graph:
-        """A copy of the graph for one item. Order: prompt, seeds, video, filename_prefix, then --set (the user
-        wins). ``prompt``/``video`` None: left as the workflow has them."""
-        graph = copy.deepcopy(self.graph)
+        """The graph for one item. Order: prompt, seeds, video, filename_prefix, then --set (the user wins).
+        ``prompt``/``video`` None: left as the workflow has them. Only the nodes it changes are copied (the
+        others are shared with the plan's graph, never modified), so an item of a 100,000-node workflow costs
+        one pass, not a deep copy."""
+        graph = dict(self.graph)
+
+        def inputs(node_id: str) -> dict:
+            if graph[node_id] is self.graph[node_id]:
+                graph[node_id] = {**self.graph[node_id], "inputs": dict(self.graph[node_id]["inputs"])}
+            return graph[node_id]["inputs"]
+
         if prompt is not None:
             for node_id, name in self.targets:
-                graph[node_id]["inputs"][name] = prompt
+                inputs(node_id)[name] = prompt
         if seed is not None and not self.keep_seeds:
             for node_id, name in self.seed_inputs():
-                graph[node_id]["inputs"][name] = seed
+                inputs(node_id)[name] = seed
         if video is not None:
             for node_id, name in self.video_targets:
-                graph[node_id]["inputs"][name] = video
-        for node in graph.values():
+                inputs(node_id)[name] = video
+        for node_id, node in self.graph.items():
             if node["class_type"] == SAVE_VIDEO or isinstance(node["inputs"].get("filename_prefix"), str):
-                node["inputs"]["filename_prefix"] = prefix
+                inputs(node_id)["filename_prefix"] = prefix
         for node_id, name, value in self.sets:
-            graph[node_id]["inputs"][name] = copy.deepcopy(value)
+            inputs(node_id)[name] = copy.deepcopy(value)
         return graph
+
+
+def check_plan(plan: Plan, defs: NodeDefs, where: str, seeds: tuple[Optional[int], ...] = (0,)) -> None:
+    """The one graph check (graphcheck.check_graph) on what the items really submit: the workflow with a
+    prompt, ``seeds`` (the first and last item's), an output prefix and a video reference where the batch puts
+    them, and every --set, each refusal naming the option that put the value there."""
+    origins: dict[tuple[str, str], tuple[str, str]] = {
+        (n, name): (f"--set {n}.{name}", "correct or drop that --set") for n, name, _ in plan.sets}
+    for n, name in plan.targets:
+        origins.setdefault((n, name), (f"input {name!r} (where the prompt goes)",
+                                       "name a text input with --prompt-target NODE.INPUT"))
+    for n, name in plan.video_targets:
+        origins.setdefault((n, name), (f"input {name!r} (where the video goes)",
+                                       "name the input that takes the file with --video-target NODE.INPUT"))
+    for seed in seeds:
+        seeded = dict(origins)
+        if seed is not None and not plan.keep_seeds:
+            for n, name in plan.seed_inputs():
+                seeded.setdefault((n, name), (f"input {name!r} (an item's seed, --seed-base + its index: {seed})",
+                                              "pick a --seed-base that keeps every item's seed in range, or pass "
+                                              "--keep-seeds"))
+        sample = plan.build("a prompt" if plan.targets else None, seed, "flashvideo_queue/check",
+                            "flashvideo_batch/video.mp4" if plan.video_targets else None)
+        check_graph(sample, defs, where, seeded)

@@ -83,6 +83,7 @@ def test_package_imports_the_standard_library_and_websocket_client_only():
 def test_plan_puts_prompt_seeds_prefix_and_overrides_in_a_copy(tmp_path):
     workflow = json.loads(json.dumps(WORKFLOW))
     workflow["9"] = {"class_type": "FlashVideoVAEEncode", "inputs": {"images": ["6", 0], "seed": ["10", 0]}}
+    workflow["10"] = {"class_type": "FlashVideoStage1Noise", "inputs": {"seed": 5}}
     write_inputs(tmp_path, workflow=workflow)
     graph = load_workflow(tmp_path / "workflow.json", dict).graph
     plan = Plan(graph, parse_targets(graph, []), parse_sets(graph, ["4.steps=20", "3.attention=sdpa", '9.x=["5", 0]']))
@@ -348,7 +349,7 @@ def test_progress_line_on_a_terminal(tmp_path, fakes, monkeypatch):
     ("comments only", "prompts.txt: no prompts"),
     ("missing workflow", "workflow not found"),
     ("not json", "workflow.json:1:2: not valid JSON"),
-    ("ui workflow, no server", "a UI workflow is converted with a server's /object_info, and none answered"),
+    ("ui workflow, no server", "checked against a server's node definitions (/object_info), and no server answered"),
     ("no text encode", "no FlashVideoTextEncode node"),
     ("bad target node", "--prompt-target '99.prompt': no node with that id, title or class_type"),
     ("bad target input", "node 2 (FlashVideoTextEncode) has no input 'text'"),
@@ -372,7 +373,9 @@ def test_bad_input_exits_2_with_a_clear_message(tmp_path, capsys, case, message)
     elif case == "ui workflow, no server":
         workflow_file.write_text(json.dumps({"nodes": [], "links": [], "version": 0.4}))
     elif case == "no text encode":
-        workflow_file.write_text(json.dumps({k: v for k, v in WORKFLOW.items() if k != "2"}))
+        workflow = json.loads(json.dumps({k: v for k, v in WORKFLOW.items() if k != "2"}))
+        del workflow["4"]["inputs"]["positive"]
+        workflow_file.write_text(json.dumps(workflow))
     elif case == "bad target node":
         extra = ["--prompt-target", "99.prompt"]
     elif case == "bad target input":
@@ -519,7 +522,7 @@ def test_ui_conversion_handles_seeds_links_bypass_mute_reroute_primitives_and_dy
 @pytest.mark.parametrize("change, message", [
     (lambda ui: ui["nodes"][0].update(type="Missing"), "node 1 (Missing): the server has no node type 'Missing'"),
     (lambda ui: ui["nodes"][3]["widgets_values"].__setitem__(0, "seven"),
-     "node 4 'Main sampler' (Sampler): widget value 'seven' does not fit input 'steps' (INT)"),
+     "node 4 'Main sampler' (Sampler): widget value 'seven' does not fit input 'steps' (INT: a whole number)"),
     (lambda ui: ui["nodes"][1]["inputs"][0].update(type="CLIP"),
      "node 2 (Filter) is bypassed but has no linked input of type MODEL"),
     (lambda ui: ui["nodes"][7]["widgets_values"].__setitem__(1, "webm"), "'webm' is not an option of 'format'"),
@@ -645,10 +648,11 @@ def test_hostile_manifest_cannot_make_the_client_write_outside_the_output_folder
     assert fake.texts() == PROMPTS + PROMPTS[:2]  # the edited items rendered again, the third only downloaded
 
 
-def test_read_only_output_folder_is_one_clear_line(tmp_path, capsys, monkeypatch):
+def test_read_only_output_folder_is_one_clear_line(tmp_path, capsys, monkeypatch, fakes):
     import errno
     import os
 
+    fake = fakes()
     prompts_file, workflow_file = write_inputs(tmp_path)
     out = tmp_path / "out"
     out.mkdir()
@@ -661,7 +665,7 @@ def test_read_only_output_folder_is_one_clear_line(tmp_path, capsys, monkeypatch
         return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", read_only)
-    code = main([str(prompts_file), "--workflow", str(workflow_file), "--output-dir", str(out)])
+    code = main([str(prompts_file), "--workflow", str(workflow_file), "--output-dir", str(out), "--server", fake.url])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert f"cannot write in --output-dir {out}: Permission denied; make it writable" in err
@@ -721,7 +725,11 @@ def test_usage_errors_are_one_line(capsys):
     err = capsys.readouterr().err
     assert err == "flashvideo_queue: error: the following arguments are required: --workflow (see --help)\n"
     assert main(["p.txt", "--workflow", "w.json", "--retries", "-1"]) == 2
-    assert capsys.readouterr().err == "flashvideo_queue: error: --retries -1: must be >= 0\n"
+    assert capsys.readouterr().err == "flashvideo_queue: error: --retries -1: must be a whole number >= 0\n"
+    for flag, value in (("--timeout", "nan"), ("--poll-interval", "inf"), ("--server-grace", "-inf")):
+        assert main(["p.txt", "--workflow", "w.json", f"{flag}={value}"]) == 2  # NaN passes every comparison
+        assert capsys.readouterr().err == (f"flashvideo_queue: error: {flag} {float(value)!r}: must be a finite "
+                                           f"number of seconds {'>= 0' if flag == '--server-grace' else '> 0'}\n")
 
 
 def test_restart_collects_a_prompt_still_running_instead_of_resubmitting_it(tmp_path, fakes):

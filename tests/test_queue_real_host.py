@@ -61,6 +61,26 @@ def test_ui_template_converts_to_its_api_twin_with_the_hosts_object_info(object_
         twin, object_info)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_ui_template_as_the_hosts_frontend_saves_it_converts_too(object_info, comfyui_host, name):
+    """What the host's frontend appends on save (LoadVideo's upload button value; on 0.33 CreateVideo's bit_depth,
+    SaveVideo's encoding and hidden codec: support/node_schemas.py) is consumed, never refused as left over."""
+    from support.node_schemas import core_nodes_for
+
+    added = {kind: spec.get("added", []) for kind, spec in core_nodes_for(comfyui_host.version).items()}
+    ui = json.loads((EXAMPLES / f"{name}.json").read_text())
+    for node in ui["nodes"]:
+        node["widgets_values"] = (node.get("widgets_values") or []) + added.get(node["type"], [])
+    converted = convert(ui, object_info, name).graph
+    expected = host_form(json.loads((EXAMPLES / "api" / f"{name}.json").read_text()), object_info)
+    for node_id, node in expected.items():
+        if node["class_type"] == "CreateVideo" and added["CreateVideo"]:
+            node["inputs"]["bit_depth"] = added["CreateVideo"][0]
+        if node["class_type"] == "SaveVideo" and "format.codec" in node["inputs"]:
+            node["inputs"].update({"format.codec.encoding": "auto"} if added["SaveVideo"] else {})
+    assert {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in converted.items()} == expected
+
+
 def test_batch_from_a_ui_template_renders_and_embeds_the_submitted_workflow(server, tmp_path):
     """Two prompts through the 270p UI template at CPU size (--set by class_type and by title): each mp4 carries
     the UI workflow with that item's prompt, seed and sizes, seeds "fixed"."""

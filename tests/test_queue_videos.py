@@ -162,7 +162,10 @@ def test_bad_video_batches_exit_2_with_one_clear_line(tmp_path, capsys, case, me
     elif case == "video target without videos":
         args = ["--prompt", "a fox", "--video-target", "20.file"]
     elif case == "no LoadVideo":
-        workflow_file.write_text(json.dumps({k: v for k, v in ENHANCE.items() if k not in ("20", "21")}))
+        workflow = json.loads(json.dumps({k: v for k, v in ENHANCE.items() if k not in ("20", "21")}))
+        for node in workflow.values():  # and the links to them (a dangling link is refused first)
+            node["inputs"] = {k: v for k, v in node["inputs"].items() if not (isinstance(v, list) and v[0] in ("20", "21"))}
+        workflow_file.write_text(json.dumps(workflow))
         args = ["--prompt", "a fox", "--videos", str(folder)]
     elif case == "bad video target":
         args = ["--prompt", "a fox", "--videos", str(folder), "--video-target", "20.path"]

@@ -50,8 +50,10 @@ REPO = Path(__file__).resolve().parents[2]
 def fake_object_info() -> dict:
     """/object_info for every node the shipped templates use, in the ComfyUI 0.3.64 form: widget order from
     support/node_schemas.py (a CONTROL slot becomes control_after_generate on the widget before it), widget
-    types from the values the templates store (combos as STRING: the client does not check options)."""
-    from support.node_schemas import CONTROL, CORE_SOCKETS, CORE_WIDGETS, FROZEN_SOCKETS, FROZEN_WIDGETS
+    types from the values the templates store (combos as STRING: the client does not check options), outputs of the
+    pack's nodes."""
+    from support.node_schemas import (CONTROL, CORE_SOCKETS, CORE_WIDGETS, FROZEN_OUTPUTS, FROZEN_SOCKETS,
+                                      FROZEN_WIDGETS)
 
     kinds: dict[tuple[str, str], str] = {}
     for path in sorted((REPO / "example_workflows").glob("*.json")):
@@ -74,6 +76,8 @@ def fake_object_info() -> dict:
                 required[name] = [kinds.get((node_type, name), "STRING"), {}]
         info[node_type] = {"input": {"required": required}, "input_order": {"required": list(required)},
                            "name": node_type, "display_name": node_type, "output_node": node_type == "SaveVideo"}
+        if node_type in FROZEN_OUTPUTS:  # the pack's outputs: links to a slot a node lacks are refused
+            info[node_type]["output"] = list(FROZEN_OUTPUTS[node_type])
     return info
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
