@@ -27,7 +27,7 @@ import torch
 from support import fake_comfy
 from support.fake_comfy import host
 from support.hostile_values import (
-    ACCEPT, CONTAINED, REFUSE, WIDGET_TYPES, Case, conditioning_cases, image_cases, latent_cases, object_cases,
+    ACCEPT, REFUSE, WIDGET_TYPES, Case, conditioning_cases, image_cases, latent_cases, object_cases,
     option, widget_cases,
 )
 
@@ -177,7 +177,7 @@ def link_cases(inp, good, baseline_model, world) -> list:
     elif io_type == "IMAGE":
         cases = image_cases(name, good)
     elif io_type == "CONDITIONING":
-        cases = conditioning_cases(name, good)
+        cases = conditioning_cases(name, good, model_width=baseline_model is not None)
     else:
         other_stage = FakeStage1Model if isinstance(getattr(baseline_model, "model", None), FakeStage2Model) \
             else FakeStage2Model
@@ -264,8 +264,9 @@ def fault_of(case: Case, outcome: str, detail, seconds: float, world) -> str | N
 def find_baseline(node, schema, world, required: str | None = None, fixed: dict | None = None) -> dict | None:
     """Default widgets (``fixed`` ones aside) and the first combination of valid link values the node accepts
     (``required``: an optional socket that must be connected); None if there is none."""
-    widgets = {i.id: option(i, "default", None) if i.io_type != "COMBO" else
-               option(i, "default", None) or option(i, "options")[0] for i in schema.inputs if i.io_type in WIDGET_TYPES}
+    fallback = {"STRING": "", "COMBO": None}  # what the frontend sends for a widget without a default
+    widgets = {i.id: option(i, "default", fallback.get(i.io_type)) for i in schema.inputs if i.io_type in WIDGET_TYPES}
+    widgets.update({i.id: option(i, "options")[0] for i in schema.inputs if i.io_type == "COMBO" and widgets[i.id] is None})
     widgets.update(fixed or {})
     links = [i for i in schema.inputs if i.io_type not in WIDGET_TYPES]
     choices = [[(i.id, v) for v in valid_links(i.io_type, world)]

@@ -168,14 +168,16 @@ def image_cases(name: str, good: torch.Tensor) -> list:
     return cases
 
 
-def conditioning_cases(name: str, good: list) -> list:
+def conditioning_cases(name: str, good: list, model_width: bool = True) -> list:
+    """``model_width``: the node also has the model, so a prompt of another width (CLIP-L's 768) is refused."""
     context, extra = good[0]
     cases = tensor_cases(name, context, lambda t: [[t, extra]])
     cases += [Case(name, label, value, REFUSE) for label, value in [
         ("None", None), ("str", "a cat"), ("empty list", []), ("empty entry", [[]]), ("no tensor", [[None, {}]]),
-        ("bare tensor", context), ("options not a dict", [[context, "strength 1"]]), ("width 768",
-        [[torch.zeros(*context.shape[:2], 768), {}]]), ("2-D", [[context[0], {}]]), ("list tensor",
-        [[context.tolist(), {}]])]]
+        ("bare tensor", context), ("options not a dict", [[context, "strength 1"]]), ("2-D", [[context[0], {}]]),
+        ("list tensor", [[context.tolist(), {}]])]]
+    cases.append(Case(name, "width 768", [[torch.zeros(*context.shape[:2], 768), {}]],
+                      REFUSE if model_width else CONTAINED))
     cases.append(Case(name, "bf16", [[context.to(torch.bfloat16), extra]], ACCEPT))
     return cases
 
