@@ -31,7 +31,7 @@ from .input_checks import combo_widget, image_batch, refuse, widget
 from .latents import NOISE_STEP_KEY, SEED_KEY, STAGE_KEY
 from .native.glue import check_prompt, require_stage
 from .pipeline_nodes import ATTENTION_CHOICES, CFG, NOISE_STEP, SEED, SHIFT, STEPS, refine_latent
-from .vae_helpers import FlashVideoVAE, check_vae, prepare, slicing_inputs, slicing_options
+from .vae_helpers import FlashVideoVAE, check_tiles, check_vae, prepare, slicing_inputs, slicing_options
 
 log = logging.getLogger("flashvideo")
 
@@ -135,6 +135,7 @@ class FlashVideoEnhanceVideo(io.ComfyNode):
             plan = plan_enhance(source.total, source.size, target, overlap, noise_step, seed, colour_fix)
         except InputError as e:
             raise InputError(f"{NODE}, input 'resolution': {e}") from None
+        check_tiles(options, plan.grid[0] // 8, plan.grid[1] // 8, NODE)  # every window's size, before the first
         log.info("%s: %s at %s fps; %s", NODE, plan.describe(), source.fps, source.how)
 
         temp = folder_paths.get_temp_directory()
@@ -160,7 +161,7 @@ def enhance_frames(model, vae: VAEHolder, positive, frames: Iterable, plan: Enha
         return refine_latent(model, positive, samples, plan.noise_step, steps, cfg, shift, attention)
 
     enhance_video(vae.model, frames, plan, refine, write, options, progress or ComfyProgress(),
-                  budget=lambda direction, shape, opts: prepare(vae, direction, shape, opts))
+                  budget=lambda direction, shape, opts: prepare(vae, direction, shape, opts, NODE))
 
 
 def video_source(video) -> VideoSource:

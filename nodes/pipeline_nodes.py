@@ -154,12 +154,12 @@ class FlashVideoStage2Upscale(io.ComfyNode):
                              "stage-I latent, decode it (FlashVideo VAE Decode, latent_scale stage1) and connect "
                              "the frames to images")
             z1 = z * LATENT_SCALE_STAGE1  # LATENTs are unscaled; the core takes model space
-            budget = prepare(vae, "decode", tuple(z1.shape), options)
+            budget = prepare(vae, "decode", tuple(z1.shape), options, UPSCALE)
             z2, _ = stage1_to_stage2(vae.model, z1, size, seed, options, progress, budget)
         else:
             frames = fit_frame_count(image_batch(images, UPSCALE), frame_rule, UPSCALE)
             video = frames.movedim(-1, 0).unsqueeze(0).float() * 2 - 1  # [1, 3, T, H, W] in [-1, 1]
-            budget = prepare(vae, "encode", (1, 3, video.shape[2], *size), options)
+            budget = prepare(vae, "encode", (1, 3, video.shape[2], *size), options, UPSCALE)
             z2 = encode_for_stage2(vae.model, video, size, seed, options, progress, budget)
         return io.NodeOutput({"samples": (z2 / LATENT_SCALE_STAGE2).to(mm.intermediate_device()), STAGE_KEY: 2})
 

@@ -322,3 +322,38 @@ def test_the_sweep_sees_every_registered_node():
     from flashvideo_pack_under_test.nodes import NODES as LISTED
 
     assert NODES == list(LISTED) and len({n.define_schema().node_id for n in NODES}) == len(NODES)
+
+
+def mode_sweep(node, world) -> tuple:
+    """(cases, faults) of every legal widget value under every other choice of each combo (slicing manual, resolution
+    custom, ...: the modes that make other widgets matter). A pair may conflict, but then the refusal names an input
+    and its fix: never a raw exception, never a bare message."""
+    schema = node.define_schema()
+    baseline = find_baseline(node, schema, world)
+    widgets = [i for i in schema.inputs if i.io_type in WIDGET_TYPES]
+    names = [i.id for i in schema.inputs]
+    cases_run, faults = 0, []
+    for mode in (i for i in widgets if i.io_type == "COMBO"):
+        for choice in option(mode, "options"):
+            if choice == baseline[mode.id]:
+                continue
+            for inp in widgets:
+                for case in (c for c in widget_cases(inp) if c.expect == ACCEPT and inp is not mode):
+                    started = time.perf_counter()
+                    outcome, detail = run(node, {**baseline, mode.id: choice, inp.id: case.value})
+                    seconds, cases_run = time.perf_counter() - started, cases_run + 1
+                    where = f"{schema.node_id}.{inp.id} = {case.label} with {mode.id} {choice!r}"
+                    if outcome == "crashed" or seconds > SLOW_S:
+                        faults.append(f"{where}: {detail if outcome == 'crashed' else f'took {seconds:.1f} s'}")
+                    elif outcome == "refused" and not any(names_the_input(detail, name) for name in names):
+                        faults.append(f"{where}: refusal names no input with a Fix: {detail[:200]}")
+                    elif outcome == "accepted" and non_finite_output(detail):
+                        faults.append(f"{where}: NaN/Inf output")
+    return cases_run, faults
+
+
+@pytest.mark.parametrize("node", NODES, ids=lambda n: n.__name__)
+def test_legal_values_under_every_mode_end_cleanly(node, world):
+    cases, faults = mode_sweep(node, world)
+    print(f"{node.__name__}: {cases} mode cases, {len(faults)} faults")
+    assert not faults, f"{len(faults)} of {cases} cases:\n" + "\n".join(faults[:40])
