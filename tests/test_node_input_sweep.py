@@ -27,7 +27,7 @@ import torch
 from support import fake_comfy
 from support.fake_comfy import host
 from support.hostile_values import (
-    ACCEPT, REFUSE, WIDGET_TYPES, Case, conditioning_cases, image_cases, latent_cases, object_cases,
+    ACCEPT, REFUSE, WIDGET_TYPES, Case, conditioning_cases, grid_of, image_cases, latent_cases, object_cases,
     option, widget_cases,
 )
 
@@ -357,3 +357,98 @@ def test_legal_values_under_every_mode_end_cleanly(node, world):
     cases, faults = mode_sweep(node, world)
     print(f"{node.__name__}: {cases} mode cases, {len(faults)} faults")
     assert not faults, f"{len(faults)} of {cases} cases:\n" + "\n".join(faults[:40])
+
+
+# ---- the same sweep through a real host's HTTP API: the values its own validation lets through ------------------
+
+#: the example workflows that hold every FlashVideo node with widgets (their smoke variants run in seconds)
+HOST_WORKFLOWS = ("flashvideo_1080p_advanced", "flashvideo_1080p", "flashvideo_enhance_video")
+PACK_ERRORS = ("InputError", "CheckpointError", "MissingFileError")
+
+
+def server_passes(inp_info: list, pack_input) -> list:
+    """(label, value) a server's /object_info checks would let through for one widget: NaN for a FLOAT (it passes
+    the min/max comparison), a value off the pack's grid for an INT (no host checks step), a value not among a
+    combo's options (0.3.64 does not check V3 combos; a newer host may refuse it itself) and a NUL in text."""
+    kind, spec = inp_info[0], (inp_info[1] if len(inp_info) > 1 else {}) or {}
+    if isinstance(kind, list) or kind == "COMBO":
+        return [("not an option", "not-an-option")]
+    if kind == "FLOAT":
+        return [("NaN", float("nan"))]
+    if kind == "INT" and pack_input is not None and grid_of(pack_input) > 1:
+        return [("off grid", spec.get("min", 0) + 1)]
+    if kind == "STRING":
+        return [("NUL", "a\x00b")]
+    return []
+
+
+@pytest.fixture(scope="module")
+def sweep_server(comfyui_host, tmp_path_factory):
+    from pathlib import Path
+
+    from support.comfyui_host import make_base_dir, running_server
+    from support.workflow_runs import install_models
+
+    base = make_base_dir(tmp_path_factory.mktemp("comfyui-sweep"), Path(__file__).resolve().parents[1],
+                         "ComfyUI-FlashVideo")
+    install_models(base)
+    with running_server(comfyui_host.location, base) as server:
+        yield server
+
+
+def host_cases(object_info: dict) -> list:
+    """(workflow, node id, class, widget, label, value): each FlashVideo widget of the workflows once."""
+    import json
+    from pathlib import Path
+
+    pack_inputs = {n.define_schema().node_id: {i.id: i for i in n.define_schema().inputs} for n in NODES}
+    seen, cases = set(), []
+    for name in HOST_WORKFLOWS:
+        api = json.loads((Path(__file__).resolve().parents[1] / "example_workflows" / "api" / f"{name}.json").read_text())
+        for node_id, node in api.items():
+            kind = node["class_type"]
+            if not kind.startswith("FlashVideo"):
+                continue
+            info = object_info[kind]["input"]
+            for widget, spec in {**info.get("required", {}), **info.get("optional", {})}.items():
+                if (kind, widget) in seen:
+                    continue
+                seen.add((kind, widget))
+                for label, value in server_passes(spec, pack_inputs[kind].get(widget)):
+                    cases.append((name, node_id, kind, widget, label, value))
+    return cases
+
+
+@pytest.mark.comfyui
+def test_values_a_real_server_lets_through_are_refused_by_the_nodes(sweep_server):
+    import json
+    from pathlib import Path
+
+    from support.comfyui_host import history_messages
+    from support.workflow_runs import smoke_variant
+
+    cases = host_cases(sweep_server.get("/object_info"))
+    assert len(cases) > 20, cases  # every FlashVideo widget of the workflows that a server lets something through
+    faults = []
+    for name, node_id, kind, widget, label, value in cases:
+        api = json.loads((Path(__file__).resolve().parents[1] / "example_workflows" / "api" / f"{name}.json").read_text())
+        graph = smoke_variant(api, "sweep")
+        graph[node_id]["inputs"][widget] = value
+        where = f"{kind}.{widget} = {label}"
+        status, body = sweep_server.queue_prompt(graph)
+        if status != 200 or body.get("node_errors"):  # this host refused it itself: fine, if it names the input
+            if widget not in json.dumps(body):
+                faults.append(f"{where}: the server's refusal does not name it: {str(body)[:300]}")
+            continue
+        entry = sweep_server.wait_history(body["prompt_id"], 120)
+        errors = history_messages(entry, "execution_error")
+        if not errors:
+            faults.append(f"{where}: ran to {entry['status']['status_str']} without a refusal")
+            continue
+        error = errors[0]
+        if error.get("node_type") != kind or not error["exception_type"].endswith(PACK_ERRORS) or \
+                not names_the_input(error["exception_message"], widget):
+            faults.append(f"{where}: {error.get('node_type')} raised {error['exception_type']}: "
+                          f"{error['exception_message'][:300]}")
+    print(f"{len(cases)} prompts, {len(faults)} faults")
+    assert not faults, "\n".join(faults)
