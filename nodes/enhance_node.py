@@ -134,7 +134,8 @@ class FlashVideoEnhanceVideo(io.ComfyNode):
         try:
             plan = plan_enhance(source.total, source.size, target, overlap, noise_step, seed, colour_fix)
         except InputError as e:
-            raise InputError(f"{NODE}, input 'resolution': {e}") from None
+            raise refuse(NODE, "resolution", str(e), "pick another resolution, or custom with even sides in "
+                         f"{WIDTH.lo}..{WIDTH.hi}") from None
         check_tiles(options, plan.grid[0] // 8, plan.grid[1] // 8, NODE)  # every window's size, before the first
         log.info("%s: %s at %s fps; %s", NODE, plan.describe(), source.fps, source.how)
 
@@ -171,12 +172,15 @@ def video_source(video) -> VideoSource:
 
     # only a VideoFromFile: the base class's get_stream_source() encodes any other VIDEO into memory first
     path = video.get_stream_source() if isinstance(video, InputImpl.VideoFromFile) else None
+    if isinstance(path, str) and not os.path.isfile(path):  # deleted, a folder, a FIFO: never handed to a decoder
+        raise refuse(NODE, "video", f"its file {path} is missing or not a regular file",
+                     "load the video again with core Load Video")
     trim = getattr(video, "get_active_trim_window", None)  # ComfyUI 0.33; 0.3.64 cannot trim
-    if isinstance(path, str) and os.path.isfile(path) and (trim is None or tuple(trim()) == (0, 0)):
+    if isinstance(path, str) and (trim is None or tuple(trim()) == (0, 0)):
         try:
             info = probe_video(path)
         except InputError as e:
-            raise InputError(f"{NODE}, input 'video': {e}") from None
+            raise refuse(NODE, "video", str(e), "load an mp4, mov, mkv or webm file with at least one frame") from None
         if not _rotated(path):
             return VideoSource(read_frames(path), info.frames, info.fps, (info.height, info.width), audio_from=path)
     if not hasattr(video, "get_components"):

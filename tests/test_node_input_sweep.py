@@ -77,6 +77,7 @@ class FakeStage2Model:
 
 FAKE_MODEL_BASE = types.ModuleType(f"{PACKAGE}.native.model_base")
 FAKE_MODEL_BASE.FlashVideoStage1Model, FAKE_MODEL_BASE.FlashVideoStage2Model = FakeStage1Model, FakeStage2Model
+VideoFromFile = sys.modules["comfy_api.latest"].InputImpl.VideoFromFile
 FAKE_NATIVE_LOADER = types.ModuleType(f"{PACKAGE}.native.loader")
 FAKE_NATIVE_LOADER.load_flashvideo_model = _work
 
@@ -153,7 +154,11 @@ def world(tmp_path_factory):
         written = []
         real_save = text_nodes.save_prompt_embedding
         mp.setattr(text_nodes, "save_prompt_embedding", lambda path, *a: written.append(path) or real_save(path, *a))
-        yield types.SimpleNamespace(vae=vae, embeddings=embeddings, written=written)
+        (models / "notes.mp4").write_text("not a video")
+        os.mkfifo(models / "pipe.mp4")
+        video_files = {"not a video": str(models / "notes.mp4"), "missing": str(models / "gone.mp4"),
+                       "a folder": str(models), "a FIFO": str(models / "pipe.mp4")}
+        yield types.SimpleNamespace(vae=vae, embeddings=embeddings, written=written, video_files=video_files)
 
 
 def valid_links(io_type: str, world) -> list:
@@ -189,7 +194,8 @@ def link_cases(inp, good, baseline_model, world) -> list:
                       ("bare module", torch.nn.Linear(1, 1))],
             "FLASHVIDEO_VAE": [("bare VAE module", world.vae.model)],
             "CLIP": [("CLIP-L only", FakeClip(keys=("l",)))],
-            "VIDEO": [("NaN frames", FakeVideo(nan_frames)), ("no frames", FakeVideo(frames[:0])),
+            "VIDEO": [*((f"file {what}", VideoFromFile(path)) for what, path in world.video_files.items()),
+                      ("NaN frames", FakeVideo(nan_frames)), ("no frames", FakeVideo(frames[:0])),
                       ("RGBA frames", FakeVideo(torch.rand(5, 16, 16, 4))),
                       ("NaN frame rate", FakeVideo(frames, float("nan"))), ("inf frame rate", FakeVideo(frames, math.inf)),
                       ("negative frame rate", FakeVideo(frames, -8)), ("frame rate a string", FakeVideo(frames, "8"))],
