@@ -139,7 +139,8 @@ def world(tmp_path_factory):
         for folder, name in (("diffusion_models", "stage1.pt"), ("text_encoders", "t5xxl.safetensors")):
             (models / name).write_bytes(b"not read: its loader is replaced")
             host.files.setdefault(folder, {})[name] = str(models / name)
-        embeddings = folder_paths.folder_names_and_paths[text_nodes.EMBEDDINGS_FOLDER][0][0]
+        embeddings = str(tmp_path_factory.mktemp("sweep-embeddings"))  # the sweep's own: other tests list theirs
+        mp.setitem(folder_paths.folder_names_and_paths, text_nodes.EMBEDDINGS_FOLDER, ([embeddings], {".safetensors"}))
         save_prompt_embedding(os.path.join(embeddings, "prompt.safetensors"), _conditioning()[0][0], "a prompt")
         vae = loader_nodes.FlashVideoVAELoader.execute("tiny-vae.pt", "fp32").result[0]
 
