@@ -63,7 +63,9 @@ class Setting:
         if not self.is_float and isinstance(value, float) and value.is_integer():
             value = int(value)
         kind = numbers.Real if self.is_float else numbers.Integral
-        if isinstance(value, bool) or not isinstance(value, kind) or (self.is_float and not math.isfinite(value)):
+        # ints are finite (math.isfinite would overflow on 10**400, which the range check below refuses)
+        finite = isinstance(value, numbers.Integral) or not isinstance(value, numbers.Real) or math.isfinite(value)
+        if isinstance(value, bool) or not isinstance(value, kind) or not finite:
             cause, fix = ("a finite number", "a number") if self.is_float else ("a whole number", "an integer")
             raise _refused(where, value, f"not {cause}", f"give {fix} in {valid}")
         if not self.lo <= value <= self.hi:

@@ -7,6 +7,7 @@ never the clip. Node id and widget order are frozen (append only).
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 import uuid
 from dataclasses import dataclass, replace
@@ -30,7 +31,7 @@ from .input_checks import combo_widget, image_batch, refuse, widget
 from .latents import NOISE_STEP_KEY, SEED_KEY, STAGE_KEY
 from .native.glue import check_prompt, require_stage
 from .pipeline_nodes import ATTENTION_CHOICES, CFG, NOISE_STEP, SEED, SHIFT, STEPS, refine_latent
-from .vae_helpers import FlashVideoVAE, check_vae, prepare, slicing_inputs, slicing_options
+from .vae_helpers import FlashVideoVAE, check_tiles, check_vae, prepare, slicing_inputs, slicing_options
 
 log = logging.getLogger("flashvideo")
 
@@ -46,6 +47,7 @@ HEIGHT = replace(setting(Stage2Settings, "height"), default=1080, multiple=2, he
                  "(even). The models run at the next multiple of 16 and the edge is cropped off again.")
 SEED_HELP = ("Seed of the stage-II start: the VAE posterior sample and the degradation noise (each window draws its "
              "own, overlapping windows share it there). Drawn on the CPU: the same on every device.")
+MAX_FPS = 1000  # beyond any camera; a larger host frame rate is a damaged file
 CRF = 14  # H.264 quality of the written video (visually lossless; SaveVideo copies the stream as it is)
 
 
@@ -116,9 +118,8 @@ class FlashVideoEnhanceVideo(io.ComfyNode):
                 chunk_latents: int = 2, tile_size: int = 0, tile_overlap: int = 128) -> io.NodeOutput:
         # API clients skip the frontend (and 0.3.64 its combo check): every value is checked before any work
         vae = check_vae(vae, NODE)
-        target = RESOLUTIONS[combo_widget(resolution, NODE, "resolution", RESOLUTION_CHOICES)]
-        if target is None:
-            target = (widget(HEIGHT, height, NODE, "height"), widget(WIDTH, width, NODE, "width"))
+        size = widget(HEIGHT, height, NODE, "height"), widget(WIDTH, width, NODE, "width")  # even when unused
+        target = RESOLUTIONS[combo_widget(resolution, NODE, "resolution", RESOLUTION_CHOICES)] or size
         noise_step, steps, cfg, shift, seed, overlap = (widget(s, v, NODE, n) for s, v, n in (
             (NOISE_STEP, noise_step, "noise_step"), (STEPS, steps, "steps"), (CFG, cfg, "cfg"),
             (SHIFT, shift, "shift"), (SEED, seed, "seed"), (ENHANCE_OVERLAP, overlap, "overlap")))
@@ -133,7 +134,9 @@ class FlashVideoEnhanceVideo(io.ComfyNode):
         try:
             plan = plan_enhance(source.total, source.size, target, overlap, noise_step, seed, colour_fix)
         except InputError as e:
-            raise InputError(f"{NODE}, input 'resolution': {e}") from None
+            raise refuse(NODE, "resolution", str(e), "pick another resolution, or custom with even sides in "
+                         f"{WIDTH.lo}..{WIDTH.hi}") from None
+        check_tiles(options, plan.grid[0] // 8, plan.grid[1] // 8, NODE)  # every window's size, before the first
         log.info("%s: %s at %s fps; %s", NODE, plan.describe(), source.fps, source.how)
 
         temp = folder_paths.get_temp_directory()
@@ -160,7 +163,7 @@ def enhance_frames(model, vae: VAEHolder, positive, frames: Iterable, plan: Enha
         return refine_latent(model, positive, samples, plan.noise_step, steps, cfg, shift, attention)
 
     enhance_video(vae.model, frames, plan, refine, write, options, progress or ComfyProgress(),
-                  budget=lambda direction, shape, opts: prepare(vae, direction, shape, opts))
+                  budget=lambda direction, shape, opts: prepare(vae, direction, shape, opts, NODE))
 
 
 def video_source(video) -> VideoSource:
@@ -170,12 +173,15 @@ def video_source(video) -> VideoSource:
 
     # only a VideoFromFile: the base class's get_stream_source() encodes any other VIDEO into memory first
     path = video.get_stream_source() if isinstance(video, InputImpl.VideoFromFile) else None
+    if isinstance(path, str) and not os.path.isfile(path):  # deleted, a folder, a FIFO: never handed to a decoder
+        raise refuse(NODE, "video", f"its file {path} is missing or not a regular file",
+                     "load the video again with core Load Video")
     trim = getattr(video, "get_active_trim_window", None)  # ComfyUI 0.33; 0.3.64 cannot trim
-    if isinstance(path, str) and os.path.isfile(path) and (trim is None or tuple(trim()) == (0, 0)):
+    if isinstance(path, str) and (trim is None or tuple(trim()) == (0, 0)):
         try:
             info = probe_video(path)
         except InputError as e:
-            raise InputError(f"{NODE}, input 'video': {e}") from None
+            raise refuse(NODE, "video", str(e), "load an mp4, mov, mkv or webm file with at least one frame") from None
         if not _rotated(path):
             return VideoSource(read_frames(path), info.frames, info.fps, (info.height, info.width), audio_from=path)
     if not hasattr(video, "get_components"):
@@ -186,8 +192,18 @@ def video_source(video) -> VideoSource:
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] == 0:
         raise refuse(NODE, "video", "the video has no frames", "load a video with at least one frame")
     images = image_batch(images, NODE, "video")
-    rate = Fraction(components.frame_rate) if components.frame_rate else Fraction(8)
-    return VideoSource(iter(images), images.shape[0], rate, tuple(images.shape[1:3]), audio=components.audio)
+    return VideoSource(iter(images), images.shape[0], _frame_rate(components.frame_rate), tuple(images.shape[1:3]),
+                       audio=components.audio)
+
+
+def _frame_rate(rate) -> Fraction:
+    """The host's frame rate of a VIDEO (None: 8 fps, FlashVideo's own), refused unless a positive finite number."""
+    if rate is None:
+        return Fraction(8)
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 < rate <= MAX_FPS:  # NaN too
+        raise refuse(NODE, "video", f"its frame rate {rate!r} is not a number of frames per second in 0..{MAX_FPS}",
+                     "set the frame rate where the video is made (Create Video's fps) or load the file again")
+    return Fraction(rate)
 
 
 def _rotated(path: str) -> bool:

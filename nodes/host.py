@@ -22,9 +22,10 @@ def setting_input(name: str, setting: Setting, **extra):
     common = dict(default=setting.default, min=setting.lo, max=setting.hi, tooltip=extra.pop("tooltip", setting.help))
     if setting.hi == SEED_MAX:
         common["control_after_generate"] = True
-    if setting.is_float:
-        return io.Float.Input(name, step=step, round=0.01, **common, **extra)
-    return io.Int.Input(name, step=step, **common, **extra)
+    made = (io.Float.Input(name, step=step, round=0.01, **common, **extra) if setting.is_float
+            else io.Int.Input(name, step=step, **common, **extra))
+    made.flashvideo_setting = setting  # the declaration (grid included) behind the widget, for tests and checks
+    return made
 
 
 class ComfyProgress(Progress):

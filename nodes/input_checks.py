@@ -11,6 +11,7 @@ import logging
 import torch
 
 from ..flashvideo_core.errors import InputError
+from ..flashvideo_core.settings import SEED, Stage2Settings, setting
 from ..flashvideo_core.text_embeddings import TEXT_TOKENS
 
 log = logging.getLogger("flashvideo")
@@ -20,6 +21,13 @@ IMAGE_TOLERANCE = 0.02
 LATENT_CHANNELS = 16
 STAGE1_AREA, STAGE2_AREA = 256 * 480, 1072 * 1920
 VIDEO_LATENT = "a video latent [batch, 16, frames, height/8, width/8]"
+#: no VAE latent or T5 state comes near this magnitude; beyond it a tensor is garbage that overflows bf16 maths
+MAX_MAGNITUDE = 1e4
+#: text widgets: T5 reads 226 tokens (about 1,000 characters), so this only stops pasted files and broken clients
+MAX_TEXT = 100_000
+#: metadata riding on LATENT dicts: the stage whose latent it is, the degradation step and its seed
+STAGE_KEY, NOISE_STEP_KEY, SEED_KEY = "flashvideo_stage", "flashvideo_noise_step", "flashvideo_seed"
+NOISE_STEP = setting(Stage2Settings, "noise_step")
 
 
 class MissingFileError(InputError, FileNotFoundError):
@@ -44,6 +52,32 @@ def combo_widget(value, node: str, name: str, options, aliases: dict = {}) -> st
     return value
 
 
+def text_widget(value, node: str, name: str, limit: int = MAX_TEXT, fix: str = "shorten it") -> str:
+    """A STRING widget's value: text without NUL characters, at most ``limit`` characters."""
+    if not isinstance(value, str):
+        raise refuse(node, name, f"got {type(value).__name__}, not text", "send a string")
+    if "\x00" in value:
+        raise refuse(node, name, "holds a NUL character", "remove it (a broken client or a pasted binary put it there)")
+    if len(value) > limit:
+        raise refuse(node, name, f"is {len(value):,} characters long, over the limit of {limit:,}", fix)
+    return value
+
+
+def file_stem(value, node: str, name: str) -> str:
+    """A name for a file the node writes into its own folder: text without folders, kept to letters, digits and
+    ``-_.`` (other characters dropped, as before), never empty and short enough for any file system."""
+    value = text_widget(value, node, name, 200, "use a name of at most 200 characters")
+    if "/" in value or "\\" in value:
+        raise refuse(node, name, f"{value[:80]!r} is a path", "give a plain file name (without folders): the node "
+                     "always saves into its own models folder")
+    stem = "".join(c for c in value if c.isalnum() or c in "-_.").strip(".")
+    if not stem:
+        raise refuse(node, name, f"{value!r} keeps no letters or digits", "give a name such as my_prompt")
+    if len(stem.encode()) > 200:
+        raise refuse(node, name, "is too long for a file name", "use a shorter name")
+    return stem
+
+
 def model_file(folder_paths, folder: str, name, node: str, input_name: str) -> str:
     """Resolve a model combo value, refusing a missing file with the folder to put it in."""
     if not isinstance(name, str) or not name:
@@ -54,6 +88,18 @@ def model_file(folder_paths, folder: str, name, node: str, input_name: str) -> s
         raise refuse(node, input_name, f"{name!r} is not in ComfyUI's models/{folder} folder",
                      f"put the file in models/{folder} (or a path from extra_model_paths.yaml), then refresh "
                      "the browser (R) and pick it", MissingFileError) from None
+
+
+def finite_values(tensor: torch.Tensor, node: str, name: str, fix: str, limit=None) -> None:
+    """Refuse NaN/Inf (and, with ``limit``, magnitudes beyond it) before any maths sees them."""
+    if not torch.isfinite(tensor).all():
+        raise refuse(node, name, "holds NaN/Inf values", fix)
+    if limit is None or not tensor.numel():
+        return
+    peak = float(tensor.abs().max())
+    if peak > limit:
+        raise refuse(node, name, f"holds values up to {peak:.3g}, far beyond the +-{limit:g} any real one reaches",
+                     fix)
 
 
 def image_batch(images, node: str, name: str = "images") -> torch.Tensor:
@@ -87,9 +133,8 @@ def image_batch(images, node: str, name: str = "images") -> torch.Tensor:
         log.warning("FlashVideo %s: input '%s' is %s 0..255; converting to 0..1", node, name, images.dtype)
         return images.float() / 255
     images = images.float()
-    if not torch.isfinite(images).all():
-        raise refuse(node, name, "holds NaN/Inf values",
-                     "fix the node that made these frames (an fp16 VAE decode overflows: use bf16 or fp32)")
+    finite_values(images, node, name, "fix the node that made these frames (an fp16 VAE decode overflows: use bf16 "
+                  "or fp32)")
     low, high = float(images.min()), float(images.max())
     if low < -IMAGE_TOLERANCE or high > 1 + IMAGE_TOLERANCE:
         if low >= -IMAGE_TOLERANCE and high <= 255 + IMAGE_TOLERANCE:
@@ -124,10 +169,23 @@ def latent_tensor(samples, node: str, name: str = "samples", channels: int = LAT
         raise refuse(node, name, f"is empty (shape {tuple(z.shape)})", fix)
     if not z.is_floating_point():
         raise refuse(node, name, f"has dtype {z.dtype}, not floating point", fix)
-    if not torch.isfinite(z).all():
-        raise refuse(node, name, "holds NaN/Inf values",
-                     "re-run the node that made it (fp16 overflows in CogVideoX models: use bf16 or fp32)")
+    finite_values(z, node, name, "re-run the node that made it (fp16 overflows in CogVideoX models: use bf16 or "
+                  "fp32)", MAX_MAGNITUDE)
+    latent_tags(samples, node, name)
     return z.float()
+
+
+def latent_tags(samples: dict, node: str, name: str = "samples") -> None:
+    """The FlashVideo tags a LATENT carries, checked wherever it enters (whether or not the node reads them), so a
+    damaged tag never reaches a sampler."""
+    fix = "connect the latent straight from a FlashVideo node"
+    stage = samples.get(STAGE_KEY)
+    if stage is not None and (type(stage) is not int or stage not in (1, 2)):  # not True, not 1.0
+        raise refuse(node, name, f"its stage tag {stage!r} is not 1 or 2", fix)
+    if NOISE_STEP_KEY in samples:
+        widget(NOISE_STEP, samples[NOISE_STEP_KEY], node, f"{name} (its noise step)")
+    if SEED_KEY in samples:
+        widget(SEED, samples[SEED_KEY], node, f"{name} (its seed)")
 
 
 def shape_stage(z: torch.Tensor):
@@ -149,19 +207,23 @@ def conditioning_contexts(cond, node: str, name: str, tokens: bool = True) -> li
     """The prompt tensors of a CONDITIONING ([[tensor, dict], ...]), each checked as T5 states (226 tokens
     unless ``tokens`` is False: the custom-sampling guiders also take other lengths, approximately)."""
     fix = "connect FlashVideo Text Encode (T5-XXL) or FlashVideo Load Prompt Embedding"
-    try:
-        contexts = [entry[0] for entry in cond]
-    except (TypeError, IndexError, KeyError):
-        raise refuse(node, name, f"got {type(cond).__name__}, not a CONDITIONING", fix) from None
-    if not contexts or not all(isinstance(c, torch.Tensor) for c in contexts):
+    if not isinstance(cond, (list, tuple)):
+        raise refuse(node, name, f"got {type(cond).__name__}, not a CONDITIONING", fix)
+    if not cond:
         raise refuse(node, name, "holds no prompt tensor", fix)
+    for entry in cond:
+        if not (isinstance(entry, (list, tuple)) and len(entry) >= 2 and isinstance(entry[0], torch.Tensor)
+                and isinstance(entry[1], dict)):
+            shown = type(entry[0]).__name__ if isinstance(entry, (list, tuple)) and entry else repr(entry)[:40]
+            raise refuse(node, name, f"holds {shown} where a CONDITIONING has [prompt tensor, options dict]", fix)
+    contexts = [entry[0] for entry in cond]
     for c in contexts:
         if c.ndim != 3 or (tokens and c.shape[1] != TEXT_TOKENS) or 0 in c.shape:
             raise refuse(node, name, f"the prompt embedding has shape {tuple(c.shape)}, not (batch, {TEXT_TOKENS}, "
                          "width) T5-XXL states", f"{fix} (it pads/truncates to {TEXT_TOKENS} tokens)")
-        if not torch.isfinite(c).all():
-            raise refuse(node, name, "the prompt embedding holds NaN/Inf values",
-                         "encode it again with T5-XXL in bf16 or fp32 (fp16 overflows)")
+        if not c.is_floating_point():
+            raise refuse(node, name, f"the prompt embedding has dtype {c.dtype}, not floating point", fix)
+        finite_values(c, node, name, "encode it again with T5-XXL in bf16 or fp32 (fp16 overflows)", MAX_MAGNITUDE)
     return contexts
 
 

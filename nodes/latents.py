@@ -6,14 +6,11 @@ from __future__ import annotations
 import torch
 
 from ..flashvideo_core.errors import InputError
-from ..flashvideo_core.settings import Stage2Settings, setting
-from .input_checks import refuse, shape_stage, widget
+from .input_checks import (  # noqa: F401 - the tags' names, re-exported: nodes import them from here
+    NOISE_STEP, NOISE_STEP_KEY, SEED_KEY, STAGE_KEY, latent_tags, shape_stage, widget,
+)
 
 SPATIAL = 8  # pixels per latent
-NOISE_STEP = setting(Stage2Settings, "noise_step")
-
-#: metadata riding on LATENT dicts: the stage whose latent it is, the degradation step and its seed
-STAGE_KEY, NOISE_STEP_KEY, SEED_KEY = "flashvideo_stage", "flashvideo_noise_step", "flashvideo_seed"
 
 
 def degraded_step(samples: dict, node: str) -> int:
@@ -27,11 +24,8 @@ def degraded_step(samples: dict, node: str) -> int:
 
 def carried_stage(samples: dict, node: str, name: str = "samples"):
     """The stage tag a LATENT carries (1 or 2), or None when it lost it (core Save/Load Latent)."""
-    carried = samples.get(STAGE_KEY)
-    if carried is not None and (type(carried) is not int or carried not in (1, 2)):  # not True, not 1.0
-        raise refuse(node, name, f"its stage tag {carried!r} is not 1 or 2",
-                     "connect the latent straight from a FlashVideo node")
-    return carried
+    latent_tags(samples, node, name)
+    return samples.get(STAGE_KEY)
 
 
 def latent_stage(samples: dict, z: torch.Tensor, node: str, name: str = "samples"):

@@ -17,7 +17,6 @@ import comfy.model_management as mm
 
 from ..flashvideo_core.constants import LATENT_SCALE_STAGE1, LATENT_SCALE_STAGE2
 from ..flashvideo_core.dit.window_attention import DEFAULT_WINDOW
-from ..flashvideo_core.errors import InputError
 from ..flashvideo_core.settings import Stage1Settings, Stage2Settings, setting
 from ..flashvideo_core.stage1.sampler import TRAINED_FRAMES, TRAINED_SIZE, latent_shape
 from ..flashvideo_core.stage2.bridge import RESOLUTIONS, encode_for_stage2, stage1_to_stage2
@@ -33,7 +32,10 @@ log = logging.getLogger("flashvideo")
 CATEGORY = "FlashVideo"
 STAGE1_SAMPLER = "FlashVideo Stage I Sampler"
 STAGE1_WIDGETS = ("width", "height", "frames", "steps", "cfg", "seed")  # the saved order (not the dataclass's)
-RESOLUTION_CHOICES = [f"{name} ({height}x{width})" for name, (height, width) in RESOLUTIONS.items()] + ["custom"]
+#: choice -> (height, width) of the stage-II video (None: the width and height widgets)
+RESOLUTION_SIZES = {**{f"{name} ({height}x{width})": (height, width) for name, (height, width) in RESOLUTIONS.items()},
+                    "custom": None}
+RESOLUTION_CHOICES = list(RESOLUTION_SIZES)
 ATTENTION_CHOICES = ["full", f"window {'x'.join(map(str, DEFAULT_WINDOW))} (experimental)"]
 UPSCALE, DEGRADE, REFINER = "FlashVideo Stage II Upscale", "FlashVideo Latent Degrade", "FlashVideo Stage II Refiner"
 WIDTH, HEIGHT, NOISE_STEP, STEPS, CFG, SHIFT, SEED, DEGRADE_SEED = (setting(Stage2Settings, name) for name in (
@@ -83,15 +85,10 @@ class FlashVideoStage1Sampler(io.ComfyNode):
 
 
 def _target_size(resolution: str, width: int, height: int) -> tuple[int, int]:
-    """(height, width) of the stage-II video; width/height are checked only when used (custom)."""
-    if resolution == "custom":
-        return widget(HEIGHT, height, UPSCALE, "height"), widget(WIDTH, width, UPSCALE, "width")
-    if isinstance(resolution, str):
-        for name, size in RESOLUTIONS.items():
-            if resolution.startswith(name + " "):
-                return size
-    raise InputError(f"{UPSCALE}, input 'resolution': resolution must be one of {RESOLUTION_CHOICES}, got "
-                     f"{resolution!r}. Fix: pick one of them")
+    """(height, width) of the stage-II video. width/height are checked even when unused: a bad value is refused
+    the same way whatever the resolution."""
+    size = widget(HEIGHT, height, UPSCALE, "height"), widget(WIDTH, width, UPSCALE, "width")
+    return RESOLUTION_SIZES[combo_widget(resolution, UPSCALE, "resolution", RESOLUTION_CHOICES)] or size
 
 
 class FlashVideoStage2Upscale(io.ComfyNode):
@@ -132,9 +129,12 @@ class FlashVideoStage2Upscale(io.ComfyNode):
                 height: int = HEIGHT.default,
                 seed: int = 0, frame_rule: str = "error", slicing: str = "reference", memory_budget_mb: int = 0,
                 chunk_latents: int = 2, tile_size: int = 0, tile_overlap: int = 128, images=None, samples=None) -> io.NodeOutput:
-        if (images is None) == (samples is None):
-            raise InputError(f"{UPSCALE}: connect exactly one of images (decoded preview or a video) or samples "
-                             "(stage-I latent). Fix: disconnect the other input")
+        if images is not None and samples is not None:
+            raise refuse(UPSCALE, "samples", "both images and samples are connected",
+                         "disconnect one: the node upscales either frames (images) or a stage-I latent (samples)")
+        if images is None and samples is None:
+            raise refuse(UPSCALE, "images", "neither images nor samples is connected",
+                         "connect decoded preview frames or a video's frames to images, or a stage-I latent to samples")
         vae = check_vae(vae, UPSCALE)
         size = _target_size(resolution, width, height)
         seed = widget(SEED, seed, UPSCALE, "seed")
@@ -154,12 +154,12 @@ class FlashVideoStage2Upscale(io.ComfyNode):
                              "stage-I latent, decode it (FlashVideo VAE Decode, latent_scale stage1) and connect "
                              "the frames to images")
             z1 = z * LATENT_SCALE_STAGE1  # LATENTs are unscaled; the core takes model space
-            budget = prepare(vae, "decode", tuple(z1.shape), options)
+            budget = prepare(vae, "decode", tuple(z1.shape), options, UPSCALE)
             z2, _ = stage1_to_stage2(vae.model, z1, size, seed, options, progress, budget)
         else:
             frames = fit_frame_count(image_batch(images, UPSCALE), frame_rule, UPSCALE)
             video = frames.movedim(-1, 0).unsqueeze(0).float() * 2 - 1  # [1, 3, T, H, W] in [-1, 1]
-            budget = prepare(vae, "encode", (1, 3, video.shape[2], *size), options)
+            budget = prepare(vae, "encode", (1, 3, video.shape[2], *size), options, UPSCALE)
             z2 = encode_for_stage2(vae.model, video, size, seed, options, progress, budget)
         return io.NodeOutput({"samples": (z2 / LATENT_SCALE_STAGE2).to(mm.intermediate_device()), STAGE_KEY: 2})
 

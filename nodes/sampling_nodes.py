@@ -135,10 +135,9 @@ class FlashVideoStage2Noise(io.ComfyNode):
 
     @classmethod
     def execute(cls, samples: dict) -> io.NodeOutput:
-        latent_tensor(samples, "FlashVideo Stage II Noise")
+        latent_tensor(samples, "FlashVideo Stage II Noise")  # its tags (the seed among them) included
         degraded_step(samples, "FlashVideo Stage II Noise")
-        seed = widget(SEED, samples.get(SEED_KEY, 0), "FlashVideo Stage II Noise", "samples (its seed)")
-        return io.NodeOutput(native().DegradedLatentNoise(samples, seed))
+        return io.NodeOutput(native().DegradedLatentNoise(samples, samples.get(SEED_KEY, 0)))
 
 
 class FlashVideoStage2Guider(io.ComfyNode):

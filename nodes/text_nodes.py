@@ -15,12 +15,15 @@ from comfy_api.latest import io
 
 import folder_paths
 
-from ..flashvideo_core.errors import InputError
-from ..flashvideo_core.text_embeddings import TEXT_TOKENS, check_context, load_prompt_embedding, save_prompt_embedding
+from ..flashvideo_core.errors import CheckpointError
+from ..flashvideo_core.text_embeddings import TEXT_TOKENS, load_prompt_embedding, save_prompt_embedding
+from .input_checks import conditioning_contexts, file_stem, model_file, refuse, text_widget
 
 CATEGORY = "FlashVideo"
 EMBEDDINGS_FOLDER = "flashvideo_embeddings"
 T5_KEYS = ("t5xxl",)
+ENCODE, SAVE, LOAD = "FlashVideo Text Encode", "FlashVideo Save Prompt Embedding", "FlashVideo Load Prompt Embedding"
+T5_FIX = "load t5xxl_fp16.safetensors with FlashVideo T5 Loader (or core Load CLIP, type sd3) and connect it"
 
 
 def register_embeddings_folder() -> None:
@@ -64,16 +67,20 @@ class FlashVideoTextEncode(io.ComfyNode):
 
     @classmethod
     def execute(cls, clip, prompt: str) -> io.NodeOutput:
+        prompt = text_widget(prompt, ENCODE, "prompt", fix="shorten it: T5 reads only its first 226 tokens (about "
+                             "1,000 characters)")
+        if not all(callable(getattr(clip, method, None)) for method in ("clone", "tokenize", "encode_from_tokens_scheduled")):
+            raise refuse(ENCODE, "clip", f"got {type(clip).__name__}, not a CLIP text encoder", T5_FIX)
         clip = clip.clone()
         for key in T5_KEYS:
             clip.set_tokenizer_option(f"{key}_min_length", TEXT_TOKENS)
         # disable_weights: the reference feeds the raw text, so "(word:1.3)" stays literal text
         tokens = truncate_t5_tokens(clip.tokenize(prompt, disable_weights=True))
         if not any(key in tokens for key in T5_KEYS):
-            raise InputError("FlashVideo Text Encode: the connected CLIP has no T5-XXL tokenizer (a CLIP-L/G or other "
-                             "encoder); load t5xxl_fp16.safetensors with FlashVideo T5 Loader (or Load CLIP, type sd3)")
+            raise refuse(ENCODE, "clip", "the connected CLIP has no T5-XXL tokenizer (a CLIP-L/G or other encoder)",
+                         T5_FIX)
         conditioning = clip.encode_from_tokens_scheduled(tokens)
-        check_context(conditioning[0][0], "the T5 output")
+        conditioning_contexts(conditioning, ENCODE, "clip")  # what this CLIP gave: T5 states, finite
         return io.NodeOutput(conditioning)
 
 
@@ -97,9 +104,11 @@ class FlashVideoSavePromptEmbedding(io.ComfyNode):
 
     @classmethod
     def execute(cls, conditioning, name: str, prompt: str = "") -> io.NodeOutput:
-        safe = "".join(c for c in name if c.isalnum() or c in "-_.").strip(".") or "flashvideo_prompt"
+        context = conditioning_contexts(conditioning, SAVE, "conditioning")[0]
+        stem = file_stem(name, SAVE, "name")
+        prompt = text_widget(prompt, SAVE, "prompt")
         folder = folder_paths.folder_names_and_paths[EMBEDDINGS_FOLDER][0][0]
-        save_prompt_embedding(os.path.join(folder, f"{safe}.safetensors"), conditioning[0][0], prompt)
+        save_prompt_embedding(os.path.join(folder, f"{stem}.safetensors"), context, prompt)
         return io.NodeOutput()
 
 
@@ -118,5 +127,10 @@ class FlashVideoLoadPromptEmbedding(io.ComfyNode):
 
     @classmethod
     def execute(cls, embedding: str) -> io.NodeOutput:
-        context, _ = load_prompt_embedding(folder_paths.get_full_path_or_raise(EMBEDDINGS_FOLDER, embedding))
+        path = model_file(folder_paths, EMBEDDINGS_FOLDER, embedding, LOAD, "embedding")
+        try:
+            context, _ = load_prompt_embedding(path)
+        except CheckpointError as e:
+            raise refuse(LOAD, "embedding", str(e), "pick another file, or save this prompt again with FlashVideo "
+                         "Save Prompt Embedding", CheckpointError) from None
         return io.NodeOutput([[context, {}]])

@@ -10,7 +10,7 @@ from comfy_api.latest import io
 
 from ..flashvideo_core.errors import InputError
 from ..flashvideo_core.settings import SLICING
-from ..flashvideo_core.vae.slicing import MODES, SlicingOptions, plan_slicing
+from ..flashvideo_core.vae.slicing import MODES, SlicingOptions, manual_tiles, plan_slicing
 from .host import VAEHolder, setting_input
 from .input_checks import combo_widget, refuse, widget
 from .latents import SPATIAL
@@ -92,8 +92,22 @@ def check_vae(vae, node: str) -> VAEHolder:
     return vae
 
 
-def prepare(vae: VAEHolder, direction: str, shape: tuple, options: SlicingOptions) -> int:
-    """Load the VAE (ComfyUI evicts idle models to make room) and return the budget in bytes."""
+def check_tiles(options: SlicingOptions, lat_h: int, lat_w: int, node: str) -> None:
+    """Manual tiles no smaller than their overlap on a lat_h x lat_w latent (the core's one check, manual_tiles),
+    refused naming the widgets before any VAE work."""
+    if options.mode != "manual":
+        return
+    try:
+        manual_tiles(lat_h, lat_w, options)
+    except InputError as e:
+        raise refuse(node, "tile_overlap", str(e), "lower tile_overlap or raise tile_size (both in pixels)") from None
+
+
+def prepare(vae: VAEHolder, direction: str, shape: tuple, options: SlicingOptions, node: str = "FlashVideo VAE") -> int:
+    """Load the VAE (ComfyUI evicts idle models to make room) and return the budget in bytes. ``shape``: the latent
+    (decode) or the pixel video (encode)."""
+    pixels = SPATIAL if direction == "encode" else 1
+    check_tiles(options, shape[-2] // pixels, shape[-1] // pixels, node)
     wish = plan_slicing(vae.model.config, direction, shape, vae.dtype, options, int(0.8 * vae.total_memory_bytes()))
     vae.load(memory_required=wish.estimated_bytes)
     return int(0.9 * vae.free_memory_bytes())

@@ -64,7 +64,7 @@ class FlashVideoVAEDecode(io.ComfyNode):
                          "stage2 for Stage II Upscale/Refiner outputs)")
         options = slicing_options(slicing, memory_budget_mb, chunk_latents, tile_size, tile_overlap,
                                    stage=STAGE_NUMBERS[latent_scale], node=DECODE)
-        budget = prepare(vae, "decode", tuple(z.shape), options)
+        budget = prepare(vae, "decode", tuple(z.shape), options, DECODE)
         video = decode_sliced(vae.model, z, options, ComfyProgress(), output_device=mm.intermediate_device(), budget_bytes=budget)
         if not torch.isfinite(video).all():
             raise InputError(
@@ -117,7 +117,7 @@ class FlashVideoVAEEncode(io.ComfyNode):
         frames = fit_frame_count(image_batch(images, ENCODE), frame_rule, ENCODE)
         check_size(frames)
         video = (frames.movedim(-1, 0).unsqueeze(0) * 2 - 1).float()  # [1, 3, T, H, W] in [-1, 1]
-        budget = prepare(vae, "encode", tuple(video.shape), options)
+        budget = prepare(vae, "encode", tuple(video.shape), options, ENCODE)
         moments = encode_sliced(vae.model, video, options, ComfyProgress(preview=False),
                                 output_device=mm.intermediate_device(), budget_bytes=budget)
         gaussian = DiagonalGaussian(moments)

@@ -53,9 +53,11 @@ def test_text_encode_pads_and_truncates_to_226_keeping_eos():
 
 def test_prompt_embedding_round_trip():
     cond = [[torch.randn(1, 226, 32), {}]]
-    text_nodes.FlashVideoSavePromptEmbedding.execute(cond, "my prompt/../x", "a cat")
+    with pytest.raises(InputError, match="input 'name'.*is a path"):  # refused, not rewritten to another name
+        text_nodes.FlashVideoSavePromptEmbedding.execute(cond, "my prompt/../x", "a cat")
+    text_nodes.FlashVideoSavePromptEmbedding.execute(cond, "my prompt!..x", "a cat")
     names = text_nodes.folder_paths.get_filename_list(text_nodes.EMBEDDINGS_FOLDER)
-    assert names == ["myprompt..x.safetensors"]  # no path separators survive
+    assert names == ["myprompt..x.safetensors"]  # only letters, digits and -_. are kept
     loaded = text_nodes.FlashVideoLoadPromptEmbedding.execute(names[0]).result[0]
     assert torch.equal(loaded[0][0], cond[0][0])
     with pytest.raises(InputError, match="226"):

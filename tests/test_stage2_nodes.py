@@ -55,12 +55,18 @@ def test_bridge_from_latent_or_frames_matches_the_core(models):
 
 def test_bridge_presets_and_input_errors(models):
     vae = models[0]
-    assert pipeline_nodes._target_size("1080p (1072x1920)", 1, 1) == (1072, 1920)
-    assert pipeline_nodes._target_size("2K (1440x2560)", 1, 1) == (1440, 2560)
-    with pytest.raises(InputError, match="resolution must be one of"):
-        pipeline_nodes._target_size("4K", 1, 1)
-    with pytest.raises(InputError, match="exactly one"):
+    assert pipeline_nodes._target_size("1080p (1072x1920)", 64, 32) == (1072, 1920)
+    assert pipeline_nodes._target_size("2K (1440x2560)", 64, 32) == (1440, 2560)
+    assert pipeline_nodes._target_size("custom", 64, 32) == (32, 64)
+    with pytest.raises(InputError, match="input 'resolution'.*pick one of"):
+        pipeline_nodes._target_size("4K", 64, 32)
+    with pytest.raises(InputError, match="input 'width'"):  # checked whatever the resolution: never ignored garbage
+        pipeline_nodes._target_size("1080p (1072x1920)", 1, 32)
+    with pytest.raises(InputError, match="neither images nor samples"):
         pipeline_nodes.FlashVideoStage2Upscale.execute(vae, CUSTOM, 64, 32, 0)
+    with pytest.raises(InputError, match="both images and samples"):
+        pipeline_nodes.FlashVideoStage2Upscale.execute(vae, CUSTOM, 64, 32, 0, images=torch.rand(5, 32, 64, 3),
+                                                       samples=_stage1_latent())
     with pytest.raises(InputError, match="multiples of 16"):
         pipeline_nodes.FlashVideoStage2Upscale.execute(vae, CUSTOM, 60, 32, 0, samples=_stage1_latent())
     with pytest.raises(InputError, match="already a stage-II latent"):

@@ -97,6 +97,15 @@ def install():
             pass
 
     latest.ComfyExtension = ComfyExtension
+
+    class VideoFromFile:  # only its type is asked about (Enhance Video streams such files itself)
+        def __init__(self, path):
+            self.path = path
+
+        def get_stream_source(self):
+            return self.path
+
+    latest.InputImpl = types.SimpleNamespace(VideoFromFile=VideoFromFile)
     comfy_api = types.ModuleType("comfy_api")
     comfy_api.latest = latest
 
@@ -150,6 +159,8 @@ def install():
     folder_paths = types.ModuleType("folder_paths")
     folder_paths.models_dir = tempfile.mkdtemp(prefix="fake_comfy_models_")
     folder_paths.folder_names_and_paths = {}
+    temp_dir = tempfile.mkdtemp(prefix="fake_comfy_temp_")
+    folder_paths.get_temp_directory = lambda: temp_dir
 
     def _registered(key):
         found = {}
