@@ -27,7 +27,7 @@ import torch
 from .dit.attention import BACKENDS
 from .dit.memory import MODES as MEMORY_MODES
 from .dit.window_attention import DEFAULT_WINDOW
-from .errors import FlashVideoError
+from .errors import FlashVideoError, InputError
 from .io.output_files import check_output_path
 from .enhance.colour import COLOUR_FIXES
 from .parallel.layout import ThisProcessFailed, layout_from_environment, start_parallel, stop_parallel
@@ -421,8 +421,11 @@ def _enhance(args) -> int:
     _input_file("input", args.input, "the video to enhance")
     _check_video_writer()
     info = probe_video(args.input)
-    plan = plan_enhance(info.frames, (info.height, info.width), resolution, args.overlap, args.noise_step, args.seed,
-                        args.colour_fix)
+    try:
+        plan = plan_enhance(info.frames, (info.height, info.width), resolution, args.overlap, args.noise_step,
+                            args.seed, args.colour_fix)
+    except InputError as e:  # the size the input and --resolution give (the other flags are checked above)
+        raise FlashVideoError(f"--resolution {args.resolution}: {e}") from None
     _check_tiles(args, [plan.grid])
     if os.path.abspath(args.input) == os.path.abspath(args.output):
         raise FlashVideoError("output: the output is the input file; choose another output name")

@@ -23,7 +23,7 @@ from ..flashvideo_core.enhance.colour import COLOUR_FIXES
 from ..flashvideo_core.enhance.enhancer import EnhancePlan, enhance_video, plan_enhance
 from ..flashvideo_core.enhance.geometry import INPUT_SIZE
 from ..flashvideo_core.errors import InputError
-from ..flashvideo_core.io.video import VideoWriter, probe_video, read_frames
+from ..flashvideo_core.io.video import VideoWriter, check_video_file, probe_video, read_frames
 from ..flashvideo_core.settings import COLOUR_FIX_DEFAULT, COLOUR_FIX_HELP, ENHANCE_OVERLAP, Stage2Settings, setting
 from ..flashvideo_core.vae.slicing import SlicingOptions
 from .host import ComfyProgress, VAEHolder, setting_input
@@ -173,9 +173,11 @@ def video_source(video) -> VideoSource:
 
     # only a VideoFromFile: the base class's get_stream_source() encodes any other VIDEO into memory first
     path = video.get_stream_source() if isinstance(video, InputImpl.VideoFromFile) else None
-    if isinstance(path, str) and not os.path.isfile(path):  # deleted, a folder, a FIFO: never handed to a decoder
-        raise refuse(NODE, "video", f"its file {path} is missing or not a regular file",
-                     "load the video again with core Load Video")
+    if isinstance(path, str):  # deleted, a folder, a FIFO: never handed to a decoder
+        try:
+            check_video_file(path)
+        except InputError as e:
+            raise refuse(NODE, "video", str(e), "load the video again with core Load Video") from None
     trim = getattr(video, "get_active_trim_window", None)  # ComfyUI 0.33; 0.3.64 cannot trim
     if isinstance(path, str) and (trim is None or tuple(trim()) == (0, 0)):
         try:

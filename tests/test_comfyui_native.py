@@ -41,6 +41,9 @@ def test_native_models_equal_the_core_models_in_process(comfyui_host, tmp_path):
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     for stage, model_type, scale in (("stage1", "V_PREDICTION", 0.7), ("stage2", "FLOW", 1.15258426)):
         assert r[f"{stage}_forward_max_diff"] <= 1e-5 * max(1.0, r[f"{stage}_forward_scale"]), r
+        # an odd latent side is padded by repetition and cropped back (no reshape error inside the model)
+        assert r[f"{stage}_odd_latent_shape"][:1] + r[f"{stage}_odd_latent_shape"][2:] == [2, 3, 5, 7], r
+        assert r[f"{stage}_odd_latent_max_diff"] <= 1e-5 * max(1.0, r[f"{stage}_forward_scale"]), r
         # open to the host: DIFFUSION_MODEL wrappers run, patches_replace["dit"] replaces the block it names
         assert r[f"{stage}_wrapper_calls"] == 1 and r[f"{stage}_wrapper_max_diff"] == 0.0, r
         assert r[f"{stage}_block_replace_indices"] == [1] and r[f"{stage}_block_replace_same_diff"] <= 1e-6, r

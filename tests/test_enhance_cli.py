@@ -145,6 +145,8 @@ def test_ctrl_c_stops_between_units_and_says_how_to_resume(models, tmp_path, mon
     (["--overlap", "6"], "--overlap"), (["--resolution", "15x9"], "even"), (["--resolution", "wide"], "--resolution"),
     (["--steps2", "0"], "--steps2"), (["--noise-step", "1000"], "--noise-step"), (["--crf", "60"], "--crf"),
     (["--tile-size", "12"], "--tile-size"), (["--seed", "-1"], "--seed"),
+    (["--resolution", "8x8"], "--resolution 8x8: the output size"), (["--device", "meta"], "--device"),
+    (["--tile-size", "512"], "--slicing manual"),
 ])
 def test_bad_flags_are_refused_by_name_before_any_model_loads(models, tmp_path, capsys, flags, named, monkeypatch):
     import flashvideo_core.dit.loader as loader
@@ -164,6 +166,13 @@ def test_existing_output_missing_input_and_output_over_input_are_refused(models,
     assert "no such file" in capsys.readouterr().err
     assert main(["enhance", str(clip), str(clip), *models, "--overwrite"]) == 2
     assert "the output is the input" in capsys.readouterr().err
+    fifo = tmp_path / "pipe.mp4"  # a decoder would wait on it forever
+    os.mkfifo(fifo)
+    assert main(["enhance", str(fifo), str(tmp_path / "o.mp4"), *models]) == 2
+    assert "not a regular file" in capsys.readouterr().err
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    assert main(["enhance", str(tmp_path / "empty.mp4"), str(tmp_path / "o.mp4"), *models]) == 2
+    assert "is empty" in capsys.readouterr().err
     (tmp_path / "text.mp4").write_text("not a video")
     assert main(["enhance", str(tmp_path / "text.mp4"), str(tmp_path / "o.mp4"), *models]) == 2
     assert "cannot be read as a video" in capsys.readouterr().err

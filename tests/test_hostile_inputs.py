@@ -356,6 +356,11 @@ def _cli(argv, capsys):
     (["--chunk-latents", "3"], "--chunk-latents", "even"),
     (["--vae-memory-mb", "0"], "--vae-memory-mb", "1.."),
     (["--device", "cuda:7"], "--device", "--device cpu"),
+    (["--device", "meta"], "--device", "cuda:N"),
+    (["--chunk-latents", "4"], "--chunk-latents", "add --slicing manual"),
+    (["--tile-size", "512", "--slicing", "auto"], "--tile-size", "add --slicing manual"),
+    (["--skip-stage2", "--cfg2", "nan"], "--cfg2", "finite"),
+    (["--skip-stage2", "--window-attention"], "--window-attention", "drop one"),
 ])
 def test_cli_refuses_bad_numbers_before_loading(missing, tmp_path, capsys, flags, flag, fix):
     code, err = _cli([*missing, "--output-dir", str(tmp_path / "out"), *flags], capsys)

@@ -4,6 +4,7 @@ as in the reference), the input's audio carried over. Memory never holds more th
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from dataclasses import dataclass
 from fractions import Fraction
@@ -191,10 +192,33 @@ class VideoInfo:
     has_audio: bool
 
 
+#: the largest input frame side read (8K); a bigger declared size is refused before a frame is decoded
+MAX_INPUT_SIDE = 8192
+
+
+def check_video_file(path: str) -> None:
+    """The one gate for an input video, before any decoder opens it: a regular file (a FIFO or a device would
+    block or stream forever in the decoder, a folder gives an errno nobody reads)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file; give the path of a video file") from None
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path} cannot be opened ({getattr(e, 'strerror', None) or e}); give the path of a video "
+                         "file") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{path} is a folder; give the path of a video file (the file itself)")
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"{path} is not a regular file (a pipe, socket or device); give the path of a video file")
+    if st.st_size == 0:
+        raise InputError(f"{path} is empty; give a video file")
+
+
 def probe_video(path: str) -> VideoInfo:
     """Frame count (from the packets, nothing decoded), frame rate, size and whether there is audio."""
     import av
 
+    check_video_file(path)
     try:
         with av.open(path) as media:
             if not media.streams.video:
@@ -208,6 +232,9 @@ def probe_video(path: str) -> VideoInfo:
         raise InputError(f"{path} cannot be read as a video ({e}); give an mp4, mov, mkv or webm file") from None
     if frames == 0 or min(size) < 1:
         raise InputError(f"{path} holds no video frames")
+    if max(size) > MAX_INPUT_SIDE:
+        raise InputError(f"{path} has {size[1]}x{size[0]} frames, over the {MAX_INPUT_SIDE} pixels a side this reads; "
+                         "scale the video down first (e.g. ffmpeg -vf scale=-2:2160)")
     return VideoInfo(frames, Fraction(fps), size[0], size[1], has_audio)
 
 
@@ -215,6 +242,7 @@ def read_frames(path: str) -> Iterator[torch.Tensor]:
     """The frames of ``path`` one at a time, (H, W, 3) uint8 RGB."""
     import av
 
+    check_video_file(path)
     with av.open(path) as media:
         stream = media.streams.video[0]
         stream.thread_type = "AUTO"

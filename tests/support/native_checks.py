@@ -57,6 +57,16 @@ for stage, path in paths.items():
             reference = -reference  # the host's flow convention: out = -v
         results[f"{stage}_forward_max_diff"] = max_diff(native, reference)
 
+        # An odd latent (5x7, e.g. a 40x56 frame) runs: the model pads it to its 2x2 patches by repeating the last
+        # row and column and crops the output back, so it equals the forward of that padded latent, cropped.
+        odd = x[..., :5, :7]
+        padded = torch.cat([odd, odd[..., -1:, :]], dim=-2)
+        padded = torch.cat([padded, padded[..., -1:]], dim=-1)
+        odd_out = model.diffusion_model(odd, t, context, transformer_options={}, **extra)
+        results[f"{stage}_odd_latent_shape"] = list(odd_out.shape)
+        results[f"{stage}_odd_latent_max_diff"] = max_diff(
+            odd_out, model.diffusion_model(padded, t, context, transformer_options={}, **extra)[..., :5, :7])
+
         # The host's extension points, as core models honour them: a DIFFUSION_MODEL wrapper sees every forward,
         # patches_replace["dit"] replaces a block (given text and video tokens, returning both).
         import comfy.patcher_extension as ext
