@@ -22,6 +22,8 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import websocket
 
+from flashvideo_core.io.output_files import output_file
+
 from .errors import HttpError, InputError, InputFileError, LocalWriteError, ServerUnreachable
 from .jsonvalues import loads, loads_or_none
 
@@ -253,26 +255,30 @@ def _early_response(conn: http.client.HTTPConnection, sent_error: Exception) -> 
         raise sent_error from None
 
 
+class _ReadFailed(Exception):
+    """A read from the server failed while a download was being written (a connection error, not a local one)."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(str(error))
+        self.error = error
+
+
 def _stream_to(response: http.client.HTTPResponse, sink: Path) -> None:
-    """Stream a 200 body to ``sink`` through a fresh ``.part`` file (never following a link planted there), then
-    rename it into place. Local failures are LocalWriteError; a read failure stays a connection error."""
-    part = sink.with_name(f".{sink.name}.part")
+    """Stream a 200 body to ``sink`` through the pack's one output-writing path (a private temporary name, renamed
+    into place; no link is ever written through). Local failures are LocalWriteError; a read failure stays a
+    connection error."""
     try:
-        try:
-            part.unlink()
-        except FileNotFoundError:
-            pass
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
-    except OSError as e:
-        raise LocalWriteError(part, e) from None
-    with os.fdopen(fd, "wb") as f:
-        while chunk := response.read(1 << 20):
-            try:
+        with output_file(str(sink)) as temporary, open(temporary, "wb") as f:
+            while True:
+                try:
+                    chunk = response.read(1 << 20)
+                except (OSError, http.client.HTTPException) as e:
+                    raise _ReadFailed(e) from None
+                if not chunk:
+                    break
                 f.write(chunk)
-            except OSError as e:
-                raise LocalWriteError(part, e) from None
-    try:
-        os.replace(part, sink)  # replaces a link at ``sink`` itself, never the file it points to
+    except _ReadFailed as failed:
+        raise failed.error from None
     except OSError as e:
         raise LocalWriteError(sink, e) from None
 

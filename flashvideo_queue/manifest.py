@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import IO, Any, Optional
 
 from .client import normalize_server
+from flashvideo_core.io.output_files import write_bytes
+
 from .errors import InputError, LocalWriteError
 from .jsonvalues import loads
 from .outputs import is_safe_name
@@ -214,14 +216,4 @@ class Manifest:
                 raise LocalWriteError(self.path, e) from None
 
     def _write(self, text: bytes) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        write_bytes(str(self.path), text, sync=True)

@@ -88,24 +88,19 @@ def _umask() -> int:
 def output_file(path: str, folder: Optional[str] = None) -> Iterator[str]:
     """Yield a temporary path to write ``path``'s content to (by any writer: PyAV, safetensors, open()); when the
     block ends without an error the file gets the usual mode and is renamed to ``path``. ``folder``: the output
-    folder ``path`` must stay in."""
+    folder ``path`` must stay in. A file system failure stays an OSError naming the file (callers check names and
+    folders first with ``check_output_path``; what is left is a full disk or a folder deleted meanwhile)."""
     if folder is not None and not inside(path, folder):
         raise InputError(f"{path} lies outside the output folder {folder}; write inside the output folder")
     parent, name = os.path.split(os.path.abspath(path))
-    try:
-        private = tempfile.mkdtemp(prefix=f".{name}.", suffix=TEMPORARY_SUFFIX, dir=parent)
-    except OSError as e:
-        raise InputError(f"cannot write {path}: {e.strerror or e}; choose another output folder") from None
+    private = tempfile.mkdtemp(prefix=f".{name}.", suffix=TEMPORARY_SUFFIX, dir=parent)
     temporary = os.path.join(private, name)
     try:
         yield temporary
         if os.path.islink(temporary) or not os.path.isfile(temporary):
             raise InputError(f"{path}: nothing was written")
         os.chmod(temporary, 0o666 & ~_umask())  # safetensors creates 0600 files; give the usual mode
-        try:
-            os.replace(temporary, path)
-        except IsADirectoryError:
-            raise InputError(f"{path} is a folder where an output file goes; move it away") from None
+        os.replace(temporary, path)
     finally:
         shutil.rmtree(private, ignore_errors=True)
 
