@@ -143,3 +143,24 @@ def test_the_enhance_work_folder_writes_through_no_link(tmp_path, victim):
     output.saved(Pending(1, torch.zeros(1, 8, 8, 3)))
     assert victim.read_bytes() == VICTIM_TEXT
     assert json.loads((folder / "state.json").read_text())["windows_done"] == 1
+
+
+@pytest.mark.parametrize("damage", ["truncated", "nan", "shape", "link"])
+def test_a_damaged_resume_overlap_is_refused_with_the_fix(tmp_path, victim, damage):
+    from safetensors.torch import save_file
+
+    output = ResumableOutput(str(tmp_path / "out.mp4"), {"input": "x"})
+    output.start(8)
+    output.write(torch.zeros(2, 8, 8, 3, dtype=torch.uint8))
+    output.saved(Pending(1, torch.zeros(1, 8, 8, 3)))
+    overlap = tmp_path / "out.mp4.parts" / "overlap_00001.safetensors"
+    if damage == "truncated":
+        overlap.write_bytes(overlap.read_bytes()[:40])
+    elif damage == "link":
+        overlap.unlink()
+        overlap.symlink_to(victim)
+    else:
+        save_file({"frames": torch.full((1, 8, 8, 3), float("nan")) if damage == "nan" else torch.zeros(8, 8, 3)},
+                  str(overlap))
+    with pytest.raises(InputError, match="--restart"):
+        ResumableOutput(str(tmp_path / "out.mp4"), {"input": "x"}).start(8)

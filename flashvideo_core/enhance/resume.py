@@ -65,9 +65,7 @@ class ResumableOutput:
         self.window = int(state["windows_done"])
         frames = None
         if os.path.exists(self.pending(self.window)):
-            from safetensors.torch import load_file
-
-            frames = load_file(self.pending(self.window))["frames"]
+            frames = self._load_pending(self.pending(self.window))
         print(f"resuming after window {self.window} ({self.folder})")
         return Pending(self.window, frames)
 
@@ -98,6 +96,23 @@ class ResumableOutput:
     def finish(self, windows: int, audio_from: Optional[str]) -> int:
         frames = concatenate([self.segment(k) for k in range(windows)], self.output, audio_from)
         shutil.rmtree(self.folder, ignore_errors=True)
+        return frames
+
+    def _load_pending(self, path: str) -> torch.Tensor:
+        """The saved overlap frames, (n, H, W, 3) floats in [0, 1]; anything else is a damaged work folder."""
+        from safetensors.torch import load_file
+
+        damaged = f"{path} is damaged; pass --restart to start the run over"
+        if os.path.islink(path) or not os.path.isfile(path):
+            raise InputError(f"{path} is not a regular file; pass --restart to start the run over")
+        try:
+            frames = load_file(path).get("frames")
+        except Exception:  # safetensors raises its own error types for every kind of damage
+            raise InputError(damaged) from None
+        if (not isinstance(frames, torch.Tensor) or not frames.is_floating_point() or frames.ndim != 4
+                or frames.shape[-1] != 3 or frames.numel() == 0 or not torch.isfinite(frames).all()
+                or float(frames.min()) < 0 or float(frames.max()) > 1):
+            raise InputError(damaged)
         return frames
 
     def _load_state(self) -> Optional[dict]:
