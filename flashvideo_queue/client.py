@@ -112,8 +112,19 @@ class ComfyClient:
             raise HttpError(method, path, status, parsed)
         return status, parsed
 
+    def _json_object(self, path: str, timeout: Optional[float] = None) -> dict:
+        """A GET whose answer ComfyUI always gives as a JSON object (empty answers count as {}); anything else is
+        an HttpError naming the path, never an AttributeError deep in the worker."""
+        status, parsed = self._json("GET", path, timeout=timeout)
+        if parsed is None:
+            return {}
+        if not isinstance(parsed, dict):
+            raise HttpError("GET", path, status, f"not the JSON object ComfyUI answers ({type(parsed).__name__}: "
+                            f"{str(parsed)[:100]}); is this a ComfyUI server?")
+        return parsed
+
     def system_stats(self, timeout: Optional[float] = None) -> dict:
-        return self._json("GET", "/system_stats", timeout=timeout)[1]
+        return self._json_object("/system_stats", timeout=timeout)
 
     def object_info(self) -> Any:
         """Every node type's input definitions: what turns a UI workflow's widgets_values into named inputs."""
@@ -129,15 +140,21 @@ class ComfyClient:
 
     def history(self, prompt_id: str) -> Optional[dict]:
         """The finished prompt's history entry, or None while it is queued, running or unknown."""
-        entries = self._json("GET", f"/history/{quote(prompt_id, safe='')}")[1] or {}
-        return entries.get(prompt_id)
+        path = f"/history/{quote(prompt_id, safe='')}"
+        entry = self._json_object(path).get(prompt_id)
+        if entry is not None and not isinstance(entry, dict):
+            raise HttpError("GET", path, 200, f"the entry of {prompt_id} is not a JSON object; is this a ComfyUI "
+                            "server?")
+        return entry
 
     def queued_ids(self) -> tuple[set[str], set[str]]:
         """(running, pending) prompt ids; queue items are [number, prompt_id, prompt, extra_data, outputs]."""
-        queue = self._json("GET", "/queue")[1] or {}
+        queue = self._json_object("/queue")
 
         def ids(key: str) -> set[str]:
-            return {item[1] for item in queue.get(key, []) if isinstance(item, list) and len(item) > 1}
+            items = queue.get(key)
+            return {item[1] for item in items if isinstance(item, list) and len(item) > 1 and isinstance(item[1], str)
+                    } if isinstance(items, list) else set()
 
         return ids("queue_running"), ids("queue_pending")
 
@@ -345,8 +362,9 @@ def describe_execution_error(data: dict) -> str:
 
 def history_error(entry: dict) -> str:
     """Why a finished prompt did not succeed, from its history ``status.messages``."""
-    status = entry.get("status") or {}
-    for message in status.get("messages") or []:
+    status = entry.get("status") if isinstance(entry.get("status"), dict) else {}
+    messages = status.get("messages")
+    for message in messages if isinstance(messages, list) else []:
         if isinstance(message, list) and len(message) == 2 and isinstance(message[1], dict):
             if message[0] == "execution_error":
                 return describe_execution_error(message[1])

@@ -34,9 +34,11 @@ def collect_outputs(entry: dict[str, Any]) -> list[dict[str, str]]:
     """Every file reference under ``outputs[node]`` (images, gifs, videos, animated or any list of dicts with a
     filename), in node order, without duplicates. Non-file entries such as ``"animated": [true]`` are skipped."""
     refs, seen = [], set()
-    outputs = entry.get("outputs") or {}
-    for node_id in sorted(outputs, key=lambda n: (len(n), n)):
-        for values in (outputs[node_id] or {}).values():
+    outputs = entry.get("outputs")
+    outputs = outputs if isinstance(outputs, dict) else {}  # a malformed answer lists no files (then: "no output")
+    for node_id in sorted(outputs, key=lambda n: (len(str(n)), str(n))):
+        node_outputs = outputs[node_id]
+        for values in node_outputs.values() if isinstance(node_outputs, dict) else ():
             for value in values if isinstance(values, list) else ():
                 if isinstance(value, dict) and isinstance(value.get("filename"), str):
                     ref = {"node": str(node_id), "filename": value["filename"],

@@ -263,8 +263,8 @@ class Worker(threading.Thread):
 
     def finish(self, index: int, entry: dict) -> None:
         """Check the history entry and download every output; the item is done only once all files are here."""
-        status = entry.get("status") or {}
-        if status.get("status_str") != "success":
+        status = entry.get("status")
+        if not isinstance(status, dict) or status.get("status_str") != "success":
             raise ItemFailed(self.ws_error or history_error(entry))
         item = self.batch.manifest.items[index]
         refs = collect_outputs(entry)

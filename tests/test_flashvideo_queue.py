@@ -758,3 +758,25 @@ def test_restart_collects_a_prompt_still_running_instead_of_resubmitting_it(tmp_
     assert result["summary"].exit_code == 0, log.getvalue()
     assert fake.texts() == PROMPTS[:2]  # item 0 collected, not submitted a second time
     assert manifest(tmp_path)["items"][0]["prompt_id"] == fake.received[0]["prompt_id"]
+
+
+@pytest.mark.parametrize("answer", [b"[1, 2]", b'"text"', b"7", b'{"p1": [1]}', b'{"queue_running": {"a": 1}}'])
+def test_malformed_server_answers_are_http_errors_naming_the_path(monkeypatch, answer):
+    from flashvideo_queue.client import ComfyClient, history_error
+    from flashvideo_queue.errors import HttpError
+    from flashvideo_queue.outputs import collect_outputs
+
+    client = ComfyClient("http://127.0.0.1:1")
+    monkeypatch.setattr(client, "request", lambda *a, **k: (200, answer))
+    calls = {"/history/p1": lambda: client.history("p1"), "/queue": client.queued_ids,
+             "/system_stats": client.system_stats}
+    for path, call in calls.items():
+        try:
+            result = call()
+        except HttpError as e:  # refused: the message names the route and the cause
+            assert path in str(e) and "ComfyUI" in str(e), e
+        else:  # or read as "nothing there", never a wrong type handed on
+            assert result in (None, {}, (set(), set())) or isinstance(result, dict), result
+    # history entries of the wrong shape: a reason, no output files, no AttributeError
+    for entry in ({"status": [1]}, {"status": {"messages": "x"}}, {"outputs": [1]}, {"outputs": {"9": [1]}}):
+        assert isinstance(history_error(entry), str) and collect_outputs(entry) == []
