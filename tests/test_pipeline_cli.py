@@ -96,6 +96,22 @@ def test_every_frame_count_on_the_grid_comes_back_whole(tiny_models, tmp_path, f
         assert _probe(str(out / f"flashvideo_example_prompt_seed0_{kind}.mp4"))[0] == frames, kind
 
 
+@pytest.mark.parametrize("height, width, resolution", [
+    (16, 16, "16x16"), (48, 32, "32x48"), (32, 48, "16x16"), (16, 48, "96x32"), (48, 16, "16x80")])
+def test_sizes_on_the_grid_run_end_to_end(tiny_models, tmp_path, height, width, resolution):
+    """The smallest sizes, portrait and landscape, a stage II smaller than stage I and aspect changes: every size
+    the checks accept (multiples of 16) runs and comes back at the size asked for."""
+    out = tmp_path / "out"
+    code = main(["generate", "--stage1", tiny_models["stage1"], "--stage2", tiny_models["stage2"], "--vae",
+                 tiny_models["vae"], "--embedding", tiny_models["embedding"], "--output-dir", str(out),
+                 "--height", str(height), "--width", str(width), "--frames", "5", "--steps1", "2", "--steps2", "1",
+                 "--resolution", resolution])
+    assert code == 0
+    w2, h2 = (int(side) for side in resolution.split("x"))
+    assert _probe(str(out / "flashvideo_example_prompt_seed0_stage1.mp4"))[:3] == (5, width, height)
+    assert _probe(str(out / "flashvideo_example_prompt_seed0_stage2.mp4"))[:3] == (5, w2, h2)
+
+
 def test_generate_reports_bad_arguments(tiny_models, tmp_path, capsys):
     common = ["--vae", tiny_models["vae"], "--embedding", tiny_models["embedding"], "--output-dir", str(tmp_path)]
     assert main(["generate", "--stage1", tiny_models["stage1"], *common]) == 2
