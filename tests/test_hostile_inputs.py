@@ -468,15 +468,9 @@ def test_unexpected_errors_end_in_one_line_unless_debugging(missing, tmp_path, c
 
 @pytest.fixture(scope="module")
 def api_server(comfyui_host, tmp_path_factory):
-    from pathlib import Path
+    from support.workflow_runs import served_with_models
 
-    from support.comfyui_host import make_base_dir, running_server
-    from support.workflow_runs import install_models
-
-    base = make_base_dir(tmp_path_factory.mktemp("comfyui-hostile"), Path(__file__).resolve().parents[1],
-                         "ComfyUI-FlashVideo")
-    install_models(base)
-    with running_server(comfyui_host.location, base) as server:
+    with served_with_models(comfyui_host.location, tmp_path_factory.mktemp("comfyui-hostile")) as server:
         yield server
 
 

@@ -5,6 +5,7 @@ tests."""
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,6 +20,17 @@ EXPECTED_VIDEOS = {
     "flashvideo_enhance_video": {"15": (EXAMPLE_CLIP_FRAMES, 96, 64)},
     "flashvideo_1080p_advanced": {"8": (9, 48, 32), "15": (9, 96, 64)},
 }
+
+
+@contextmanager
+def served_with_models(location, folder: Path):
+    """A running host whose base directory (made in ``folder``) has the pack and make-tiny's models."""
+    from .comfyui_host import make_base_dir, running_server
+
+    base = make_base_dir(folder, Path(__file__).resolve().parents[2], "ComfyUI-FlashVideo")
+    install_models(base)
+    with running_server(location, base) as server:
+        yield server
 
 
 def install_models(base: Path) -> dict:
