@@ -33,7 +33,7 @@ from .enhance.colour import COLOUR_FIXES
 from .parallel.layout import ThisProcessFailed, layout_from_environment, start_parallel, stop_parallel
 from .parallel.sequence import PeerFailed
 from .settings import (
-    COLOUR_FIX_DEFAULT, COLOUR_FIX_HELP, DTYPES, ENHANCE_OVERLAP, FPS, SEED, SLICING, VAE_MEMORY_MB, Setting,
+    COLOUR_FIX_DEFAULT, COLOUR_FIX_HELP, DTYPES, ENHANCE_OVERLAP, FPS, SLICING, VAE_MEMORY_MB, Setting,
     Stage1Settings, Stage2Settings, check_settings, resolve_dtype, setting,
 )
 from .vae.slicing import MODES as SLICING_MODES

@@ -13,7 +13,6 @@ import hashlib
 import http.client
 import json
 import mimetypes
-import os
 import re
 import uuid
 from pathlib import Path

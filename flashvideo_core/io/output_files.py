@@ -23,9 +23,9 @@ from typing import Iterator, Optional
 
 from ..errors import InputError
 
-#: what ``mkdtemp`` adds around the final name for the private folder: "." + name + "." + 8 random + ".partial"
-TEMPORARY_EXTRA_BYTES = 1 + 1 + 8 + len(".partial")
 TEMPORARY_SUFFIX = ".partial"
+#: what ``mkdtemp`` adds around the final name for the private folder: "." + name + "." + 8 random + suffix
+TEMPORARY_EXTRA_BYTES = 1 + 1 + 8 + len(TEMPORARY_SUFFIX)
 
 
 def _limit(folder: str, name: str, default: int) -> int:
