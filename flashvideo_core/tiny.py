@@ -15,6 +15,7 @@ from .checkpoints.io import write_safetensors
 from .checkpoints.vae_keys import official_to_diffusers
 from .dit.config import DiTConfig
 from .dit.model import FlashVideoDiT
+from .io.output_files import output_file
 from .vae.config import VAEConfig
 from .vae.model import CogVideoXVAE
 
@@ -53,7 +54,8 @@ def write_tiny_vae(path: str, layout: str = "official", config: VAEConfig = TINY
     sd = random_vae_state_dict(config, seed)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if layout == "official":
-        torch.save({"state_dict": {**sd, "loss.logvar": torch.zeros(())}, "global_step": 0}, path)
+        with output_file(path) as temporary:
+            torch.save({"state_dict": {**sd, "loss.logvar": torch.zeros(())}, "global_step": 0}, temporary)
     elif layout == "diffusers":
         write_safetensors(path, official_to_diffusers(sd), {})
     else:
@@ -112,7 +114,8 @@ def write_tiny_dit(path: str, stage: str = "stage1", lora: bool = True, seed: in
     if stage == "stage1" and lora:
         sat = unmerge_lora(sat)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    torch.save({"module": sat}, path)
+    with output_file(path) as temporary:
+        torch.save({"module": sat}, temporary)
     return path
 
 

@@ -4,9 +4,11 @@ paths leaving the output folder are refused, and names are checked with their te
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 import torch
@@ -164,3 +166,81 @@ def test_a_damaged_resume_overlap_is_refused_with_the_fix(tmp_path, victim, dama
                   str(overlap))
     with pytest.raises(InputError, match="--restart"):
         ResumableOutput(str(tmp_path / "out.mp4"), {"input": "x"}).start(8)
+
+
+# ---- no module writes around output_file ------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("flashvideo_core", "nodes", "flashvideo_queue")
+#: places that create files in other ways, each with why it is not an output
+OTHER_WRITES_ALLOWED = {
+    ("flashvideo_core/io/output_files.py", "write_bytes"): "the one writer itself",
+    ("flashvideo_core/io/output_files.py", "output_file"): "the one writer itself",
+    ("flashvideo_core/io/video.py", "__enter__"): "VideoWriter opens output_file's temporary name (entered by hand)",
+    ("flashvideo_queue/manifest.py", "lock_folder"): "the run's lock file (O_NOFOLLOW, locked, never written)",
+}
+
+
+def _writes(tree):
+    """(function name, line, what) of every call that creates or replaces a file, outside a ``with output_file``."""
+    def is_output_file(item) -> bool:
+        call = item.context_expr
+        return isinstance(call, ast.Call) and getattr(call.func, "id", getattr(call.func, "attr", None)) == "output_file"
+
+    def mode_of(call) -> str:
+        modes = [k.value for k in call.keywords if k.arg == "mode"] + call.args[1:2]
+        return modes[0].value if modes and isinstance(modes[0], ast.Constant) and isinstance(modes[0].value, str) else ""
+
+    found = []
+
+    def visit(node, function: str, guarded: bool) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            function, guarded = node.name, False
+        if isinstance(node, ast.With) and any(is_output_file(item) for item in node.items):
+            guarded = True
+        if isinstance(node, ast.Call) and not guarded:
+            func = node.func
+            name = getattr(func, "attr", getattr(func, "id", ""))
+            owner = getattr(getattr(func, "value", None), "id", "")
+            what = None
+            attribute = isinstance(func, ast.Attribute)
+            if (name == "save" and owner == "torch" or name == "save_file"
+                    or attribute and name in ("write_bytes", "write_text")):  # Path's; a bare write_bytes is ours
+                what = name
+            elif name in ("replace", "rename") and owner == "os" or name.startswith("copy") and owner == "shutil":
+                what = f"{owner}.{name}"
+            elif name == "open" and any(c in mode_of(node) for c in "wax"):
+                what = f"{owner + '.' if owner else ''}open(mode {mode_of(node)!r})"
+            elif name == "open" and owner == "os" and "O_CREAT" in ast.dump(node):
+                what = "os.open(O_CREAT)"
+            if what:
+                found.append((function, node.lineno, what))
+        for child in ast.iter_child_nodes(node):
+            visit(child, function, guarded)
+
+    visit(tree, "<module>", False)
+    return found
+
+
+def test_every_file_the_pack_writes_goes_through_output_file():
+    stray = []
+    for package in PACKAGES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            relative = path.relative_to(REPO).as_posix()
+            for function, line, what in _writes(ast.parse(path.read_text(), relative)):
+                if (relative, function) not in OTHER_WRITES_ALLOWED:
+                    stray.append(f"{relative}:{line} {function}: {what}")
+    assert not stray, "write these through io.output_files.output_file (or allow them with a reason):\n" + \
+        "\n".join(stray)
+
+
+def test_make_tiny_replaces_planted_links_instead_of_writing_through_them(tmp_path, victim):
+    from flashvideo_core.tiny_install import TINY_FILES, make_tiny
+
+    models = tmp_path / "models"
+    for relative in TINY_FILES:
+        (models / relative).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(victim, models / relative)
+    paths = make_tiny(str(models), force=True)
+    assert victim.read_bytes() == VICTIM_TEXT
+    assert all(os.path.isfile(p) and not os.path.islink(p) for p in paths.values())
